@@ -1,0 +1,61 @@
+"""Lock-based AsyncSGD: a blocking OS mutex makes every read and update consistent.
+
+    loop:
+        lock;  x_local <- params;  unlock          (consistent copy)
+        g <- gradient(x_local, minibatch)
+        lock;  params <- params - lr * g;  unlock
+
+The mutex is a pthread mutex, as the paper's ``std::mutex``: a waiting thread
+sleeps in the kernel, so a preempted lock holder stalls everyone behind it.
+"""
+
+import numpy as np
+from numba import njit
+
+from asgdbench.atomics import mutex_lock, mutex_unlock, new_mutex
+from asgdbench.protocol import APPLIED, MAX_UPDATES, STOP
+from asgdbench.registry import Strategy, register_strategy
+from asgdbench.steps import copy_into, retire_nothing, sgd_step_inplace
+
+
+def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
+    local_copies = np.empty((n_threads, init_params.shape[0]), dtype=init_params.dtype)
+    updates = np.zeros(1, dtype=np.int64)  # only touched under the mutex
+    return (init_params.copy(), local_copies, new_mutex(), updates)
+
+
+@njit(nogil=True, cache=True)
+def read(state, tid):
+    params, local_copies, mutex, updates = state
+    mutex_lock(mutex)
+    copy_into(local_copies[tid], params)
+    version = updates[0]
+    mutex_unlock(mutex)
+    return local_copies[tid], version
+
+
+@njit(nogil=True, cache=True)
+def update(state, tid, token, grad, lr, control):
+    params, local_copies, mutex, updates = state
+    mutex_lock(mutex)
+    if updates[0] >= control[MAX_UPDATES]:
+        mutex_unlock(mutex)
+        return STOP, 0, 0
+    sgd_step_inplace(params, grad, lr)
+    staleness = updates[0] - token
+    updates[0] += 1
+    mutex_unlock(mutex)
+    return APPLIED, staleness, 1
+
+
+register_strategy(Strategy(
+    name="lock",
+    summary="Lock-based AsyncSGD: a mutex guards the copy-out read and the update.",
+    make_state=make_state,
+    read=read,
+    update=update,
+    retire=retire_nothing,
+    final_params=lambda state: state[0],
+    peak_param_vectors=lambda state, n_threads: 1 + n_threads,
+    doc=__doc__,
+))

@@ -1,0 +1,49 @@
+"""SEQ: one thread running plain SGD, the reference every parallel run is compared with.
+
+    loop:
+        x  <- params                      (no copy: nobody else writes)
+        g  <- gradient(x, minibatch)
+        params <- params - lr * g
+"""
+
+import numpy as np
+from numba import njit
+
+from asgdbench.protocol import APPLIED, MAX_UPDATES, STOP
+from asgdbench.registry import Strategy, register_strategy
+from asgdbench.steps import retire_nothing, sgd_step_inplace
+
+
+def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
+    updates = np.zeros(1, dtype=np.int64)
+    return (init_params.copy(), updates)
+
+
+@njit(nogil=True, cache=True)
+def read(state, tid):
+    params, updates = state
+    return params, updates[0]
+
+
+@njit(nogil=True, cache=True)
+def update(state, tid, token, grad, lr, control):
+    params, updates = state
+    if updates[0] >= control[MAX_UPDATES]:
+        return STOP, 0, 0
+    sgd_step_inplace(params, grad, lr)
+    updates[0] += 1
+    return APPLIED, 0, 1
+
+
+register_strategy(Strategy(
+    name="seq",
+    summary="One thread, plain SGD: the sequential reference.",
+    make_state=make_state,
+    read=read,
+    update=update,
+    retire=retire_nothing,
+    final_params=lambda state: state[0],
+    peak_param_vectors=lambda state, n_threads: 1,
+    max_threads=1,
+    doc=__doc__,
+))

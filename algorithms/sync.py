@@ -1,0 +1,76 @@
+"""SYNC: synchronous parallel SGD, a round at a time behind barriers.
+
+All m threads compute a gradient on the same parameters, then every thread
+applies the average of the m gradients to its own slice of the vector:
+
+    loop:
+        x  <- params                      (all threads see the same version)
+        g_t <- gradient(x, minibatch_t);  publish g_t
+        barrier
+        params[my slice] <- params[my slice] - lr * mean_t(g_t)[my slice]
+        barrier
+
+One round is one update (an effective minibatch m times larger), counted by
+thread 0; the other threads' gradients are MERGED into it. A thread that sees
+the run stopping withdraws from the first barrier, so nobody waits forever.
+"""
+
+import numpy as np
+from numba import njit
+
+from asgdbench.barrier import barrier_wait
+from asgdbench.protocol import APPLIED, MAX_UPDATES, MERGED, NEVER, STOP, STOP_FLAG
+from asgdbench.registry import Strategy, register_strategy
+from asgdbench.steps import copy_into, retire_nothing
+
+GRADIENTS_IN = 0  # barrier cell: every gradient of the round is published
+UPDATED = 8  # barrier cell: every slice of the round is applied
+
+
+def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
+    grads = np.zeros((n_threads, init_params.shape[0]), dtype=init_params.dtype)
+    barriers = np.zeros(16, dtype=np.int64)
+    rounds = np.zeros(1, dtype=np.int64)  # written by thread 0 between the barriers
+    inv_threads = np.array([1.0 / n_threads], dtype=init_params.dtype)
+    return (init_params.copy(), grads, barriers, rounds, inv_threads)
+
+
+@njit(nogil=True, cache=True)
+def read(state, tid):
+    params, grads, barriers, rounds, inv_threads = state
+    return params, rounds[0]
+
+
+@njit(nogil=True, cache=True)
+def update(state, tid, token, grad, lr, control):
+    params, grads, barriers, rounds, inv_threads = state
+    n_threads = grads.shape[0]
+    if rounds[0] >= control[MAX_UPDATES]:  # every thread decides alike: rounds is stable here
+        return STOP, 0, 0
+    copy_into(grads[tid], grad)
+    if not barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG):
+        return STOP, 0, 0
+    n = params.shape[0]
+    lo = tid * n // n_threads
+    hi = (tid + 1) * n // n_threads
+    step = lr * inv_threads[0]
+    for t in range(n_threads):
+        for i in range(lo, hi):
+            params[i] -= step * grads[t, i]
+    if tid == 0:
+        rounds[0] += 1
+    barrier_wait(barriers, UPDATED, n_threads, control, NEVER)
+    return (APPLIED if tid == 0 else MERGED), 0, 1
+
+
+register_strategy(Strategy(
+    name="sync",
+    summary="Synchronous parallel SGD: average m gradients per round, behind barriers.",
+    make_state=make_state,
+    read=read,
+    update=update,
+    retire=retire_nothing,
+    final_params=lambda state: state[0],
+    peak_param_vectors=lambda state, n_threads: 1,
+    doc=__doc__,
+))

@@ -1,0 +1,13 @@
+"""Errors a user can cause; the CLI prints them as one line and exits with code 2."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a configuration, a name, a file. Its message is one line that says what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """An unknown name or a bad value in a run's configuration."""
+
+
+class DataError(UserError):
+    """A data set that is missing, corrupt or truncated."""

@@ -1,0 +1,112 @@
+"""Stop rules, judged off the workers' critical path from the loss log.
+
+A monitor thread wakes every few milliseconds and scans the log entries that
+workers appended since its last look, in log order. It keeps the smoothed loss
+(mean of the last ``window`` minibatch losses) and notes the first entry at
+which it reached the target (epsilon-convergence) or diverged. The exact time
+and update count come from that entry's own timestamp, not from when the
+monitor happened to wake, so polling adds no error to time-to-target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from asgdbench.atomics import load
+from asgdbench.protocol import APPLIED
+
+RUNNING, REACHED, DIVERGED = 0, 1, 2
+
+# cells of the monitor's int64 state
+NEXT_ENTRY, APPLIED_SEEN, FILLED, EVENT, EVENT_TIME_NS, EVENT_UPDATES, LOST_ENTRIES = range(7)
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a run ends. ``None`` disables a rule; the first rule to fire wins."""
+
+    target_loss: float | None
+    max_time: float | None
+    max_updates: int | None
+    diverge_factor: float = 10.0
+    window: int = 64
+
+    def divergence_limit(self, initial_loss: float) -> float:
+        return self.diverge_factor * initial_loss if self.diverge_factor else math.inf
+
+
+@dataclass
+class LossMonitor:
+    """Running smoothed loss and the first event (target reached or diverged)."""
+
+    cells: np.ndarray
+    ring: np.ndarray
+    sums: np.ndarray  # [window sum, smoothed loss]
+
+    @classmethod
+    def for_window(cls, window: int) -> "LossMonitor":
+        return cls(np.zeros(8, np.int64), np.zeros(window, np.float64), np.zeros(2, np.float64))
+
+    def scan(self, log: tuple, target: float, divergence_limit: float) -> int:
+        return _scan(log, self.cells, self.ring, self.sums, target, divergence_limit)
+
+    @property
+    def event(self) -> int:
+        return int(self.cells[EVENT])
+
+    @property
+    def smoothed_loss(self) -> float:
+        return float(self.sums[1]) if self.cells[FILLED] else math.nan
+
+    @property
+    def applied_seen(self) -> int:
+        return int(self.cells[APPLIED_SEEN])
+
+
+@njit(nogil=True, cache=True)
+def _scan(log, cells, ring, sums, target, divergence_limit):
+    """Consume every complete log entry; returns the event so far."""
+    sequence, losses, times, outcomes = log
+    capacity = sequence.shape[0]
+    window = ring.shape[0]
+    while True:
+        entry = cells[NEXT_ENTRY]
+        slot = entry & (capacity - 1)
+        seen = load(sequence, slot, "acquire")
+        if seen <= entry:
+            break  # not written yet
+        if seen > entry + 1:  # overwritten: the monitor fell a whole ring behind
+            cells[LOST_ENTRIES] += 1
+            cells[NEXT_ENTRY] = entry + 1
+            continue
+        loss = losses[slot]
+        if outcomes[slot] == APPLIED:
+            cells[APPLIED_SEEN] += 1
+        filled = cells[FILLED]
+        position = filled % window
+        if filled >= window:
+            sums[0] -= ring[position]
+        ring[position] = loss
+        sums[0] += loss
+        cells[FILLED] = filled + 1
+        if position == window - 1:  # re-add now and then so rounding never drifts
+            sums[0] = ring.sum()
+        count = min(filled + 1, window)
+        sums[1] = sums[0] / count
+        cells[NEXT_ENTRY] = entry + 1
+        if cells[EVENT] == 0:
+            if not np.isfinite(loss) or (count == window and sums[1] > divergence_limit):
+                event = 2
+            elif count == window and sums[1] <= target:
+                event = 1
+            else:
+                event = 0
+            if event != 0:
+                cells[EVENT] = event
+                cells[EVENT_TIME_NS] = times[slot]
+                cells[EVENT_UPDATES] = cells[APPLIED_SEEN]
+    return cells[EVENT]

@@ -1,0 +1,90 @@
+"""What one run produces: its configuration and telemetry, JSON-serialisable."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATUSES = ("converged", "diverged", "timeout", "budget")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run; two runs with equal configs are repeats."""
+
+    workload: str
+    algorithm: str
+    threads: int
+    lr: float
+    batch_size: int
+    seed: int
+    target_loss: float | None
+    max_time: float | None
+    max_updates: int | None
+    dtype: str = "float32"
+
+    def key(self) -> tuple:
+        """Identity of a grid cell, for resuming a grid without redoing runs."""
+        return (self.workload, self.algorithm, self.threads, float(self.lr), self.batch_size,
+                self.seed, self.dtype)
+
+
+@dataclass
+class RunResult:
+    """One run's outcome. ``status`` says how it ended; nothing is averaged or hidden here.
+
+    Times are seconds from the start barrier; ``time_to_target_s`` and
+    ``steps_to_target`` are None unless the smoothed loss reached the target.
+    """
+
+    config: RunConfig
+    status: str
+    wall_s: float
+    time_to_target_s: float | None
+    steps_to_target: int | None
+    updates_applied: int
+    gradients_computed: int
+    gradients_dropped: int
+    updates_per_s: float
+    per_thread_updates: list[int]
+    per_thread_gradients: list[int]
+    loss_trace: list[list]
+    staleness: dict[str, Any]
+    cas: dict[str, Any] | None
+    peak_param_vectors: int
+    peak_param_bytes: int
+    initial_loss: float
+    final_loss: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    compile_s: float
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-ready dict: the config's fields first, non-finite floats as None."""
+        data = asdict(self)
+        config = data.pop("config")
+        return _finite({**config, **data})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunResult":
+        config_names = RunConfig.__dataclass_fields__
+        config = RunConfig(**{k: data[k] for k in config_names if k in data})
+        rest = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "config"}
+        return cls(config=config, **rest)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,113 @@
+"""The worker loop every thread runs, in nopython code without the GIL.
+
+It is the harness's half of the strategy contract (:mod:`asgdbench.protocol`):
+the loop owns minibatch sampling, the gradient, timing and telemetry, and
+calls the strategy's ``read`` / ``update`` / ``retire`` kernels, which numba
+inlines as first-class function arguments. Each finished gradient appends one
+entry (loss, time, outcome) to a shared ring-buffer log that the monitor reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from asgdbench.atomics import fetch_add, load, store
+from asgdbench.barrier import spin_wait_hint
+from asgdbench.clock import monotonic_ns
+from asgdbench.protocol import APPLIED, DROPPED, GO, LOG_CURSOR, MERGED, READY, STOP, STOP_FLAG
+from asgdbench.rng import sample_batch
+
+# columns of the per-thread counter rows (a row is one cache line)
+(COMPUTED, APPLIED_COUNT, DROPPED_COUNT, MERGED_COUNT, STALENESS_SUM, STALENESS_MAX,
+ ATTEMPTS_SUM) = range(7)
+COUNTER_COLUMNS = 8
+
+STALENESS_BINS = 4096  # the last bin collects everything at or above it
+ATTEMPT_BINS = 64
+
+
+@dataclass
+class LossLog:
+    """Ring buffer of (loss, time, outcome) per gradient; ``sequence[i] == k + 1`` once entry k is in."""
+
+    sequence: np.ndarray
+    loss: np.ndarray
+    time_ns: np.ndarray
+    outcome: np.ndarray
+
+    @classmethod
+    def allocate(cls, capacity: int = 1 << 18) -> "LossLog":
+        assert capacity & (capacity - 1) == 0, "capacity must be a power of two"
+        return cls(np.zeros(capacity, np.int64), np.zeros(capacity, np.float64),
+                   np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
+
+    def arrays(self) -> tuple:
+        return (self.sequence, self.loss, self.time_ns, self.outcome)
+
+
+@dataclass
+class ThreadTelemetry:
+    """Per-thread counters and histograms, one row per thread, written without atomics."""
+
+    counters: np.ndarray
+    staleness: np.ndarray
+    attempts: np.ndarray
+
+    @classmethod
+    def allocate(cls, n_threads: int) -> "ThreadTelemetry":
+        return cls(np.zeros((n_threads, COUNTER_COLUMNS), np.int64),
+                   np.zeros((n_threads, STALENESS_BINS), np.int64),
+                   np.zeros((n_threads, ATTEMPT_BINS), np.int64))
+
+
+@njit(nogil=True, cache=True)
+def _wait_for_start(control):
+    fetch_add(control, READY, 1)
+    spins = 0
+    while load(control, GO, "acquire") == 0:
+        spin_wait_hint(spins)
+        spins += 1
+
+
+@njit(nogil=True, cache=True)
+def _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, attempts_hist,
+            log, control, timespec):
+    counters[tid, COMPUTED] += 1
+    if outcome == APPLIED:
+        counters[tid, APPLIED_COUNT] += 1
+        counters[tid, STALENESS_SUM] += staleness
+        counters[tid, STALENESS_MAX] = max(counters[tid, STALENESS_MAX], staleness)
+        staleness_hist[tid, min(staleness, STALENESS_BINS - 1)] += 1
+    elif outcome == DROPPED:
+        counters[tid, DROPPED_COUNT] += 1
+    elif outcome == MERGED:
+        counters[tid, MERGED_COUNT] += 1
+    counters[tid, ATTEMPTS_SUM] += attempts
+    attempts_hist[tid, min(attempts, ATTEMPT_BINS - 1)] += 1
+    sequence, losses, times, outcomes = log
+    entry = fetch_add(control, LOG_CURSOR, 1)
+    slot = entry & (sequence.shape[0] - 1)
+    losses[slot] = loss
+    times[slot] = monotonic_ns(timespec)
+    outcomes[slot] = outcome
+    store(sequence, slot, entry + 1, "release")
+
+
+@njit(nogil=True, cache=True)
+def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, work, grad, rows,
+                rng, lr, control, log, counters, staleness_hist, attempts_hist, timespec):
+    """Train until the stop flag is set or the strategy says STOP."""
+    _wait_for_start(control)
+    while load(control, STOP_FLAG, "monotonic") == 0:
+        sample_batch(rng, n_samples, rows)
+        params, token = read(state, tid)
+        loss = gradient(params, data, rows, work, grad)
+        outcome, staleness, attempts = update(state, tid, token, grad, lr, control)
+        if outcome == STOP:
+            break
+        _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, attempts_hist,
+                log, control, timespec)
+    retire(state, tid)

@@ -1,0 +1,446 @@
+"""Tests for asgdbench.workloads.datasets: in-memory data sets, MNIST reading, and downloading.
+
+The real-MNIST tests read the files under $ASGDBENCH_DATA/mnist and skip when
+that is not set. The download tests talk only to an HTTP server on 127.0.0.1
+started by the test itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import pathlib
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import platformdirs
+import pytest
+
+from asgdbench.errors import ConfigError, DataError, UserError
+from asgdbench.workloads import datasets
+from asgdbench.workloads.datasets import (
+    DATASETS,
+    MNIST_FILES,
+    Dataset,
+    download_mnist,
+    load_digits,
+    load_mnist,
+    load_synthetic,
+    resolve_data_dir,
+)
+
+REMEDY = "asgdbench download mnist"
+
+
+def assert_well_formed(data: Dataset, n_classes: int) -> None:
+    """Properties every loader promises, whatever the data set."""
+    for X, y in ((data.X_train, data.y_train), (data.X_test, data.y_test)):
+        assert X.dtype == np.float64 and X.flags.c_contiguous and X.ndim == 2
+        assert y.dtype == np.int64 and y.shape == (X.shape[0],)
+        assert X.shape[1] == data.n_features
+        assert y.min() >= 0 and y.max() < n_classes
+    assert data.n_classes == n_classes
+
+
+def assert_one_line_data_error(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+def test_error_hierarchy() -> None:
+    assert issubclass(ConfigError, UserError) and issubclass(ConfigError, ValueError)
+    assert issubclass(DataError, UserError) and not issubclass(DataError, ValueError)
+
+
+# --- digits and synthetic ------------------------------------------------------------
+
+
+def test_digits_shapes_and_scaling() -> None:
+    data = load_digits()
+    assert_well_formed(data, 10)
+    assert data.name == "digits"
+    assert data.X_train.shape == (1437, 64) and data.X_test.shape == (360, 64)
+    assert data.X_train.min() == 0.0 and data.X_train.max() == 1.0
+    assert set(np.unique(data.y_test)) == set(range(10))  # stratified: every class is tested
+
+
+def test_digits_is_deterministic_by_seed() -> None:
+    a, b, c = load_digits(seed=1), load_digits(seed=1), load_digits(seed=2)
+    assert np.array_equal(a.X_train, b.X_train) and np.array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.X_train, c.X_train)
+
+
+def test_digits_test_fraction() -> None:
+    data = load_digits(test_fraction=0.5)
+    assert len(data.y_test) in (898, 899)
+    assert len(data.y_train) + len(data.y_test) == 1797
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, 0.001])
+def test_digits_rejects_bad_test_fraction(fraction: float) -> None:
+    with pytest.raises(ConfigError, match="test_fraction"):
+        load_digits(test_fraction=fraction)
+
+
+def test_synthetic_defaults() -> None:
+    data = load_synthetic()
+    assert_well_formed(data, 10)
+    assert data.X_train.shape == (8000, 100) and data.X_test.shape == (2000, 100)
+    assert set(np.unique(data.y_train)) == set(range(10))
+
+
+def test_synthetic_is_standardized_with_train_statistics() -> None:
+    data = load_synthetic(n_samples=2000, n_features=30, n_classes=4, seed=3)
+    np.testing.assert_allclose(data.X_train.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(data.X_train.std(axis=0), 1.0, atol=1e-12)
+    # The test set is transformed with the train statistics, so it is only roughly standardized.
+    assert np.all(np.abs(data.X_test.mean(axis=0)) < 0.3)
+    assert not np.allclose(data.X_test.mean(axis=0), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "n_features", "n_classes"),
+    [(2, 1, 2), (3, 10, 10), (50, 3, 8), (300, 1000, 3), (1000, 5, 20)],
+)
+def test_synthetic_any_size(n_samples: int, n_features: int, n_classes: int) -> None:
+    data = load_synthetic(n_samples, n_features, n_classes, test_fraction=0.25)
+    assert_well_formed(data, n_classes)
+    assert data.n_features == n_features
+    assert len(data.y_train) + len(data.y_test) == n_samples
+    assert len(data.y_train) >= 1 and len(data.y_test) >= 1
+    assert np.all(np.isfinite(data.X_train)) and np.all(np.isfinite(data.X_test))
+
+
+def test_synthetic_is_deterministic_by_seed() -> None:
+    a, b, c = (load_synthetic(500, 20, 3, seed=s) for s in (7, 7, 8))
+    assert np.array_equal(a.X_train, b.X_train) and np.array_equal(a.y_train, b.y_train)
+    assert np.array_equal(a.X_test, b.X_test)
+    assert not np.array_equal(a.X_train, c.X_train)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_samples": 1},
+        {"n_features": 0},
+        {"n_classes": 1},
+        {"n_features": 1, "n_classes": 3},
+        {"test_fraction": 1.0},
+        {"n_samples": 2, "test_fraction": 0.9},
+    ],
+)
+def test_synthetic_rejects_bad_configuration(kwargs: dict) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_synthetic(**kwargs)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_registry() -> None:
+    assert DATASETS == {"digits": load_digits, "synthetic": load_synthetic, "mnist": load_mnist}
+
+
+# --- resolve_data_dir ----------------------------------------------------------------
+
+
+def test_resolve_data_dir_order(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    monkeypatch.setenv("ASGDBENCH_DATA", str(tmp_path / "from-env"))
+    assert resolve_data_dir(tmp_path / "explicit") == tmp_path / "explicit"
+    assert resolve_data_dir(str(tmp_path / "explicit")) == tmp_path / "explicit"
+    assert resolve_data_dir() == tmp_path / "from-env"
+    monkeypatch.setenv("ASGDBENCH_DATA", "")
+    assert resolve_data_dir() == pathlib.Path(platformdirs.user_cache_dir("asgdbench"))
+    monkeypatch.delenv("ASGDBENCH_DATA")
+    assert resolve_data_dir() == pathlib.Path(platformdirs.user_cache_dir("asgdbench"))
+    assert not (tmp_path / "from-env").exists()  # resolving never creates folders
+
+
+# --- MNIST from the real files --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_mnist_dir() -> pathlib.Path:
+    """$ASGDBENCH_DATA/mnist holding the four real files, or skip."""
+    root = os.environ.get("ASGDBENCH_DATA")
+    if not root:
+        pytest.skip("ASGDBENCH_DATA is not set")
+    folder = pathlib.Path(root) / "mnist"
+    if not all((folder / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"{folder} lacks the MNIST files")
+    return folder
+
+
+def test_load_real_mnist(real_mnist_dir: pathlib.Path) -> None:
+    data = load_mnist(real_mnist_dir.parent)
+    assert_well_formed(data, 10)
+    assert data.name == "mnist"
+    assert data.X_train.shape == (60000, 784) and data.X_test.shape == (10000, 784)
+    assert data.X_train.min() == 0.0 and data.X_train.max() == 1.0
+    assert data.X_test.min() >= 0.0 and data.X_test.max() <= 1.0
+    assert set(np.unique(data.y_train)) == set(range(10))
+    assert np.bincount(data.y_test).sum() == 10000
+
+
+def test_load_mnist_uses_env_var(real_mnist_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASGDBENCH_DATA", str(real_mnist_dir.parent))
+    assert load_mnist().X_test.shape == (10000, 784)
+
+
+# --- MNIST: corrupt and missing files ---------------------------------------------------
+
+
+def idx_bytes(values: np.ndarray) -> bytes:
+    """An unsigned-byte IDX file holding `values`."""
+    magic = 0x0800 | values.ndim
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in values.shape)
+    return header + values.astype(np.uint8).tobytes()
+
+
+def write_gz(path: pathlib.Path, raw: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw))
+
+
+def tiny_split(folder: pathlib.Path, n_images: int, n_labels: int, prefix: str = "train") -> dict:
+    """Write a small, well-formed split and return a checksum table that accepts it."""
+    rng = np.random.default_rng(0)
+    raws = {
+        f"{prefix}-images-idx3-ubyte": idx_bytes(rng.integers(0, 256, (n_images, 28, 28))),
+        f"{prefix}-labels-idx1-ubyte": idx_bytes(rng.integers(0, 10, n_labels)),
+    }
+    for name, raw in raws.items():
+        write_gz(folder / f"{name}.gz", raw)
+    return {name: hashlib.sha256(raw).hexdigest() for name, raw in raws.items()}
+
+
+def test_missing_mnist(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(DataError) as excinfo:
+        load_mnist(tmp_path)
+    assert_one_line_data_error(excinfo, "train-images-idx3-ubyte.gz", "missing", REMEDY, "ASGDBENCH_DATA")
+
+
+def test_missing_mnist_via_env(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASGDBENCH_DATA", str(tmp_path))
+    with pytest.raises(DataError) as excinfo:
+        load_mnist()
+    assert_one_line_data_error(excinfo, str(tmp_path / "mnist"), "missing")
+
+
+def test_truncated_gzip(tmp_path: pathlib.Path) -> None:
+    compressed = gzip.compress(idx_bytes(np.zeros((10, 28, 28))))
+    target = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    target.parent.mkdir()
+    target.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(DataError) as excinfo:
+        load_mnist(tmp_path)
+    assert_one_line_data_error(excinfo, str(target), "truncated", REMEDY)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not gzip at all" * 10,
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\xff" * 64,  # gzip header, garbage deflate data
+    ],
+    ids=["not-gzip", "bad-deflate"],
+)
+def test_corrupt_gzip(tmp_path: pathlib.Path, content: bytes) -> None:
+    target = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    target.parent.mkdir()
+    target.write_bytes(content)
+    with pytest.raises(DataError) as excinfo:
+        load_mnist(tmp_path)
+    assert_one_line_data_error(excinfo, str(target), "not a valid gzip file", REMEDY)
+
+
+def test_wrong_checksum(tmp_path: pathlib.Path) -> None:
+    tiny_split(tmp_path / "mnist", 5, 5)  # well-formed, but not the published content
+    with pytest.raises(DataError) as excinfo:
+        load_mnist(tmp_path)
+    assert_one_line_data_error(excinfo, "train-images-idx3-ubyte.gz", "checksum", REMEDY)
+
+
+def test_tiny_split_loads_with_matching_checksums(tmp_path: pathlib.Path) -> None:
+    checksums = tiny_split(tmp_path, 5, 5)
+    X, y = datasets._load_mnist_split(tmp_path, "train", checksums)
+    assert X.shape == (5, 784) and X.dtype == np.float64 and 0.0 <= X.min() and X.max() <= 1.0
+    assert y.shape == (5,) and y.dtype == np.int64
+
+
+def test_image_and_label_counts_must_agree(tmp_path: pathlib.Path) -> None:
+    checksums = tiny_split(tmp_path, 5, 4)
+    with pytest.raises(DataError) as excinfo:
+        datasets._load_mnist_split(tmp_path, "train", checksums)
+    assert_one_line_data_error(excinfo, "5 images but 4 labels")
+
+
+def test_images_must_be_28x28(tmp_path: pathlib.Path) -> None:
+    raw = idx_bytes(np.zeros((3, 8, 8)))
+    checksums = tiny_split(tmp_path, 3, 3)
+    write_gz(tmp_path / "train-images-idx3-ubyte.gz", raw)
+    checksums["train-images-idx3-ubyte"] = hashlib.sha256(raw).hexdigest()
+    with pytest.raises(DataError) as excinfo:
+        datasets._load_mnist_split(tmp_path, "train", checksums)
+    assert_one_line_data_error(excinfo, "bad header", "8x8")
+
+
+def test_truncated_idx_payload_behind_a_valid_checksum(tmp_path: pathlib.Path) -> None:
+    # The header promises 10 images but only 3 are there; the checksum table
+    # accepts the file, so only the header/size check can catch it.
+    raw = idx_bytes(np.zeros((10, 28, 28)))[: 16 + 3 * 784]
+    checksums = tiny_split(tmp_path, 10, 10)
+    write_gz(tmp_path / "train-images-idx3-ubyte.gz", raw)
+    checksums["train-images-idx3-ubyte"] = hashlib.sha256(raw).hexdigest()
+    with pytest.raises(DataError) as excinfo:
+        datasets._load_mnist_split(tmp_path, "train", checksums)
+    assert_one_line_data_error(excinfo, "train-images-idx3-ubyte.gz", "truncated")
+
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+
+
+def test_parse_idx_reads_shape_and_values() -> None:
+    values = np.arange(24).reshape(2, 3, 4)
+    parsed = datasets._parse_idx(idx_bytes(values), IMAGES_MAGIC, "x")
+    assert parsed.shape == (2, 3, 4) and parsed.dtype == np.uint8
+    assert np.array_equal(parsed, values)
+
+
+@pytest.mark.parametrize(
+    ("raw", "magic", "fragment"),
+    [
+        (idx_bytes(np.zeros((4, 28, 28)))[:-1], IMAGES_MAGIC, "truncated"),
+        (idx_bytes(np.zeros((4, 28, 28)))[:10], IMAGES_MAGIC, "truncated"),
+        (b"", LABELS_MAGIC, "truncated"),
+        (idx_bytes(np.zeros(5)) + b"\x00", LABELS_MAGIC, "unexpected bytes"),
+        (idx_bytes(np.zeros(5)), IMAGES_MAGIC, "bad header"),  # labels where images belong
+        (idx_bytes(np.zeros((4, 28, 28))), LABELS_MAGIC, "bad header"),
+        (b"\x00\x00\x08\x01" + (0).to_bytes(4, "big"), LABELS_MAGIC, "bad header"),
+    ],
+    ids=["payload-short", "header-short", "empty", "trailing", "labels-as-images", "images-as-labels", "zero"],
+)
+def test_parse_idx_rejects_malformed(raw: bytes, magic: int, fragment: str) -> None:
+    with pytest.raises(DataError) as excinfo:
+        datasets._parse_idx(raw, magic, "some-file")
+    assert_one_line_data_error(excinfo, "some-file", fragment)
+
+
+# --- MNIST: downloading from a local server ------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make urllib connect to 127.0.0.1 directly, never through a proxy from the environment."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+@pytest.fixture
+def local_server(tmp_path: pathlib.Path, no_proxies: None) -> Iterator[tuple[str, pathlib.Path]]:
+    """(base URL, served folder) of an HTTP server on 127.0.0.1, shut down after the test."""
+    served = tmp_path / "www"
+    served.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def final_and_partial_files(folder: pathlib.Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def test_download_falls_back_to_a_working_mirror(
+    local_server: tuple[str, pathlib.Path], real_mnist_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    base, served = local_server
+    shutil.copytree(real_mnist_dir, served / "good", ignore=shutil.ignore_patterns("*.md", "SHA256SUMS*"))
+    dest = tmp_path / "dest"
+    mirrors = [f"{base}/missing/", f"{base}/good"]  # 404 first; second base URL lacks its slash
+
+    folder = download_mnist(dest, mirrors=mirrors, timeout=5)
+
+    assert folder == dest / "mnist"
+    assert final_and_partial_files(folder) == set(MNIST_FILES)
+    for name in MNIST_FILES:
+        assert (folder / name).read_bytes() == (real_mnist_dir / name).read_bytes()
+    assert load_mnist(dest).y_test.shape == (10000,)
+
+    # Intact files are kept: with only the dead mirror left, nothing needs fetching.
+    assert download_mnist(dest, mirrors=[f"{base}/missing/"], timeout=5) == folder
+
+
+def test_download_replaces_a_damaged_file(
+    local_server: tuple[str, pathlib.Path], real_mnist_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    base, served = local_server
+    shutil.copytree(real_mnist_dir, served / "good", ignore=shutil.ignore_patterns("*.md", "SHA256SUMS*"))
+    folder = tmp_path / "dest" / "mnist"
+    shutil.copytree(served / "good", folder)
+    damaged = folder / "t10k-labels-idx1-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+
+    download_mnist(tmp_path / "dest", mirrors=[f"{base}/good/"], timeout=5)
+
+    assert damaged.read_bytes() == (real_mnist_dir / damaged.name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "served_content",
+    [gzip.compress(b"not the real MNIST"), b"not even gzip"],
+    ids=["wrong-checksum", "not-gzip"],
+)
+def test_download_of_corrupt_file_leaves_nothing(
+    local_server: tuple[str, pathlib.Path], tmp_path: pathlib.Path, served_content: bytes
+) -> None:
+    base, served = local_server
+    (served / "bad").mkdir()
+    for name in MNIST_FILES:
+        (served / "bad" / name).write_bytes(served_content)
+    dest = tmp_path / "dest"
+
+    with pytest.raises(DataError) as excinfo:
+        download_mnist(dest, mirrors=[f"{base}/bad/", f"{base}/missing/"], timeout=5)
+
+    assert_one_line_data_error(excinfo, MNIST_FILES[0], f"{base}/bad/{MNIST_FILES[0]}", "404", str(dest / "mnist"))
+    assert final_and_partial_files(dest / "mnist") == set()
+
+
+def test_download_with_unreachable_mirror(no_proxies: None, tmp_path: pathlib.Path) -> None:
+    with socket.socket() as probe:  # a free port; nothing listens there once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    with pytest.raises(DataError) as excinfo:
+        download_mnist(tmp_path, mirrors=[f"http://127.0.0.1:{dead_port}/"], timeout=2)
+    assert_one_line_data_error(excinfo, "could not download", f"127.0.0.1:{dead_port}")
+    assert final_and_partial_files(tmp_path / "mnist") == set()
+
+
+def test_download_needs_a_mirror(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError):
+        download_mnist(tmp_path, mirrors=[])
