@@ -19,7 +19,7 @@ from numba import njit
 from asgdbench.atomics import fetch_add, load
 from asgdbench.protocol import APPLIED, MAX_UPDATES, STOP
 from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import retire_nothing, sgd_step_inplace
+from asgdbench.steps import sgd_step_inplace
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
@@ -49,8 +49,5 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
-    retire=retire_nothing,
-    final_params=lambda state: state[0],
-    peak_param_vectors=lambda state, n_threads: 1,
     doc=__doc__,
 ))

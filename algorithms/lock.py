@@ -15,7 +15,7 @@ from numba import njit
 from asgdbench.atomics import mutex_lock, mutex_unlock, new_mutex
 from asgdbench.protocol import APPLIED, MAX_UPDATES, STOP
 from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import copy_into, retire_nothing, sgd_step_inplace
+from asgdbench.steps import copy_into, sgd_step_inplace
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
@@ -54,8 +54,6 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
-    retire=retire_nothing,
-    final_params=lambda state: state[0],
     peak_param_vectors=lambda state, n_threads: 1 + n_threads,
     doc=__doc__,
 ))

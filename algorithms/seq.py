@@ -11,7 +11,7 @@ from numba import njit
 
 from asgdbench.protocol import APPLIED, MAX_UPDATES, STOP
 from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import retire_nothing, sgd_step_inplace
+from asgdbench.steps import sgd_step_inplace
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
@@ -41,9 +41,6 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
-    retire=retire_nothing,
-    final_params=lambda state: state[0],
-    peak_param_vectors=lambda state, n_threads: 1,
     max_threads=1,
     doc=__doc__,
 ))

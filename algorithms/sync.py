@@ -21,7 +21,7 @@ from numba import njit
 from asgdbench.barrier import barrier_wait
 from asgdbench.protocol import APPLIED, MAX_UPDATES, MERGED, NEVER, STOP, STOP_FLAG
 from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import copy_into, retire_nothing
+from asgdbench.steps import copy_into
 
 GRADIENTS_IN = 0  # barrier cell: every gradient of the round is published
 UPDATED = 8  # barrier cell: every slice of the round is applied
@@ -69,8 +69,5 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
-    retire=retire_nothing,
-    final_params=lambda state: state[0],
-    peak_param_vectors=lambda state, n_threads: 1,
     doc=__doc__,
 ))

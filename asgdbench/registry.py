@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from asgdbench.errors import ConfigError
+from asgdbench.steps import retire_nothing
 
 ENTRY_POINT_GROUP = "asgdbench.algorithms"
 
@@ -85,6 +86,15 @@ class Param:
         return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _first_array(state: tuple) -> np.ndarray:
+    """By convention a strategy's parameter vector is the first array of its state."""
+    return state[0]
+
+
+def _one_vector(state: tuple, n_threads: int) -> int:
+    return 1
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A synchronization strategy: shared state plus the kernels that touch it.
@@ -99,9 +109,10 @@ class Strategy:
       gradient on, and an int64 the strategy gets back in ``update``;
     - ``update(state, tid, token, grad, lr, max_updates) -> (outcome, staleness, attempts)``
       with ``outcome`` one of the codes in :mod:`asgdbench.outcomes`;
-    - ``retire(state, tid)``: give back what the thread still holds, at exit;
+    - ``retire(state, tid)``: give back what the thread still holds, at exit
+      (default: nothing to give back);
     - ``final_params(state) -> ndarray`` and ``peak_param_vectors(state, n_threads) -> int``
-      (plain Python, after the run).
+      (plain Python, after the run; defaults: ``state[0]``, and one vector).
     """
 
     name: str
@@ -109,9 +120,9 @@ class Strategy:
     make_state: Callable[..., tuple]
     read: Any
     update: Any
-    retire: Any
-    final_params: Callable[[tuple], np.ndarray]
-    peak_param_vectors: Callable[[tuple, int], int]
+    retire: Any = retire_nothing
+    final_params: Callable[[tuple], np.ndarray] = _first_array
+    peak_param_vectors: Callable[[tuple, int], int] = _one_vector
     params: tuple[Param, ...] = ()
     uses_cas: bool = False
     max_threads: int | None = None

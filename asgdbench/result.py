@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 STATUSES = ("converged", "diverged", "timeout", "budget")
 
 
@@ -61,6 +63,8 @@ class RunResult:
     compile_s: float
     evaluation: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    final_params: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The trained parameter vector; kept in memory only, never serialised."""
 
     @property
     def converged(self) -> bool:
@@ -70,6 +74,7 @@ class RunResult:
         """Flat JSON-ready dict: the config's fields first, non-finite floats as None."""
         data = asdict(self)
         config = data.pop("config")
+        data.pop("final_params")
         return _finite({**config, **data})
 
     @classmethod

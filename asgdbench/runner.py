@@ -236,8 +236,8 @@ class _Run:
                     stopped_by = "error"
                 if stopped_by is not None:
                     self.control[STOP_FLAG] = 1
-            for thread in threads:
-                thread.join(timeout=0)
+        for thread in threads:
+            thread.join()
         return stopped_by
 
     def _scan(self, limit: float, start_ns: int) -> int:
@@ -294,6 +294,7 @@ class _Run:
             compile_s=compile_s,
             evaluation=evaluation,
             environment=environment(),
+            final_params=final_params.copy(),
         )
 
     def _cas_summary(self) -> dict[str, Any]:

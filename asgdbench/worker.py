@@ -96,7 +96,11 @@ def _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, a
     store(sequence, slot, entry + 1, "release")
 
 
-@njit(nogil=True, cache=True)
+# Not cached on disk, on purpose: numba's cache pickles its index of signatures
+# whole, and a signature holding first-class kernels (Dispatcher types) cannot
+# be pickled again once loaded, which breaks every later save. The kernels the
+# loop calls are cached, so compiling the loop itself takes about a second.
+@njit(nogil=True)
 def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, work, grad, rows,
                 rng, lr, control, log, counters, staleness_hist, attempts_hist, timespec):
     """Train until the stop flag is set or the strategy says STOP."""
@@ -111,3 +115,4 @@ def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, wor
         _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, attempts_hist,
                 log, control, timespec)
     retire(state, tid)
+

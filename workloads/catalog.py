@@ -59,14 +59,14 @@ register_workload(WorkloadSpec(
 register_workload(WorkloadSpec(
     name="mlp-mnist",
     summary="MLP 784-128-128-128-10 on MNIST (the paper's network); needs the MNIST files.",
-    defaults=Defaults(lr=0.05, batch_size=16, target_loss=0.3, max_time=120.0),
+    defaults=Defaults(lr=0.05, batch_size=16, target_loss=0.05, max_time=120.0),
     build=partial(build_mlp, dataset="mnist", hidden=(128, 128, 128)),
 ))
 
 register_workload(WorkloadSpec(
     name="mlp-synthetic",
-    summary="MLP 100-128-128-10 on make_classification data (20,000 samples, generated).",
-    defaults=Defaults(lr=0.05, batch_size=16, target_loss=0.5, max_time=60.0),
+    summary="MLP 100-128-128-10 on make_classification data (50,000 samples, generated).",
+    defaults=Defaults(lr=0.05, batch_size=16, target_loss=0.15, max_time=60.0),
     build=partial(build_mlp, dataset="synthetic", hidden=(128, 128),
-                  n_samples=20_000, n_features=100, n_classes=10),
+                  n_samples=50_000, n_features=100, n_classes=10),
 ))
