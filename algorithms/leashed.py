@@ -200,6 +200,12 @@ def latest_version(state: tuple) -> int:
     return int(state[1][0]) >> SLOT_BITS
 
 
+def inspect(state: tuple) -> dict:
+    """The pool after a run: every slot but the latest should be free again."""
+    return {"latest_version": latest_version(state), "free_slots": free_slots(state),
+            "slots_used": int(state[5][SLOTS_USED])}
+
+
 register_strategy(Strategy(
     name="leashed",
     summary="Leashed-SGD: lock-free, consistent; versioned vectors published by CAS.",
@@ -214,6 +220,7 @@ register_strategy(Strategy(
     retire=retire,
     final_params=lambda state: state[0][int(state[1][0]) & SLOT_MASK],
     peak_param_vectors=lambda state, n_threads: int(state[5][SLOTS_USED]),
+    inspect=inspect,
     uses_cas=True,
     doc=__doc__,
 ))

@@ -95,6 +95,10 @@ def _one_vector(state: tuple, n_threads: int) -> int:
     return 1
 
 
+def _nothing_to_inspect(state: tuple) -> dict[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A synchronization strategy: shared state plus the kernels that touch it.
@@ -112,7 +116,9 @@ class Strategy:
     - ``retire(state, tid)``: give back what the thread still holds, at exit
       (default: nothing to give back);
     - ``final_params(state) -> ndarray`` and ``peak_param_vectors(state, n_threads) -> int``
-      (plain Python, after the run; defaults: ``state[0]``, and one vector).
+      (plain Python, after the run; defaults: ``state[0]``, and one vector);
+    - ``inspect(state) -> dict``: invariants worth reporting once the threads are
+      gone (Leashed-SGD: its free list and latest version), JSON-ready.
     """
 
     name: str
@@ -123,6 +129,7 @@ class Strategy:
     retire: Any = retire_nothing
     final_params: Callable[[tuple], np.ndarray] = _first_array
     peak_param_vectors: Callable[[tuple, int], int] = _one_vector
+    inspect: Callable[[tuple], dict[str, Any]] = _nothing_to_inspect
     params: tuple[Param, ...] = ()
     uses_cas: bool = False
     max_threads: int | None = None

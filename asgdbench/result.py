@@ -62,6 +62,7 @@ class RunResult:
     test_accuracy: float | None
     compile_s: float
     evaluation: dict[str, Any] = field(default_factory=dict)
+    strategy_state: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     final_params: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The trained parameter vector; kept in memory only, never serialised."""

@@ -293,6 +293,7 @@ class _Run:
             test_accuracy=evaluation.get("test_accuracy"),
             compile_s=compile_s,
             evaluation=evaluation,
+            strategy_state=strategy.inspect(self.state),
             environment=environment(),
             final_params=final_params.copy(),
         )
