@@ -87,7 +87,7 @@ def run(
         max_updates=max_updates,
         dtype=workload.dtype.name,
     )
-    _validate(config, spec)
+    validate_config(config, spec)
     if window is None:
         window = max(16, math.ceil(2048 / config.batch_size))
     rule = StopRule(config.target_loss, config.max_time, config.max_updates, diverge_factor, window)
@@ -95,7 +95,7 @@ def run(
         return _Run(workload, spec, config, rule, poll_interval).execute()
 
 
-def _validate(config: RunConfig, spec: StrategySpec) -> None:
+def validate_config(config: RunConfig, spec: StrategySpec) -> None:
     def require(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import platformdirs
-from sklearn import datasets as sk_datasets
-from sklearn.model_selection import train_test_split
 
 from asgdbench.errors import ConfigError, DataError
 
@@ -86,7 +84,9 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> pathlib.Path:
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """scikit-learn's bundled 8x8 digits: a small real data set that needs no download."""
-    bunch = sk_datasets.load_digits()
+    from sklearn.datasets import load_digits as sklearn_digits  # slow import: only when used
+
+    bunch = sklearn_digits()
     X = bunch.data / 16.0  # pixel intensities are 0..16
     return _split("digits", X, bunch.target, 10, test_fraction, seed, stratify=True)
 
@@ -115,7 +115,9 @@ def load_synthetic(
             f"n_features >= {math.ceil(math.log2(n_classes))}, got {n_features}"
         )
     clusters_per_class = 2 if 2**n_informative >= 2 * n_classes else 1
-    X, y = sk_datasets.make_classification(
+    from sklearn.datasets import make_classification  # slow import: only when used
+
+    X, y = make_classification(
         n_samples=n_samples,
         n_features=n_features,
         n_informative=n_informative,
@@ -141,6 +143,8 @@ def _split(
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     try:
+        from sklearn.model_selection import train_test_split  # slow import: only when used
+
         X_train, X_test, y_train, y_test = train_test_split(
             X, y, test_size=test_fraction, random_state=seed, stratify=y if stratify else None
         )

@@ -1,0 +1,146 @@
+"""Training runs: time and updates to the target loss, throughput, staleness, contention, memory.
+
+Every figure here comes from one :func:`asgdbench.runner.run` per grid cell
+(workload x strategy spec x threads, seed 0, the workload's default step size,
+batch size, target loss and ``max_time``). The runs happen once, in the shared
+``setup_cache``: asv keys that cache by where the function is defined, so all
+classes below share one set of runs, and each ``track_*`` only reads its figure
+from the cell's :meth:`~asgdbench.result.RunResult.to_dict`. Numba compiles
+inside ``run`` before its clock starts, so no figure includes compilation.
+
+A figure a run did not produce (no target reached, no update applied) is NaN,
+which asv shows as ``n/a``; a cell whose run raised fails with that error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from asgdbench.runner import run
+from asgdbench.workloads import get_workload, load_workload
+
+from benchmarks import Scale, current_scale, runs_with
+
+SEED = 0
+RUN_OVERHEAD_S = 30.0
+"""Per run, on top of its ``max_time``: loading, compiling and evaluating (generous)."""
+
+Cell = tuple[str, str, int]
+"""(workload, strategy spec, threads): one run of the grid."""
+
+
+def grid_cells(scale: Scale) -> list[Cell]:
+    """Every cell of the scale's grid that can run (SEQ only with one thread)."""
+    return [(workload, strategy, threads)
+            for workload in scale.workloads
+            for strategy in scale.strategies
+            for threads in scale.threads
+            if runs_with(strategy, threads)]
+
+
+def grid_timeout(cells: list[Cell]) -> float:
+    """An upper bound on training ``cells``: each run stops at its workload's ``max_time``."""
+    return sum(get_workload(workload).defaults.max_time + RUN_OVERHEAD_S
+               for workload, _, _ in cells)
+
+
+def train_cells(cells: list[Cell], **run_options: Any) -> dict[Cell, dict[str, Any]]:
+    """Run each cell once; its result dict, or ``{"error": message}`` if the run raised.
+
+    An error stays with its cell, so one broken strategy fails its own
+    benchmarks and leaves the rest of the grid measured.
+    """
+    workloads = {name: load_workload(name) for name in dict.fromkeys(w for w, _, _ in cells)}
+    results: dict[Cell, dict[str, Any]] = {}
+    for workload, strategy, threads in cells:
+        try:
+            result = run(workloads[workload], strategy, threads, seed=SEED, **run_options)
+        except Exception as error:  # re-raised by the cell's setup
+            results[(workload, strategy, threads)] = {"error": f"{type(error).__name__}: {error}"}
+        else:
+            results[(workload, strategy, threads)] = result.to_dict()
+    return results
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+SCALE = current_scale()
+CELLS = grid_cells(SCALE)
+
+
+class _TrainingGrid:
+    """The grid's parameters, its one ``setup_cache``, and the cell lookup in ``setup``."""
+
+    params = [list(SCALE.workloads), list(SCALE.strategies), list(SCALE.threads)]
+    param_names = ["workload", "strategy", "threads"]
+    timeout = 60.0  # a figure is read from the cache: seconds, not minutes
+
+    def setup_cache(self) -> dict[Cell, dict[str, Any]]:
+        return train_cells(CELLS)
+
+    setup_cache.timeout = grid_timeout(CELLS)
+
+    def setup(self, results: dict[Cell, dict[str, Any]], workload: str, strategy: str,
+              threads: int) -> None:
+        if not runs_with(strategy, threads):
+            raise NotImplementedError(f"{strategy} does not run with {threads} threads")
+        self.result = results[(workload, strategy, threads)]
+        if "error" in self.result:
+            raise RuntimeError(f"the run of {strategy} with {threads} threads on {workload} "
+                               f"failed: {self.result['error']}")
+
+
+class Convergence(_TrainingGrid):
+    """How fast the smoothed training loss reaches the workload's target (the headline)."""
+
+    def track_time_to_target(self, results, workload, strategy, threads) -> float:
+        """Seconds from the start barrier until the target was reached; NaN if never."""
+        return _or_nan(self.result["time_to_target_s"])
+
+    track_time_to_target.unit = "seconds"
+
+    def track_updates_to_target(self, results, workload, strategy, threads) -> float:
+        """Updates applied until the target was reached (statistical efficiency); NaN if never."""
+        return _or_nan(self.result["steps_to_target"])
+
+    track_updates_to_target.unit = "updates"
+
+
+class Execution(_TrainingGrid):
+    """What the run cost while it lasted: throughput, staleness, memory."""
+
+    def track_updates_per_second(self, results, workload, strategy, threads) -> float:
+        """Updates applied per second of the run (higher is better)."""
+        return float(self.result["updates_per_s"])
+
+    track_updates_per_second.unit = "updates/s"
+
+    def track_staleness_mean(self, results, workload, strategy, threads) -> float:
+        """Mean number of updates applied between a gradient's read and its own update."""
+        return _or_nan(self.result["staleness"]["mean"])
+
+    track_staleness_mean.unit = "updates"
+
+    def track_peak_param_bytes(self, results, workload, strategy, threads) -> float:
+        """Most bytes of parameter vectors alive at once (copies, versions, the model)."""
+        return float(self.result["peak_param_bytes"])
+
+    track_peak_param_bytes.unit = "bytes"
+
+
+class Contention(_TrainingGrid):
+    """Failed compare-and-swaps, for the strategies that publish by CAS."""
+
+    def setup(self, results, workload, strategy, threads) -> None:
+        super().setup(results, workload, strategy, threads)
+        if self.result["cas"] is None:
+            raise NotImplementedError(f"{strategy} publishes without CAS")
+
+    def track_cas_failure_rate(self, results, workload, strategy, threads) -> float:
+        """Failed CAS attempts over all CAS attempts to publish an update."""
+        return float(self.result["cas"]["failure_rate"])
+
+    track_cas_failure_rate.unit = "failures/attempt"

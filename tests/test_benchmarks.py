@@ -1,0 +1,148 @@
+"""The asv suite: its grid and scale switch, and each benchmark on a tiny real call.
+
+asv imports the suite as the top-level package ``benchmarks`` from the repo
+root; so does this test, however pytest was started.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from asv_runner.discovery import disc_benchmarks
+
+from asgdbench.workloads import get_workload
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import benchmarks  # noqa: E402
+from benchmarks import bench_kernels, bench_training  # noqa: E402
+
+BENCHMARK_CLASSES = (bench_training.Convergence, bench_training.Execution,
+                     bench_training.Contention, bench_kernels.GradientStep,
+                     bench_kernels.StrategyStep)
+
+
+def test_discovery_imports_bench_modules_only():
+    """asv collects from ``bench_*`` modules and never imports ``benchmarks/scripts``."""
+    before = set(sys.modules)
+    names = {bench.name for bench in disc_benchmarks(str(REPO / "benchmarks"))}
+    imported = {name for name in set(sys.modules) - before if name.startswith("benchmarks.")}
+    assert {name.split(".")[0] for name in names} == {"bench_kernels", "bench_training"}
+    assert not any("scripts" in name for name in imported)
+    assert len(names) == 8
+
+
+@pytest.mark.parametrize("cls", BENCHMARK_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_parameter_has_a_name(cls):
+    assert len(cls.params) == len(cls.param_names)
+    assert all(values for values in cls.params)
+
+
+def test_default_grid_is_the_issues_grid():
+    scale = benchmarks.SCALES["default"]
+    assert scale.workloads == ("mlp-digits",)
+    assert scale.strategies == ("seq", "lock", "hogwild", "leashed:tp=0", "leashed:tp=1",
+                                "leashed:tp=inf", "sync")
+    assert scale.threads == (1, 2, 4, 8)
+
+
+def test_grid_runs_seq_with_one_thread_only():
+    cells = bench_training.grid_cells(benchmarks.SCALES["default"])
+    assert [threads for _, strategy, threads in cells if strategy == "seq"] == [1]
+    parallel = {strategy for _, strategy, threads in cells if threads > 1}
+    assert parallel == set(benchmarks.STRATEGY_SPECS) - {"seq"}
+
+
+def test_scale_switch(monkeypatch):
+    monkeypatch.delenv(benchmarks.SCALE_VARIABLE, raising=False)
+    assert benchmarks.current_scale() == benchmarks.SCALES["default"]
+    monkeypatch.setenv(benchmarks.SCALE_VARIABLE, "paper")
+    paper = benchmarks.current_scale()
+    assert paper.workloads == ("mlp-mnist",) and max(paper.threads) == 32
+    monkeypatch.setenv(benchmarks.SCALE_VARIABLE, "huge")
+    with pytest.raises(ValueError, match="valid: default, paper"):
+        benchmarks.current_scale()
+
+
+def test_grid_timeout_covers_every_run_at_its_time_limit():
+    cells = bench_training.grid_cells(benchmarks.SCALES["default"])
+    max_time = get_workload("mlp-digits").defaults.max_time
+    assert bench_training.grid_timeout(cells) > len(cells) * max_time
+
+
+@pytest.fixture(scope="module")
+def budget_runs():
+    """Short runs that never aim at a target, plus a cell whose run refuses to start."""
+    cells = [("mlp-digits", "lock", 2), ("mlp-digits", "leashed:tp=0", 2),
+             ("mlp-digits", "lock", 0)]
+    return bench_training.train_cells(cells, target_loss=None, max_updates=300, max_time=30.0)
+
+
+def _setup(cls, results, *cell):
+    bench = cls()
+    bench.setup(results, *cell)
+    return bench
+
+
+def test_unreached_target_is_nan_and_run_figures_are_read_through(budget_runs):
+    cell = ("mlp-digits", "lock", 2)
+    result = budget_runs[cell]
+    assert result["status"] == "budget"
+    convergence = _setup(bench_training.Convergence, budget_runs, *cell)
+    assert math.isnan(convergence.track_time_to_target(budget_runs, *cell))
+    assert math.isnan(convergence.track_updates_to_target(budget_runs, *cell))
+    execution = _setup(bench_training.Execution, budget_runs, *cell)
+    assert execution.track_updates_per_second(budget_runs, *cell) == result["updates_per_s"] > 0
+    assert execution.track_staleness_mean(budget_runs, *cell) == result["staleness"]["mean"]
+    assert execution.track_peak_param_bytes(budget_runs, *cell) == result["peak_param_bytes"]
+
+
+def test_cas_failure_rate_only_for_cas_strategies(budget_runs):
+    with pytest.raises(NotImplementedError):
+        _setup(bench_training.Contention, budget_runs, "mlp-digits", "lock", 2)
+    cell = ("mlp-digits", "leashed:tp=0", 2)
+    contention = _setup(bench_training.Contention, budget_runs, *cell)
+    rate = contention.track_cas_failure_rate(budget_runs, *cell)
+    assert rate == budget_runs[cell]["cas"]["failure_rate"]
+    assert 0.0 <= rate <= 1.0
+
+
+def test_a_failed_run_fails_its_own_cell_only(budget_runs):
+    with pytest.raises(RuntimeError, match="ConfigError"):
+        _setup(bench_training.Convergence, budget_runs, "mlp-digits", "lock", 0)
+
+
+def test_invalid_thread_count_is_skipped(budget_runs):
+    with pytest.raises(NotImplementedError):
+        _setup(bench_training.Convergence, budget_runs, "mlp-digits", "seq", 2)
+
+
+def test_reached_target_reports_time_and_updates():
+    cell = ("mlp-digits", "lock", 2)
+    results = bench_training.train_cells([cell], target_loss=1e9)  # reached at the first check
+    convergence = _setup(bench_training.Convergence, results, *cell)
+    seconds = convergence.track_time_to_target(results, *cell)
+    updates = convergence.track_updates_to_target(results, *cell)
+    assert seconds == results[cell]["time_to_target_s"] > 0
+    assert updates == results[cell]["steps_to_target"] > 0
+
+
+def test_gradient_driver_repeats_the_same_gradient():
+    bench = bench_kernels.GradientStep()
+    bench.setup("mlp-digits")
+    try:
+        assert bench.steps(3) == pytest.approx(3 * bench.steps(1))
+    finally:
+        bench.teardown("mlp-digits")
+
+
+@pytest.mark.parametrize("strategy", bench_kernels.StrategyStep.params[1])
+def test_strategy_driver_applies_one_update_per_pair(strategy):
+    bench = bench_kernels.StrategyStep()
+    bench.setup("mlp-digits", strategy)
+    assert bench.steps(50) == 50

@@ -1,0 +1,289 @@
+"""Tests for the command line: end to end in subprocesses, plus the grid it runs.
+
+Runs are tiny (a few updates or a fraction of a second each) on mlp-digits,
+which needs no download; what is checked is the plumbing: what lands in the
+result folder, that re-rendering reproduces it, that Ctrl-C keeps finished runs
+and --resume completes the grid, and that user errors are one line with exit 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asgdbench import grid
+from asgdbench.cli import main
+from asgdbench.errors import ConfigError
+from asgdbench.result import RunResult
+from asgdbench.workloads import get_workload
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Runs that end within milliseconds: digits' loss starts near 2.3.
+QUICK = ["--target-loss", "1.0", "--lr", "0.05", "--max-time", "5"]
+
+
+def asgdbench(*args: str | Path, cwd: Path, env: dict | None = None,
+              timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m asgdbench ARGS`` in ``cwd``, where a default result folder would land."""
+    return subprocess.run([sys.executable, "-m", "asgdbench", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=env, stdin=subprocess.DEVNULL)
+
+
+def read_runs(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+
+
+def key_of(run: dict) -> tuple:
+    return RunResult.from_dict(run).config.key()
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2 and exactly one line on stderr that names the problem."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("asgdbench: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# -- end to end -----------------------------------------------------------------
+
+def test_compare_writes_the_result_folder_and_report_reproduces_the_table(tmp_path):
+    out = tmp_path / "results"
+    compared = asgdbench("compare", "--algorithms", "seq,lock,leashed:tp=1", "--threads", "1,2",
+                         "--repeats", "1", *QUICK, "--out", out, "--plot", cwd=tmp_path)
+    assert compared.returncode == 0, compared.stderr
+
+    runs = read_runs(out)
+    assert sorted((run["algorithm"], run["threads"]) for run in runs) == [
+        ("leashed:tp=1", 1), ("leashed:tp=1", 2), ("lock", 1), ("lock", 2), ("seq", 1)]
+    for run in runs:
+        assert run["workload"] == "mlp-digits" and run["lr"] == 0.05 and run["seed"] == 0
+        assert run["status"] in ("converged", "diverged", "timeout", "budget")
+        assert run["environment"]["cpu_cores"] >= 1
+
+    table = (out / "summary.md").read_text()
+    assert table.strip() in compared.stdout
+    with (out / "summary.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == len(runs)
+    times = {(run["algorithm"], run["threads"]): run["time_to_target_s"] for run in runs}
+    for row in rows:  # one run per cell: the csv's speedups follow from runs.jsonl
+        own, seq = times[row["algorithm"], int(row["threads"])], times["seq", 1]
+        if own is None or seq is None:
+            assert row["speedup_vs_seq"] == ""
+        else:
+            assert float(row["speedup_vs_seq"]) == pytest.approx(seq / own)
+    for name in ("loss_vs_time", "time_to_target_vs_threads", "staleness_histograms",
+                 "cas_attempts_histograms"):
+        assert (out / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
+
+    (out / "summary.md").unlink()
+    reported = asgdbench("report", out, cwd=tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    assert (out / "summary.md").read_text() == table
+    assert table.strip() in reported.stdout
+    assert len(read_runs(out)) == len(runs)  # nothing was run again
+
+
+def test_ctrl_c_keeps_finished_runs_and_resume_completes_the_grid(tmp_path):
+    out = tmp_path / "results"
+    command = ["compare", "--algorithms", "hogwild", "--threads", "1,2", "--repeats", "3",
+               "--target-loss", "none", "--max-time", "0.5", "--out", str(out)]
+    # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored; make sure of that
+    # even when the test runner itself was started with SIGINT ignored (in the background).
+    process = subprocess.Popen([sys.executable, "-m", "asgdbench", *command], cwd=tmp_path,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    runs_file = out / "runs.jsonl"
+    deadline = time.monotonic() + 90
+    while not (runs_file.exists() and runs_file.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert f"--resume --out {out}" in stderr.splitlines()[-1]
+
+    kept = runs_file.read_text()
+    finished = read_runs(out)  # every line is whole, valid JSON
+    assert 1 <= len(finished) < 6
+
+    resumed = asgdbench(*command, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{6 - len(finished)} of 6 runs to do" in resumed.stderr
+    assert runs_file.read_text().startswith(kept)  # the finished runs are untouched
+    keys = [key_of(run) for run in read_runs(out)]
+    assert len(keys) == 6 and len(set(keys)) == 6
+
+
+def test_a_plugin_strategy_is_listed_and_runs(tmp_path):
+    plugin = tmp_path / "spinlock.py"
+    plugin.write_text(readme_plugin())
+    listed = asgdbench("--plugin", plugin, "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^\s+spinlock\s+Like lock", listed.stdout, re.MULTILINE)
+
+    out = tmp_path / "results"
+    ran = asgdbench("run", "--plugin", plugin, "--algorithm", "spinlock", "--threads", "2",
+                    "--target-loss", "none", "--max-updates", "500", "--out", out, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    [run] = read_runs(out)
+    assert (run["algorithm"], run["status"], run["updates_applied"]) == ("spinlock", "budget", 500)
+    assert "spinlock" in (out / "summary.md").read_text()
+
+
+def readme_plugin() -> str:
+    """The minimal plugin file the README shows, so that the README stays true."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Adding a strategy", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_list_shows_strategies_with_parameters_and_workloads_with_defaults(capsys):
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert re.search(r"^\s+leashed\s+\S", listed, re.MULTILINE)
+    assert re.search(r"^\s+tp=inf ", listed, re.MULTILINE)
+    assert re.search(r"^\s+mlp-digits\s+\S.*\n\s+defaults: lr ", listed, re.MULTILINE)
+
+
+@pytest.mark.parametrize("command", ["list", "run", "compare", "report", "download"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: asgdbench {command}" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "asgdbench"
+    helped = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "compare" in helped.stdout
+
+
+def test_download_keeps_intact_mnist_without_the_network(tmp_path):
+    data = Path(os.environ.get("ASGDBENCH_DATA", "")).resolve()
+    if "ASGDBENCH_DATA" not in os.environ or not (data / "mnist").is_dir():
+        pytest.skip("ASGDBENCH_DATA does not point at a folder containing mnist/")
+    dead_proxy = "http://127.0.0.1:9"  # any download attempt would fail
+    fetched = asgdbench("download", "mnist", "--data-dir", data, cwd=tmp_path,
+                        env={**os.environ, "http_proxy": dead_proxy, "https_proxy": dead_proxy})
+    assert fetched.returncode == 0, fetched.stderr
+    assert str(data / "mnist") in fetched.stdout
+
+
+# -- user errors: one line on stderr, exit code 2, before anything runs ------------
+
+@pytest.mark.parametrize("args, fragments", [
+    (["compare", "--algorithms", "seq,nope"], ["unknown strategy 'nope'", "leashed"]),
+    (["run", "--workload", "nope", "--algorithm", "seq", "--threads", "1"],
+     ["unknown workload 'nope'", "mlp-digits"]),
+    (["run", "--algorithm", "leashed:tp=abc", "--threads", "1"], ["tp"]),
+    (["compare", "--algorithms", "leashed:depth=3"], ["no parameter 'depth'"]),
+    (["compare", "--threads", "1,0"], ["--threads"]),
+    (["run", "--algorithm", "seq", "--threads", "2"], ["seq", "at most 1"]),
+    (["run", "--algorithm", "seq", "--threads", "1", "--lr", "0"], ["--lr"]),
+    (["compare", "--lr", "-0.1"], ["--lr"]),
+    (["run", "--algorithm", "seq", "--threads", "1", "--target-loss", "none", "--max-time",
+      "none"], ["stop rule"]),
+    (["compare", "--resume"], ["--out"]),
+    (["frobnicate"], ["invalid choice"]),
+    ([], ["COMMAND"]),
+    (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),
+])
+def test_user_errors(args, fragments, tmp_path):
+    assert_user_error(asgdbench(*args, cwd=tmp_path, timeout=60), *fragments)
+    assert not (tmp_path / "asgdbench-results").exists()
+
+
+def test_missing_mnist_says_how_to_get_it(tmp_path):
+    assert_user_error(asgdbench("run", "--workload", "mlp-mnist", "--algorithm", "seq",
+                                "--threads", "1", "--data-dir", tmp_path, cwd=tmp_path),
+                      "missing", "asgdbench download mnist")
+
+
+def test_corrupt_mnist_says_how_to_get_it(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (tmp_path / "mnist" / name).write_bytes(b"not gzip at all")
+    assert_user_error(asgdbench("compare", "--workload", "mlp-mnist", "--data-dir", tmp_path,
+                                cwd=tmp_path),
+                      "not a valid gzip file", "asgdbench download mnist")
+
+
+def test_unwritable_out_fails_before_any_run(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert_user_error(asgdbench("compare", "--out", blocker / "results", cwd=tmp_path),
+                      "cannot write results", str(blocker / "results"))
+
+
+def test_a_folder_with_runs_is_only_reused_with_resume(tmp_path):
+    (tmp_path / "runs.jsonl").write_text("{}\n")
+    assert_user_error(asgdbench("compare", "--out", tmp_path, cwd=tmp_path), "--resume")
+
+
+def test_report_on_a_folder_without_runs(tmp_path):
+    assert_user_error(asgdbench("report", tmp_path, cwd=tmp_path), "runs.jsonl is missing")
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path):
+    fake = tmp_path / "no-matplotlib" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    assert_user_error(asgdbench("compare", "--plot", "--out", tmp_path / "out", cwd=tmp_path,
+                                env=env),
+                      "pip install 'asgdbench[plot]'")
+    assert not (tmp_path / "out").exists()
+
+
+# -- the grid, in process ------------------------------------------------------------
+
+def test_default_grid_runs_seq_at_one_thread_only():
+    cells = grid.expand(get_workload(grid.DEFAULT_WORKLOAD), grid.DEFAULT_ALGORITHMS,
+                        grid.DEFAULT_THREADS, repeats=grid.DEFAULT_REPEATS)
+    per_strategy = {}
+    for cell in cells:
+        per_strategy.setdefault(cell.algorithm, set()).add(cell.threads)
+    assert per_strategy.pop("seq") == {1}
+    assert set(per_strategy) == {"lock", "hogwild", "leashed:tp=0", "leashed:tp=1",
+                                 "leashed:tp=inf"}
+    assert all(threads == set(grid.DEFAULT_THREADS) for threads in per_strategy.values())
+    assert len(cells) == (1 + 5 * len(grid.DEFAULT_THREADS)) * grid.DEFAULT_REPEATS
+    assert len({cell.key() for cell in cells}) == len(cells)
+
+
+def test_grid_cells_take_workload_defaults_and_explicit_overrides():
+    spec = get_workload("mlp-digits")
+    [default] = grid.expand(spec, ["lock"], [2])
+    assert (default.lr, default.batch_size, default.target_loss, default.max_time) == (
+        spec.defaults.lr, spec.defaults.batch_size, spec.defaults.target_loss,
+        spec.defaults.max_time)
+    [custom] = grid.expand(spec, ["lock"], [2], [0.5], first_seed=7, batch_size=4,
+                           target_loss=None, max_updates=10)
+    assert (custom.lr, custom.seed, custom.batch_size, custom.target_loss,
+            custom.max_updates) == (0.5, 7, 4, None, 10)
+    with pytest.raises(ConfigError, match="stop rule"):
+        grid.expand(spec, ["lock"], [2], target_loss=None, max_time=None)
+
+
+def test_pending_skips_finished_keys():
+    cells = grid.expand(get_workload("mlp-digits"), ["lock"], [1, 2], repeats=2)
+    assert grid.pending(cells, {cells[1].key(), cells[2].key()}) == [cells[0], cells[3]]
