@@ -52,7 +52,7 @@ def build_mlp(spec: WorkloadSpec, *, data_dir: str | None, dtype: np.dtype,
 register_workload(WorkloadSpec(
     name="mlp-digits",
     summary="MLP 64-64-64-10 on scikit-learn's 8x8 digits (bundled, no download).",
-    defaults=Defaults(lr=0.01, batch_size=16, target_loss=0.002, max_time=30.0),
+    defaults=Defaults(lr=0.01, batch_size=16, target_loss=0.001, max_time=30.0),
     build=partial(build_mlp, dataset="digits", hidden=(64, 64)),
 ))
 
