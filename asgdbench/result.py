@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -73,10 +73,9 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON-ready dict: the config's fields first, non-finite floats as None."""
-        data = asdict(self)
-        config = data.pop("config")
-        data.pop("final_params")
-        return _finite({**config, **data})
+        data = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("config", "final_params")}  # no deep copy of the parameters
+        return _finite({**asdict(self.config), **data})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunResult":
