@@ -23,6 +23,7 @@ from asgdbench.errors import UserError
 from asgdbench.registry import available_strategies, load_plugin_file
 from asgdbench.result import RunResult
 from asgdbench.results import RUNS_FILE, SUMMARY_CSV, SUMMARY_MD, ResultStore
+from asgdbench.runner import WORKLOAD_DEFAULT
 from asgdbench.workloads import available_workloads, get_workload, load_workload
 from asgdbench.workloads.datasets import DATA_ENV_VAR, download_mnist, resolve_data_dir
 
@@ -309,11 +310,11 @@ def _add_run_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, metavar="B",
                         help="minibatch size (default: the workload's)")
     parser.add_argument("--target-loss", type=_or_none(_positive_float),
-                        default=grid.WORKLOAD_DEFAULT, metavar="LOSS",
+                        default=WORKLOAD_DEFAULT, metavar="LOSS",
                         help="smoothed training loss that counts as converged; none: run to "
                              "the budget (default: the workload's)")
     parser.add_argument("--max-time", type=_or_none(_positive_float),
-                        default=grid.WORKLOAD_DEFAULT, metavar="S",
+                        default=WORKLOAD_DEFAULT, metavar="S",
                         help="seconds before a run stops as timed out; none: no limit "
                              "(default: the workload's)")
     parser.add_argument("--max-updates", type=_positive_int, metavar="U",

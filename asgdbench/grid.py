@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
 
 from tqdm import tqdm
 
 from asgdbench.errors import ConfigError
 from asgdbench.registry import parse_spec
 from asgdbench.result import RunConfig, RunResult
-from asgdbench.runner import run, validate_config
+from asgdbench.runner import WORKLOAD_DEFAULT, configure, run
 from asgdbench.workloads import Workload, WorkloadSpec
 
 DEFAULT_WORKLOAD = "mlp-digits"
 DEFAULT_ALGORITHMS = ("seq", "lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
 DEFAULT_THREADS = (1, 2, 4, 8)
 DEFAULT_REPEATS = 3
-
-WORKLOAD_DEFAULT: Any = object()
-"""Pass for ``target_loss``/``max_time`` to take the workload's value (None disables a rule)."""
 
 
 def expand(
@@ -64,20 +60,10 @@ def expand(
         for count in counts:
             for lr in lrs or [defaults.lr]:
                 for seed in range(first_seed, first_seed + repeats):
-                    config = RunConfig(
-                        workload=workload.name,
-                        algorithm=spec.label,
-                        threads=count,
-                        lr=float(lr),
-                        batch_size=int(defaults.batch_size if batch_size is None else batch_size),
-                        seed=seed,
-                        target_loss=(defaults.target_loss if target_loss is WORKLOAD_DEFAULT
-                                     else target_loss),
-                        max_time=defaults.max_time if max_time is WORKLOAD_DEFAULT else max_time,
-                        max_updates=max_updates,
-                        dtype=dtype,
-                    )
-                    validate_config(config, spec)
+                    config = configure(workload.name, defaults, spec, count, lr=lr,
+                                       batch_size=batch_size, seed=seed,
+                                       target_loss=target_loss, max_time=max_time,
+                                       max_updates=max_updates, dtype=dtype)
                     cells.append(config)
     return cells
 

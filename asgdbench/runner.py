@@ -31,10 +31,11 @@ from asgdbench.worker import (
     APPLIED_COUNT, ATTEMPTS_SUM, COMPUTED, DROPPED_COUNT, STALENESS_MAX, LossLog, ThreadTelemetry,
     worker_loop,
 )
-from asgdbench.workloads import Workload, load_workload
+from asgdbench.workloads import Defaults, Workload, load_workload
 
 UNLIMITED_UPDATES = 1 << 62
-_DEFAULT: Any = object()  # "take the workload's default"
+WORKLOAD_DEFAULT: Any = object()
+"""Pass for ``target_loss``/``max_time`` to take the workload's value (None disables a rule)."""
 
 
 def single_threaded_blas() -> threadpool_limits:
@@ -56,8 +57,8 @@ def run(
     lr: float | None = None,
     batch_size: int | None = None,
     seed: int = 0,
-    target_loss: float | None = _DEFAULT,
-    max_time: float | None = _DEFAULT,
+    target_loss: float | None = WORKLOAD_DEFAULT,
+    max_time: float | None = WORKLOAD_DEFAULT,
     max_updates: int | None = None,
     dtype: str = "float32",
     data_dir: str | None = None,
@@ -74,25 +75,36 @@ def run(
     spec = parse_spec(algorithm)
     if isinstance(workload, str):
         workload = load_workload(workload, data_dir=data_dir, dtype=dtype)
-    defaults = workload.defaults
-    config = RunConfig(
-        workload=workload.name,
-        algorithm=spec.label,
-        threads=threads,
-        lr=float(defaults.lr if lr is None else lr),
-        batch_size=int(defaults.batch_size if batch_size is None else batch_size),
-        seed=int(seed),
-        target_loss=defaults.target_loss if target_loss is _DEFAULT else target_loss,
-        max_time=defaults.max_time if max_time is _DEFAULT else max_time,
-        max_updates=max_updates,
-        dtype=workload.dtype.name,
-    )
-    validate_config(config, spec)
+    config = configure(workload.name, workload.defaults, spec, threads, lr=lr,
+                       batch_size=batch_size, seed=seed, target_loss=target_loss,
+                       max_time=max_time, max_updates=max_updates, dtype=workload.dtype.name)
     if window is None:
         window = max(16, math.ceil(2048 / config.batch_size))
     rule = StopRule(config.target_loss, config.max_time, config.max_updates, diverge_factor, window)
     with single_threaded_blas():
         return _Run(workload, spec, config, rule, poll_interval).execute()
+
+
+def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: int, *,
+              lr: float | None = None, batch_size: int | None = None, seed: int = 0,
+              target_loss: float | None = WORKLOAD_DEFAULT,
+              max_time: float | None = WORKLOAD_DEFAULT, max_updates: int | None = None,
+              dtype: str = "float32") -> RunConfig:
+    """The run's full configuration, the workload's defaults filled in; raises ConfigError if invalid."""
+    config = RunConfig(
+        workload=workload,
+        algorithm=spec.label,
+        threads=threads,
+        lr=float(defaults.lr if lr is None else lr),
+        batch_size=int(defaults.batch_size if batch_size is None else batch_size),
+        seed=int(seed),
+        target_loss=defaults.target_loss if target_loss is WORKLOAD_DEFAULT else target_loss,
+        max_time=defaults.max_time if max_time is WORKLOAD_DEFAULT else max_time,
+        max_updates=max_updates,
+        dtype=dtype,
+    )
+    validate_config(config, spec)
+    return config
 
 
 def validate_config(config: RunConfig, spec: StrategySpec) -> None:

@@ -35,7 +35,6 @@ from asgdbench.registry import get_strategy
 from asgdbench.runner import UNLIMITED_UPDATES, run, single_threaded_blas
 from asgdbench.telemetry import environment
 from asgdbench.workloads import load_workload, mlp
-from asgdbench.workloads.datasets import Dataset, load_synthetic
 from asgdbench.workloads.base import Defaults, WorkloadSpec
 from asgdbench.workloads.catalog import build_mlp
 
