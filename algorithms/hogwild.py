@@ -28,7 +28,7 @@ def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
 
 
 @njit(nogil=True, cache=True)
-def read(state, tid):
+def read(state, tid, control):
     params, tickets = state
     return params, load(tickets, 0, "monotonic")
 

@@ -6,24 +6,43 @@ The model is a chain of immutable, versioned parameter vectors; one shared word
     loop:
         x <- pin(latest)                       (reader-counted, no copy)
         g <- gradient(x, minibatch);  unpin(x)
+        s <- a spare vector                    (this thread's, kept across attempts)
         repeat at most tp + 1 times:           (persistence bound; tp=inf: forever)
             b <- pin(latest)
-            new <- b - lr * g                  (into this thread's own spare vector)
-            if CAS(latest, b, new): unpin(b) twice; return applied
+            s <- b - lr * g                    (stamped version(b) + 1)
+            if CAS(latest, b, s): unpin(b) twice; return applied
             unpin(b)                           (lost the race: retry on the new latest)
-        drop g, keep the spare vector for next time
+        drop g, keep s for next time
 
 Memory: vectors live in a pool of ``2m + 1`` slots for m threads. A slot is
-handed out only when the free list is empty, and goes back to it when its
+used for the first time only when the free list is empty, and goes back to it when its
 reference count (readers, plus one while it is ``latest``) reaches zero. Each
 thread holds at most two slots at once (a pinned vector and its spare), so the
 pool never needs more than ``2m + 1``; pages of unused slots are never touched.
 
-Recycling safety: ``latest`` packs ``version << 16 | slot`` and each slot's
-reference word packs ``version << 24 | count``. A reader pins a slot only by a
-CAS that checks that the slot still carries the version it read from
-``latest`` and a non-zero count, so it can never pin a slot that was recycled
-and is being rewritten; versions only grow, so a stale word never matches.
+Recycling safety. ``latest`` packs ``version << 16 | slot``; each slot's
+reference word packs ``version << 16 | count``. A reader pins by one CAS from
+``(v, c)`` to ``(v, c + 1)``, only if ``v`` is the version it just read from
+``latest`` and ``c > 0``, and keeps the pin only if ``latest`` still names that
+vector afterwards (it pins only what ``latest`` names). That check is sound
+because of one invariant:
+
+    (I) every version a slot is stamped with exceeds every version it carried before.
+
+Why (I) holds: a publisher takes its spare S *before* it pins its base b, and
+b was ``latest`` at a moment after that. Every version S carried before is at
+most the version of ``latest`` when S was taken: a published one, because S is
+freed only after ``latest`` moved past it; a stamp of a failed attempt, because
+the CAS failed only once ``latest`` had moved past its base. ``latest`` only
+grows, so ``version(b) + 1`` exceeds them all. Hence a stale word ``(v, S)``
+never matches S's reference word once S was recycled (``tests/test_leashed.py``
+replays the schedule that broke the earlier pin-then-take order), and a free
+slot (count 0) never matches at all.
+
+Versions have 47 bits: the kernels publish no version above
+:data:`MAX_VERSION` (about 1.4e14 updates, over a year at 4 M updates/s) and
+stop the run there, as on an update budget. Every wait observes the run's stop
+flag, so a run can always be stopped.
 """
 
 import math
@@ -33,176 +52,250 @@ from numba import njit
 
 from asgdbench.atomics import cas, fetch_add, load, store
 from asgdbench.barrier import spin_wait_hint
-from asgdbench.protocol import APPLIED, DROPPED, ERROR, MAX_UPDATES, STOP
+from asgdbench.gates import gate
+from asgdbench.protocol import (
+    APPLIED, DROPPED, ERROR, MAX_UPDATES, NOT_READ, STOP, STOP_FLAG,
+)
 from asgdbench.registry import Param, Strategy, register_strategy
 from asgdbench.steps import sgd_step_into
 
 SLOT_BITS = 16
 SLOT_MASK = (1 << SLOT_BITS) - 1
-COUNT_BITS = 24
+COUNT_BITS = 16
 COUNT_MASK = (1 << COUNT_BITS) - 1
+MAX_VERSION = (1 << (63 - SLOT_BITS)) - 1
+"""The highest version a vector can carry: both packed words keep 47 bits for it."""
+MAX_THREADS = (SLOT_MASK - 1) // 2
+"""2m + 1 slots must fit the slot field, and m + 1 references the count field."""
 LINE = 8  # int64 cells per cache line: each contended word gets a line
 NO_SLOT = -1
+NOT_PINNED = -1
 NEVER_GIVE_UP = -1  # tp=inf
 
 # cells of the ``meta`` array
-FREE_TOP = 0  # free-list head: tag << 32 | (slot + 1), 0 when empty
+FREE_TOP = 0  # free-list head: tag << 16 | (slot + 1), 0 when empty
 SLOTS_USED = 8  # slots ever handed out: the pool's high-water mark
 PERSISTENCE = 16  # tp, or NEVER_GIVE_UP
 
+MINE = 4  # ``mine``'s place in the state tuple. Kernels write its cells as ``state[MINE][i]``:
+# numba's dead-code elimination (after IR inlining) may drop a store into an
+# array unpacked from a tuple argument, but not into one indexed from it.
+# cells of a thread's line in ``mine``, written only by that thread
+SPARE = 0  # the slot this thread builds its next version in, or NO_SLOT
+HELD = 1  # the slot its last read pinned
+
+# test-only gate points (see asgdbench.gates)
+PIN_LOADED_LATEST = 1  # pin: latest loaded, its slot not yet pinned
+PIN_PINNED = 2  # pin: slot pinned, latest not yet checked again
+BEFORE_PUBLISH = 3  # update: new vector written and stamped, CAS not yet tried
+POP_LOADED = 4  # free list: head and its successor loaded, CAS not yet tried
+TAKING_SPARE = 5  # update: about to take its spare slot
+
+
+@njit(nogil=True, cache=True, inline="always")
+def pack(version, low):
+    """A ``latest`` word (``low`` = slot) or a reference word (``low`` = count)."""
+    return (version << SLOT_BITS) | low
+
 
 def make_state(init_params: np.ndarray, n_threads: int, tp: float = math.inf) -> tuple:
+    if n_threads > MAX_THREADS:
+        raise ValueError(f"leashed supports at most {MAX_THREADS} threads")
     capacity = 2 * n_threads + 1
-    if capacity > SLOT_MASK:
-        raise ValueError(f"leashed supports at most {SLOT_MASK // 2 - 1} threads")
     # np.empty: the operating system commits a slot's pages only when written.
     pool = np.empty((capacity, init_params.shape[0]), dtype=init_params.dtype)
     pool[0] = init_params
     latest = np.zeros(LINE, dtype=np.int64)  # version 0 in slot 0
     refs = np.zeros(capacity * LINE, dtype=np.int64)
-    refs[0] = 1  # version 0, count 1: the reference held by ``latest``
+    refs[0] = pack(0, 1)  # the reference held by ``latest``
     next_free = np.full(capacity, NO_SLOT, dtype=np.int64)
-    spare = np.full(n_threads * LINE, NO_SLOT, dtype=np.int64)
+    mine = np.full(n_threads * LINE, NO_SLOT, dtype=np.int64)
     meta = np.zeros(3 * LINE, dtype=np.int64)
     meta[SLOTS_USED] = 1
     meta[PERSISTENCE] = NEVER_GIVE_UP if tp == math.inf else int(tp)
-    return (pool, latest, refs, next_free, spare, meta)
+    gates = None  # a test puts a GateBoard's array here
+    return (pool, latest, refs, next_free, mine, meta, gates)
 
 
 # -- the free list: a Treiber stack whose head carries an ABA tag --------------
+# The tag counts pushes and pops (47 bits: it never wraps in practice): a pop's
+# CAS succeeds only if no other push or pop happened since it read the head.
 
 @njit(nogil=True, cache=True)
-def _push_free(meta, next_free, slot):
-    while True:
+def push_free(state, slot):
+    pool, latest, refs, next_free, mine, meta, gates = state
+    while True:  # lock-free: a failed CAS means another push or pop succeeded
         top = load(meta, FREE_TOP, "seq_cst")
-        store(next_free, slot, (top & 0xFFFFFFFF) - 1, "seq_cst")
-        desired = (((top >> 32) + 1) << 32) | (slot + 1)
+        store(next_free, slot, (top & SLOT_MASK) - 1, "seq_cst")
+        desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)
         if cas(meta, FREE_TOP, top, desired) == top:
             return
 
 
 @njit(nogil=True, cache=True)
-def _pop_free(meta, next_free):
-    while True:
+def pop_free(state, tid):
+    """A slot off the free list, or NO_SLOT when it is empty."""
+    pool, latest, refs, next_free, mine, meta, gates = state
+    while True:  # lock-free: a failed CAS means another push or pop succeeded
         top = load(meta, FREE_TOP, "seq_cst")
-        head = top & 0xFFFFFFFF
+        head = top & SLOT_MASK
         if head == 0:
             return NO_SLOT
         after = load(next_free, head - 1, "seq_cst")
-        desired = (((top >> 32) + 1) << 32) | (after + 1)
+        gate(gates, POP_LOADED, tid)
+        desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)
         if cas(meta, FREE_TOP, top, desired) == top:
             return head - 1
 
 
 @njit(nogil=True, cache=True)
-def _take_slot(pool, meta, next_free, control):
-    """A free slot; grows the pool only when none is free."""
-    slot = _pop_free(meta, next_free)
+def take_spare(state, tid, control):
+    """This thread's spare slot: kept from before, off the free list, or new (within 2m+1)."""
+    pool, latest, refs, next_free, mine, meta, gates = state
+    gate(gates, TAKING_SPARE, tid)
+    slot = mine[tid * LINE + SPARE]
+    if slot != NO_SLOT:
+        return slot
+    slot = pop_free(state, tid)
     if slot == NO_SLOT:
         slot = fetch_add(meta, SLOTS_USED, 1)
         if slot >= pool.shape[0]:  # would break the 2m+1 bound: fail the run loudly
             fetch_add(meta, SLOTS_USED, -1)
             store(control, ERROR, 1, "seq_cst")
             return NO_SLOT
+    state[MINE][tid * LINE + SPARE] = slot
     return slot
 
 
 # -- reference counting --------------------------------------------------------
 
 @njit(nogil=True, cache=True)
-def pin_latest(latest, refs):
-    """Pin the current latest vector for reading; returns its ``latest`` word."""
+def unpin(state, slot, count):
+    """Drop ``count`` references to ``slot``; whoever drops the last one recycles it."""
+    pool, latest, refs, next_free, mine, meta, gates = state
+    before = fetch_add(refs, slot * LINE, -count)
+    if before & COUNT_MASK == count:
+        push_free(state, slot)
+
+
+@njit(nogil=True, cache=True)
+def pin_latest(state, tid, control):
+    """Pin the vector ``latest`` names; its ``latest`` word, or NOT_PINNED if the run stopped."""
+    pool, latest, refs, next_free, mine, meta, gates = state
     spins = 0
     while True:
         word = load(latest, 0, "acquire")
+        gate(gates, PIN_LOADED_LATEST, tid)
         slot = word & SLOT_MASK
         ref = load(refs, slot * LINE, "acquire")
         if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:
             if cas(refs, slot * LINE, ref, ref + 1) == ref:
-                return word
-        spin_wait_hint(spins)  # latest moved on, or a concurrent pin won: retry
+                gate(gates, PIN_PINNED, tid)
+                if load(latest, 0, "acquire") == word:
+                    return word
+                unpin(state, slot, 1)  # latest moved on meanwhile: pin the new one
+        if load(control, STOP_FLAG, "monotonic") != 0:
+            return NOT_PINNED
+        spin_wait_hint(spins)
         spins += 1
-
-
-@njit(nogil=True, cache=True)
-def _unpin(state, slot, count):
-    """Drop ``count`` references to ``slot``; the last one recycles it."""
-    pool, latest, refs, next_free, spare, meta = state
-    before = fetch_add(refs, slot * LINE, -count)
-    if before & COUNT_MASK == count:
-        _push_free(meta, next_free, slot)
 
 
 # -- the strategy's kernels ------------------------------------------------------
 
 @njit(nogil=True, cache=True)
-def read(state, tid):
-    pool, latest, refs, next_free, spare, meta = state
-    word = pin_latest(latest, refs)
-    return pool[word & SLOT_MASK], word
+def read(state, tid, control):
+    pool, latest, refs, next_free, mine, meta, gates = state
+    word = pin_latest(state, tid, control)
+    if word == NOT_PINNED:
+        return pool[0], NOT_READ
+    state[MINE][tid * LINE + HELD] = word & SLOT_MASK
+    return pool[word & SLOT_MASK], word >> SLOT_BITS
 
 
 @njit(nogil=True, cache=True)
 def update(state, tid, token, grad, lr, control):
-    pool, latest, refs, next_free, spare, meta = state
-    _unpin(state, token & SLOT_MASK, 1)  # done computing on the read vector
-    read_version = token >> SLOT_BITS
+    pool, latest, refs, next_free, mine, meta, gates = state
+    held = mine[tid * LINE + HELD]
+    if held != NO_SLOT:  # done computing on the read vector
+        state[MINE][tid * LINE + HELD] = NO_SLOT
+        unpin(state, held, 1)
+    limit = min(load(control, MAX_UPDATES, "monotonic"), MAX_VERSION)
     persistence = meta[PERSISTENCE]
-    new_slot = spare[tid * LINE]
+    spare = take_spare(state, tid, control)  # before the pin: invariant (I)
+    if spare == NO_SLOT:
+        return STOP, 0, 0
     attempts = 0
     while True:
-        base = pin_latest(latest, refs)
+        base = pin_latest(state, tid, control)
+        if base == NOT_PINNED:
+            return STOP, 0, attempts
         base_slot = base & SLOT_MASK
         base_version = base >> SLOT_BITS
-        if base_version >= control[MAX_UPDATES]:
-            _unpin(state, base_slot, 1)
-            spare[tid * LINE] = new_slot
+        if base_version >= limit:
+            unpin(state, base_slot, 1)
             return STOP, 0, attempts
-        if new_slot == NO_SLOT:
-            new_slot = _take_slot(pool, meta, next_free, control)
-            if new_slot == NO_SLOT:
-                _unpin(state, base_slot, 1)
-                return STOP, 0, attempts
-        sgd_step_into(pool[new_slot], pool[base_slot], grad, lr)
-        new_version = base_version + 1
-        store(refs, new_slot * LINE, (new_version << COUNT_BITS) | 1, "release")
+        sgd_step_into(pool[spare], pool[base_slot], grad, lr)
+        store(refs, spare * LINE, pack(base_version + 1, 1), "release")
         attempts += 1
-        if cas(latest, 0, base, (new_version << SLOT_BITS) | new_slot) == base:
-            spare[tid * LINE] = NO_SLOT
-            _unpin(state, base_slot, 2)  # our pin, and the reference of ``latest``
-            return APPLIED, base_version - read_version, attempts
-        _unpin(state, base_slot, 1)
+        gate(gates, BEFORE_PUBLISH, tid)
+        if cas(latest, 0, base, pack(base_version + 1, spare)) == base:
+            state[MINE][tid * LINE + SPARE] = NO_SLOT
+            unpin(state, base_slot, 2)  # our pin, and the reference of ``latest``
+            return APPLIED, base_version - token, attempts
+        unpin(state, base_slot, 1)
         if persistence != NEVER_GIVE_UP and attempts > persistence:
-            spare[tid * LINE] = new_slot
             return DROPPED, 0, attempts
 
 
 @njit(nogil=True, cache=True)
 def retire(state, tid):
-    """Return this thread's unpublished spare vector to the free list."""
-    pool, latest, refs, next_free, spare, meta = state
-    slot = spare[tid * LINE]
+    """Return this thread's unpublished spare vector to the free list, count 0 like every free slot."""
+    pool, latest, refs, next_free, mine, meta, gates = state
+    slot = mine[tid * LINE + SPARE]
     if slot != NO_SLOT:
-        spare[tid * LINE] = NO_SLOT
-        _push_free(meta, next_free, slot)
+        state[MINE][tid * LINE + SPARE] = NO_SLOT
+        stamp = load(refs, slot * LINE, "monotonic")
+        store(refs, slot * LINE, stamp & ~COUNT_MASK, "release")
+        push_free(state, slot)
 
 
-def free_slots(state: tuple) -> int:
-    """How many slots are on the free list (call only when no thread runs)."""
-    pool, latest, refs, next_free, spare, meta = state
-    count, slot = 0, (int(meta[FREE_TOP]) & 0xFFFFFFFF) - 1
+# -- after the run (plain Python) ------------------------------------------------
+
+def free_slots(state: tuple) -> list[int]:
+    """The slots on the free list, top first; call only when no thread runs.
+
+    Raises RuntimeError if the list is longer than the pool (a cycle: corrupt).
+    """
+    pool, latest, refs, next_free, mine, meta, gates = state
+    slots, slot = [], (int(meta[FREE_TOP]) & SLOT_MASK) - 1
     while slot != NO_SLOT:
-        count, slot = count + 1, int(next_free[slot])
-    return count
+        if len(slots) >= pool.shape[0]:
+            raise RuntimeError("leashed free list is longer than the pool: it has a cycle")
+        slots.append(slot)
+        slot = int(next_free[slot])
+    return slots
+
+
+def latest_slot(state: tuple) -> int:
+    return int(state[1][0]) & SLOT_MASK
 
 
 def latest_version(state: tuple) -> int:
     return int(state[1][0]) >> SLOT_BITS
 
 
+def final_params(state: tuple) -> np.ndarray:
+    return state[0][latest_slot(state)]
+
+
+def slots_used(state: tuple, n_threads: int) -> int:
+    """Slots ever handed out: the peak number of live parameter vectors."""
+    return int(state[5][SLOTS_USED])
+
+
 def inspect(state: tuple) -> dict:
     """The pool after a run: every slot but the latest should be free again."""
-    return {"latest_version": latest_version(state), "free_slots": free_slots(state),
+    return {"latest_version": latest_version(state), "free_slots": len(free_slots(state)),
             "slots_used": int(state[5][SLOTS_USED])}
 
 
@@ -218,9 +311,12 @@ register_strategy(Strategy(
     read=read,
     update=update,
     retire=retire,
-    final_params=lambda state: state[0][int(state[1][0]) & SLOT_MASK],
-    peak_param_vectors=lambda state, n_threads: int(state[5][SLOTS_USED]),
+    final_params=final_params,
+    peak_param_vectors=slots_used,
     inspect=inspect,
     uses_cas=True,
+    consistent=True,
+    max_threads=MAX_THREADS,
+    max_updates=MAX_VERSION,
     doc=__doc__,
 ))

@@ -6,14 +6,15 @@
         lock;  params <- params - lr * g;  unlock
 
 The mutex is a pthread mutex, as the paper's ``std::mutex``: a waiting thread
-sleeps in the kernel, so a preempted lock holder stalls everyone behind it.
+sleeps in the kernel, so a preempted lock holder stalls everyone behind it. A
+lock or unlock that fails (an errno) fails the run through the ERROR cell.
 """
 
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import mutex_lock, mutex_unlock, new_mutex
-from asgdbench.protocol import APPLIED, MAX_UPDATES, STOP
+from asgdbench.atomics import mutex_lock, mutex_unlock, new_mutex, store
+from asgdbench.protocol import APPLIED, ERROR, MAX_UPDATES, NOT_READ, STOP
 from asgdbench.registry import Strategy, register_strategy
 from asgdbench.steps import copy_into, sgd_step_inplace
 
@@ -25,27 +26,33 @@ def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
 
 
 @njit(nogil=True, cache=True)
-def read(state, tid):
+def read(state, tid, control):
     params, local_copies, mutex, updates = state
-    mutex_lock(mutex)
+    if mutex_lock(mutex) != 0:
+        store(control, ERROR, 1, "seq_cst")
+        return local_copies[tid], NOT_READ
     copy_into(local_copies[tid], params)
     version = updates[0]
-    mutex_unlock(mutex)
+    if mutex_unlock(mutex) != 0:
+        store(control, ERROR, 1, "seq_cst")
     return local_copies[tid], version
 
 
 @njit(nogil=True, cache=True)
 def update(state, tid, token, grad, lr, control):
     params, local_copies, mutex, updates = state
-    mutex_lock(mutex)
-    if updates[0] >= control[MAX_UPDATES]:
-        mutex_unlock(mutex)
+    if mutex_lock(mutex) != 0:
+        store(control, ERROR, 1, "seq_cst")
         return STOP, 0, 0
-    sgd_step_inplace(params, grad, lr)
-    staleness = updates[0] - token
-    updates[0] += 1
-    mutex_unlock(mutex)
-    return APPLIED, staleness, 1
+    outcome, staleness = STOP, 0
+    if updates[0] < control[MAX_UPDATES]:
+        sgd_step_inplace(params, grad, lr)
+        staleness = updates[0] - token
+        updates[0] += 1
+        outcome = APPLIED
+    if mutex_unlock(mutex) != 0:
+        store(control, ERROR, 1, "seq_cst")
+    return outcome, staleness, 1 if outcome == APPLIED else 0
 
 
 register_strategy(Strategy(
@@ -55,5 +62,6 @@ register_strategy(Strategy(
     read=read,
     update=update,
     peak_param_vectors=lambda state, n_threads: 1 + n_threads,
+    consistent=True,
     doc=__doc__,
 ))

@@ -20,7 +20,7 @@ def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
 
 
 @njit(nogil=True, cache=True)
-def read(state, tid):
+def read(state, tid, control):
     params, updates = state
     return params, updates[0]
 
@@ -41,6 +41,7 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
+    consistent=True,
     max_threads=1,
     doc=__doc__,
 ))

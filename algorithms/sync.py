@@ -32,23 +32,24 @@ def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
     barriers = np.zeros(16, dtype=np.int64)
     rounds = np.zeros(1, dtype=np.int64)  # written by thread 0 between the barriers
     inv_threads = np.array([1.0 / n_threads], dtype=init_params.dtype)
-    return (init_params.copy(), grads, barriers, rounds, inv_threads)
+    gates = None  # a test puts a GateBoard's array here
+    return (init_params.copy(), grads, barriers, rounds, inv_threads, gates)
 
 
 @njit(nogil=True, cache=True)
-def read(state, tid):
-    params, grads, barriers, rounds, inv_threads = state
+def read(state, tid, control):
+    params, grads, barriers, rounds, inv_threads, gates = state
     return params, rounds[0]
 
 
 @njit(nogil=True, cache=True)
 def update(state, tid, token, grad, lr, control):
-    params, grads, barriers, rounds, inv_threads = state
+    params, grads, barriers, rounds, inv_threads, gates = state
     n_threads = grads.shape[0]
     if rounds[0] >= control[MAX_UPDATES]:  # every thread decides alike: rounds is stable here
         return STOP, 0, 0
     copy_into(grads[tid], grad)
-    if not barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG):
+    if not barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, gates, tid):
         return STOP, 0, 0
     n = params.shape[0]
     lo = tid * n // n_threads
@@ -59,7 +60,7 @@ def update(state, tid, token, grad, lr, control):
             params[i] -= step * grads[t, i]
     if tid == 0:
         rounds[0] += 1
-    barrier_wait(barriers, UPDATED, n_threads, control, NEVER)
+    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, gates, tid)
     return (APPLIED if tid == 0 else MERGED), 0, 1
 
 
@@ -69,5 +70,7 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
+    peak_param_vectors=lambda state, n_threads: 1 + n_threads,  # the vector and m gradients
+    consistent=True,
     doc=__doc__,
 ))

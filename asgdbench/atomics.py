@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import weakref
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "fetch_add",
     "load",
     "store",
+    "fence",
     "cpu_pause",
     "os_yield",
     "new_mutex",
@@ -47,7 +50,8 @@ def _check_cell(array_type, index_type) -> None:
         and array_type.ndim == 1
         and isinstance(index_type, types.Integer)
     ):
-        raise TypeError("atomics operate on a cell of a 1-D int64 array: (array, index)")
+        raise TypingError(f"atomics operate on a cell of a 1-D int64 array, given as (array, "
+                          f"index); got ({array_type}, {index_type})")
 
 
 def _ordering(literal, allowed) -> str | None:
@@ -55,7 +59,8 @@ def _ordering(literal, allowed) -> str | None:
     if not isinstance(literal, types.StringLiteral):
         return None
     if literal.literal_value not in allowed:
-        raise TypeError(f"memory ordering must be one of {allowed}, not {literal.literal_value!r}")
+        raise TypingError(f"memory ordering must be one of {allowed}, not "
+                          f"{literal.literal_value!r}")
     return literal.literal_value
 
 
@@ -142,6 +147,25 @@ def store(array, index, value, ordering):
     _store(array, index, np.int64(value), ordering)
 
 
+@intrinsic
+def fence(typingctx, ordering):
+    """A memory fence (``"acquire"``, ``"release"``, ``"acq_rel"`` or ``"seq_cst"``).
+
+    A seqlock reader needs one between reading the data and re-reading the
+    sequence word: an acquire load alone does not keep earlier loads before it.
+    """
+    order = _ordering(ordering, ("acquire", "release", "acq_rel", "seq_cst"))
+    if order is None:
+        return None
+    sig = types.void(ordering)
+
+    def codegen(context, builder, signature, args):
+        builder.fence(order)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def _emit_pause(builder) -> None:
     machine = platform.machine().lower()
     if machine in ("x86_64", "amd64", "i686", "x86"):
@@ -179,6 +203,9 @@ _libc = ctypes.CDLL(None)  # the process namespace: libc and libpthread
 _pthread_mutex_init = _libc.pthread_mutex_init
 _pthread_mutex_init.restype = ctypes.c_int
 _pthread_mutex_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_pthread_mutex_destroy = _libc.pthread_mutex_destroy
+_pthread_mutex_destroy.restype = ctypes.c_int
+_pthread_mutex_destroy.argtypes = [ctypes.c_void_p]
 
 # Larger than pthread_mutex_t on every mainstream platform (40 bytes on
 # glibc/x86-64, 64 on macOS); a whole cache line keeps it off its neighbours.
@@ -192,20 +219,26 @@ def os_yield():
 
 
 def new_mutex() -> np.ndarray:
-    """Allocate and initialise one OS mutex; pass the array to ``mutex_lock``."""
+    """Allocate and initialise one OS mutex; pass the array to ``mutex_lock``.
+
+    The mutex is destroyed (``pthread_mutex_destroy``) when the array is
+    garbage-collected.
+    """
     storage = np.zeros(MUTEX_BYTES, dtype=np.uint8)
-    if _pthread_mutex_init(storage.ctypes.data, None) != 0:
-        raise OSError("pthread_mutex_init failed")
+    code = _pthread_mutex_init(storage.ctypes.data, None)
+    if code != 0:
+        raise OSError(code, "pthread_mutex_init failed")
+    weakref.finalize(storage, _pthread_mutex_destroy, storage.ctypes.data)
     return storage
 
 
 @njit(inline="always")
 def mutex_lock(mutex):
-    """Block until the OS mutex in ``mutex`` (from ``new_mutex``) is held."""
-    _pthread_mutex_lock(mutex.ctypes.data)
+    """Block until the OS mutex in ``mutex`` (from ``new_mutex``) is held; 0, or an errno."""
+    return _pthread_mutex_lock(mutex.ctypes.data)
 
 
 @njit(inline="always")
 def mutex_unlock(mutex):
-    """Release the OS mutex in ``mutex``."""
-    _pthread_mutex_unlock(mutex.ctypes.data)
+    """Release the OS mutex in ``mutex``; 0, or an errno."""
+    return _pthread_mutex_unlock(mutex.ctypes.data)

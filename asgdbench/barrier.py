@@ -12,9 +12,13 @@ oversubscribed (more threads than cores).
 from numba import njit
 
 from asgdbench.atomics import cas, cpu_pause, load, os_yield
+from asgdbench.gates import gate
 
 _COUNT_MASK = (1 << 32) - 1
 _SPINS_BEFORE_YIELD = 64
+
+# test-only gate points (see asgdbench.gates)
+STOP_SEEN = 10  # a waiter saw the stop flag and has not yet tried to withdraw
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -27,12 +31,12 @@ def spin_wait_hint(spins):
 
 
 @njit(nogil=True, cache=True)
-def barrier_wait(barrier, index, n_parties, stop, stop_index):
+def barrier_wait(barrier, index, n_parties, stop, stop_index, gates=None, tid=0):
     """Wait until ``n_parties`` threads arrive at ``barrier[index]``.
 
     Returns True when the barrier opened. Returns False (having withdrawn) if
     ``stop[stop_index]`` became non-zero before it opened; pass a ``stop`` cell
-    that is never set to wait unconditionally.
+    that is never set to wait unconditionally. ``gates``/``tid``: test-only.
     """
     while True:  # arrive, or complete if last
         word = load(barrier, index, "seq_cst")
@@ -52,6 +56,7 @@ def barrier_wait(barrier, index, n_parties, stop, stop_index):
         if word >> 32 != generation:
             return True
         if load(stop, stop_index, "seq_cst") != 0:
+            gate(gates, STOP_SEEN, tid)
             # Withdraw only if the barrier is still in our generation.
             if cas(barrier, index, word, word - 1) == word:
                 return False

@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +25,11 @@ from asgdbench.registry import available_strategies, load_plugin_file
 from asgdbench.result import RunResult
 from asgdbench.results import RUNS_FILE, SUMMARY_CSV, SUMMARY_MD, ResultStore
 from asgdbench.runner import WORKLOAD_DEFAULT
-from asgdbench.workloads import available_workloads, get_workload, load_workload
-from asgdbench.workloads.datasets import DATA_ENV_VAR, download_mnist, resolve_data_dir
+from asgdbench.version import __version__
+from asgdbench.workloads import (
+    WORKLOAD_GROUPS, available_workloads, get_workload, load_workload, workloads_by_group,
+)
+from asgdbench.workloads.datasets import DATA_ENV_VAR, DOWNLOADS, download, resolve_data_dir
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -34,12 +38,15 @@ RESULTS_ROOT = Path("asgdbench-results")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asgdbench`` and ``python -m asgdbench``; returns the exit code."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
         for plugin in [*args.global_plugins, *args.plugins]:
             load_plugin_file(plugin)
         return args.handler(args)
     except UserError as error:
+        if debug:  # the whole story: the chained exception of a plugin, say
+            traceback.print_exception(error, file=sys.stderr)
         print(f"asgdbench: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
@@ -63,14 +70,16 @@ def _list(args: argparse.Namespace) -> int:
         for param in strategy.params:
             print(f"  {'':<{width}}  {param.name}={param.format(param.default)} "
                   f"({param.kind.replace('_', ' ')}): {param.doc}")
-    print("\nWorkloads (--workload NAME):")
-    for name, spec in workloads.items():
-        mark = " [default]" if name == grid.DEFAULT_WORKLOAD else ""
-        defaults = spec.defaults
-        target = "none" if defaults.target_loss is None else f"{defaults.target_loss:g}"
-        print(f"  {name:<{width}}{spec.summary}{mark}")
-        print(f"  {'':<{width}}  defaults: lr {defaults.lr:g}, batch size {defaults.batch_size}, "
-              f"target loss {target}, max time {defaults.max_time:g} s")
+    print("\nWorkloads (--workload NAME), by model:")
+    for group, specs in workloads_by_group().items():
+        print(f"  {WORKLOAD_GROUPS.get(group, group)}:")
+        for spec in specs:
+            mark = " [default]" if spec.name == grid.DEFAULT_WORKLOAD else ""
+            defaults = spec.defaults
+            target = "none" if defaults.target_loss is None else f"{defaults.target_loss:g}"
+            print(f"    {spec.name:<{width}}{spec.summary}{mark}")
+            print(f"    {'':<{width}}  defaults: lr {defaults.lr:g}, batch size "
+                  f"{defaults.batch_size}, target loss {target}, max time {defaults.max_time:g} s")
     return 0
 
 
@@ -80,12 +89,15 @@ def _run(args: argparse.Namespace) -> int:
                            None if args.lr is None else [args.lr], first_seed=args.seed,
                            **_settings(args))
     workload = load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype)
+    grid.check_can_run(workload, [config])
     store = None if args.out is None else ResultStore.open_for_writing(args.out, append=True)
     result = grid.run_cell(workload, config)
     print(report.describe_run(result))
     if store is not None:
         store.append(result)
-        results, _, _ = _refresh_summary(store)
+        results = _load(store)
+        rows = report.summarize(results)
+        _write_summary(store, rows, report.render(rows))
         print(f"\nsaved to {store.runs_path} ({len(results)} run(s) in the folder)")
     return 0
 
@@ -98,60 +110,114 @@ def _compare(args: argparse.Namespace) -> int:
     spec = get_workload(args.workload)
     cells = grid.expand(spec, args.algorithms, args.threads, args.lr, args.repeats,
                         first_seed=args.seed, **_settings(args))
+    repeated = grid.repeated_entries(args.algorithms, args.threads, args.lr)
+    if repeated:
+        _note(f"note: listed twice, run once: {', '.join(repeated)} (a repeat would only "
+              f"rerun the same seeds)")
     workload = load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype)
+    grid.check_can_run(workload, cells)
     store = ResultStore.open_for_writing(args.out or _new_results_folder(), append=args.resume)
-    todo = grid.pending(cells, store.finished_keys())
+    if store.partial_line is not None:
+        _note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
+              f"it was being written; that run will be done again")
+    finished = store.load() if store.runs_path.exists() else []
+    grid.check_resume(cells, finished)
+    todo = grid.pending(cells, {result.config.key() for result in finished})
     print(f"asgdbench: {len(todo)} of {len(cells)} runs to do on {spec.name}; "
           f"results go to {store.folder}", file=sys.stderr)
     try:
         grid.run_grid(workload, todo, store.append)
     except KeyboardInterrupt:
-        kept = len(store.load())
-        print(f"asgdbench: interrupted; {kept} finished run(s) are kept in {store.runs_path}; "
-              f"to finish, repeat the command with --resume --out {store.folder}", file=sys.stderr)
+        kept = len(store.load()) if store.runs_path.exists() else 0
+        if kept == 0:
+            _remove_if_empty(store.folder)
+            print("asgdbench: interrupted before any run finished; nothing was saved",
+                  file=sys.stderr)
+        else:
+            print(f"asgdbench: interrupted; {kept} finished run(s) are kept in "
+                  f"{store.runs_path}; to finish, repeat the command with --resume --out "
+                  f"{store.folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    _summarize(store, plot=args.plot)
+    _summarize(store, plot=args.plot, columns=_columns(args))
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
+    if len(args.folders) > 2:
+        raise UserError(f"report takes one folder, or two to compare, not {len(args.folders)}")
+    if len(args.folders) == 2:
+        if args.plot or args.columns or args.wide:
+            raise UserError("--plot, --columns and --wide apply to one folder, not a comparison")
+        before, after = (report.summarize(_load(ResultStore(folder))) for folder in args.folders)
+        print(f"before: {args.folders[0]}\nafter:  {args.folders[1]}\n")
+        print(report.render_comparison(before, after))
+        return 0
     if args.plot:
         plots.require_matplotlib()
-    _summarize(ResultStore(args.folder), plot=args.plot)
+    _summarize(ResultStore(args.folders[0]), plot=args.plot, columns=_columns(args))
     return 0
 
 
 def _download(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
-    print(f"asgdbench: fetching MNIST into {resolve_data_dir(data_dir) / 'mnist'}", file=sys.stderr)
-    folder = download_mnist(data_dir)
-    print(f"MNIST is ready in {folder}")
+    print(f"asgdbench: fetching {args.dataset} into {resolve_data_dir(data_dir) / args.dataset}",
+          file=sys.stderr)
+    folder = download(args.dataset, data_dir, progress=sys.stderr.isatty())
+    print(f"{args.dataset} is ready in {folder}")
     return 0
 
 
-def _refresh_summary(store: ResultStore) -> tuple[list[RunResult], list[report.Row], str]:
-    """Tabulate every run in the store and rewrite its summary files."""
+def _load(store: ResultStore) -> list[RunResult]:
+    """Every finished run in the store, with a warning if a last line was cut short."""
     results = store.load()
-    rows = report.summarize(results)
-    table = report.render(rows)
-    store.write_summary(rows, table)
-    return results, rows, table
+    if store.partial_line is not None:
+        _note(f"warning: line {store.partial_line} of {store.runs_path} was cut short (a run "
+              f"being written when the process stopped) and is skipped; --resume redoes it")
+    return results
 
 
-def _summarize(store: ResultStore, *, plot: bool) -> None:
+def _write_summary(store: ResultStore, rows: list[report.Row], table: str) -> None:
+    """Rewrite the summary files; a folder that refuses them costs a warning, not the table."""
+    try:
+        store.write_summary(rows, table)
+    except UserError as error:
+        _note(f"warning: {error}; the table is printed but not saved")
+
+
+def _summarize(store: ResultStore, *, plot: bool, columns: list[str] | None) -> None:
     """Print the table of every run in the store, rewrite its summary files, plot if asked."""
-    results, rows, table = _refresh_summary(store)
+    results = _load(store)
+    rows = report.summarize(results)
+    table = report.render(rows, columns)
     print(table)
+    _write_summary(store, rows, table)
     if plot:
         for path in plots.write_plots(store.folder, results, rows):
             print(f"plot: {path}")
     print(f"\nresults in {store.folder} ({RUNS_FILE}, {SUMMARY_CSV}, {SUMMARY_MD})")
 
 
+def _columns(args: argparse.Namespace) -> list[str] | None:
+    """The table's columns: every one with --wide, else --columns, else the default."""
+    return report.column_names() if args.wide else args.columns
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options of :func:`_add_run_settings`, as keyword arguments of :func:`grid.expand`."""
     return {"batch_size": args.batch_size, "target_loss": args.target_loss,
             "max_time": args.max_time, "max_updates": args.max_updates, "dtype": args.dtype}
+
+
+def _note(message: str) -> None:
+    print(f"asgdbench: {message}", file=sys.stderr)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Take back a result folder this command created if nothing was written to it."""
+    try:
+        folder.rmdir()  # only ever removes an empty folder
+    except OSError:
+        pass
 
 
 def _data_dir(args: argparse.Namespace) -> str | None:
@@ -193,6 +259,10 @@ def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected:
 _positive_int = _checked(int, lambda v: v >= 1, "an integer >= 1")
 _seed = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a number > 0")
+_column = _checked(str, lambda v: v in report.column_names(),
+                   f"a column name ({', '.join(report.column_names())})")
+_folder = _checked(lambda text: Path(text) if text.strip() else None, lambda v: True,
+                   "a folder path")
 
 
 def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -219,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark shared-memory synchronization strategies for asynchronous "
                     "parallel SGD (Leashed-SGD, HOGWILD!, lock-based, ...).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_common(parser, prefix="global_")
     commands = parser.add_subparsers(title="commands", dest="command", required=True,
                                      metavar="COMMAND", parser_class=_Parser)
@@ -235,13 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Train one workload under one strategy and report.")
     one.add_argument("--workload", default=grid.DEFAULT_WORKLOAD,
                      help=f"workload name (default: {grid.DEFAULT_WORKLOAD}; see `asgdbench list`)")
-    one.add_argument("--algorithm", required=True, metavar="SPEC",
-                     help="strategy spec, e.g. lock or leashed:tp=inf")
+    one.add_argument("--strategy", "--algorithm", dest="algorithm", required=True, metavar="SPEC",
+                     help="strategy spec, e.g. lock or leashed:tp=inf (--algorithm: the same)")
     one.add_argument("--threads", type=_positive_int, required=True, metavar="N")
     one.add_argument("--lr", type=_positive_float, help="step size (default: the workload's)")
     one.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     _add_run_settings(one)
-    one.add_argument("--out", type=Path, metavar="DIR",
+    one.add_argument("--out", type=_folder, metavar="DIR",
                      help=f"also append the run to DIR/{RUNS_FILE} and refresh the summary")
     one.set_defaults(handler=_run)
 
@@ -252,9 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "options: the default job on mlp-digits.")
     compare.add_argument("--workload", default=grid.DEFAULT_WORKLOAD,
                          help=f"workload name (default: {grid.DEFAULT_WORKLOAD})")
-    compare.add_argument("--algorithms", type=_list_of(str), default=list(grid.DEFAULT_ALGORITHMS),
-                         metavar="SPEC,SPEC,...",
-                         help=f"strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)})")
+    compare.add_argument("--strategies", "--algorithms", dest="algorithms", type=_list_of(str),
+                         default=list(grid.DEFAULT_ALGORITHMS), metavar="SPEC,SPEC,...",
+                         help=f"strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)}; "
+                              "--algorithms: the same)")
     compare.add_argument("--threads", type=_list_of(_positive_int), metavar="N,N,...",
                          default=list(grid.DEFAULT_THREADS),
                          help=f"thread counts (default: {_joined(grid.DEFAULT_THREADS)}; "
@@ -266,30 +338,70 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=_seed, default=0,
                          help="first seed; repeats use seed, seed+1, ... (default: 0)")
     _add_run_settings(compare)
-    compare.add_argument("--out", type=Path, metavar="DIR",
+    compare.add_argument("--out", type=_folder, metavar="DIR",
                          help=f"result folder (default: a new timestamped folder under "
                               f"./{RESULTS_ROOT}/)")
     compare.add_argument("--resume", action="store_true",
                          help=f"skip the runs already in --out DIR/{RUNS_FILE}")
     compare.add_argument("--plot", action="store_true",
                          help=f"also draw PNG figures (needs {plots.INSTALL_HINT})")
+    _add_table_options(compare)
     compare.set_defaults(handler=_compare)
 
-    again = commands.add_parser("report", parents=[common], help="re-render a result folder",
-                                description=f"Re-render the table (and with --plot the figures) "
-                                            f"from DIR/{RUNS_FILE}, without running anything.")
-    again.add_argument("folder", type=Path, metavar="DIR")
+    again = commands.add_parser(
+        "report", parents=[common], help="re-render a result folder, or compare two",
+        description=f"Re-render the table (and with --plot the figures) from DIR/{RUNS_FILE}, "
+                    f"without running anything. With two folders, compare them cell by cell "
+                    f"(before, after): the ratio of median times with their min-max "
+                    f"intervals, as asv compare does.")
+    again.add_argument("folders", type=_folder, nargs="+", metavar="DIR",
+                       help="a result folder; two: BEFORE AFTER")
     again.add_argument("--plot", action="store_true",
                        help=f"also draw PNG figures (needs {plots.INSTALL_HINT})")
+    _add_table_options(again)
     again.set_defaults(handler=_report)
 
     fetch = commands.add_parser("download", parents=[common], help="download a data set",
                                 description="Download a data set into the data folder "
                                             f"(--data-dir, else ${DATA_ENV_VAR}, else the "
                                             "user cache).")
-    fetch.add_argument("dataset", choices=["mnist"])
+    fetch.add_argument("dataset", choices=list(DOWNLOADS))
     fetch.set_defaults(handler=_download)
+
+    conformance = commands.add_parser(
+        "check", parents=[common], help="hold a strategy to the harness's contract",
+        description="Run the conformance checks on a strategy (exact update budget, applied + "
+                    "dropped == computed, consistency where it claims it, bounded memory, clean "
+                    "stops, a readable final vector): one PASS/FAIL line each; exit status 1 "
+                    "if any fails.")
+    conformance.add_argument("spec", metavar="SPEC", help="strategy spec, e.g. leashed:tp=1")
+    conformance.add_argument("--threads", type=int, default=16,
+                             help="threads, whatever the cores (default: 16)")
+    conformance.add_argument("--updates", type=int, default=5_000,
+                             help="update budget of the exact runs (default: 5000; less for "
+                                  "strategies slower than that here)")
+    conformance.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                             help="longest a single check may run before it counts as failed "
+                                  "(default: 60)")
+    conformance.set_defaults(handler=_check)
     return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    from asgdbench.registry import parse_spec
+    from asgdbench.testing import check_strategy
+
+    spec = parse_spec(args.spec)
+    if args.threads < 1 or args.updates < 1 or not args.timeout > 0:
+        raise UserError("--threads and --updates must be >= 1, --timeout > 0")
+    checks = check_strategy(spec, threads=args.threads, updates=args.updates,
+                            watchdog_s=args.timeout)
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = sum(check.passed is False for check in checks)
+    print(f"{spec.label}: {len(checks) - failed} of {len(checks)} checks hold"
+          + (f", {failed} FAILED" if failed else ""))
+    return 1 if failed else 0
 
 
 def _joined(values: Sequence) -> str:
@@ -299,10 +411,22 @@ def _joined(values: Sequence) -> str:
 def _add_common(parser: argparse.ArgumentParser, *, prefix: str) -> None:
     """Options every command takes, also accepted before the command (``prefix``: their dest)."""
     parser.add_argument("--plugin", dest=f"{prefix}plugins", action="append", default=[],
-                        metavar="FILE.py", help="load a drop-in strategy file (repeatable)")
+                        metavar="FILE.py",
+                        help="load a drop-in strategy or workload file (repeatable)")
+    parser.add_argument("--debug", dest=f"{prefix}debug", action="store_true",
+                        help="on an error, print the full traceback before the one-line message")
     parser.add_argument("--data-dir", dest=f"{prefix}data_dir", metavar="DIR",
                         help=f"folder holding downloaded data sets, e.g. DIR/mnist/ "
                              f"(default: ${DATA_ENV_VAR}, else the user cache)")
+
+
+def _add_table_options(parser: argparse.ArgumentParser) -> None:
+    """Which columns the table shows."""
+    columns = parser.add_mutually_exclusive_group()
+    columns.add_argument("--columns", type=_list_of(_column), metavar="NAME,NAME,...",
+                         help=f"table columns after strategy and threads (default: those that "
+                              f"fit 120 characters; any of: {_joined(report.column_names())})")
+    columns.add_argument("--wide", action="store_true", help="every column")
 
 
 def _add_run_settings(parser: argparse.ArgumentParser) -> None:

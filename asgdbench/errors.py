@@ -11,3 +11,8 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A data set that is missing, corrupt or truncated."""
+
+
+class PluginError(UserError):
+    """A plugin that cannot be loaded or used: a syntax error, an exception on import, a bad
+    registration, kernels that do not compile. The message names the plugin and its source."""

@@ -4,7 +4,9 @@ A grid is a list of :class:`RunConfig`, one per run, built and validated in
 full before the first run starts so that a typo fails at once rather than an
 hour in. Runs execute one at a time, never concurrently: two runs sharing the
 cores would measure each other. A cell's identity is ``RunConfig.key()``, which
-is how an interrupted grid resumes without redoing finished runs.
+is how an interrupted grid resumes without redoing finished runs; a resume
+under other stop rules is refused, since its runs would not be repeats.
+Before the first run, every distinct cell passes :mod:`~asgdbench.preflight`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from tqdm import tqdm
 
+from asgdbench import preflight
 from asgdbench.errors import ConfigError
 from asgdbench.registry import parse_spec
 from asgdbench.result import RunConfig, RunResult
@@ -49,8 +52,11 @@ def expand(
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, not {repeats}")
     defaults = workload.defaults
+    specs, _ = unique([parse_spec(text) for text in algorithms], key=lambda spec: spec.label)
+    threads, _ = unique(threads)
+    lrs = unique(lrs)[0] if lrs else lrs
     cells = []
-    for spec in (parse_spec(text) for text in algorithms):
+    for spec in specs:
         limit = spec.strategy.max_threads
         counts = [count for count in threads if limit is None or count <= limit]
         if not counts:
@@ -66,6 +72,75 @@ def expand(
                                        max_updates=max_updates, dtype=dtype)
                     cells.append(config)
     return cells
+
+
+def unique(values: Sequence, key: Callable = lambda value: value) -> tuple[list, list]:
+    """``values`` without repeats, in first-seen order, and the repeated ones.
+
+    Repeating a strategy, thread count or step size would only add same-seed
+    repeats of a cell and report them as independent runs.
+    """
+    kept, seen, repeated = [], set(), []
+    for value in values:
+        if key(value) in seen:
+            repeated.append(value)
+        else:
+            seen.add(key(value))
+            kept.append(value)
+    return kept, repeated
+
+
+def repeated_entries(algorithms: Sequence[str], threads: Sequence[int],
+                     lrs: Sequence[float] | None) -> list[str]:
+    """What the user listed more than once, as ``--option value`` notes (see :func:`unique`)."""
+    _, specs = unique(algorithms, key=lambda text: parse_spec(text).label)
+    notes = [f"--strategies {spec}" for spec in specs]
+    notes += [f"--threads {count}" for count in unique(threads)[1]]
+    notes += [f"--lr {lr:g}" for lr in unique(lrs or [])[1]]
+    return notes
+
+
+STOP_RULES = (("target_loss", "--target-loss"), ("max_time", "--max-time"),
+              ("max_updates", "--max-updates"))
+
+
+def check_resume(cells: Sequence[RunConfig], finished: Sequence[RunResult]) -> None:
+    """Refuse to count finished runs as done when the grid asks for other stop rules.
+
+    A run stopped at another time limit, target or budget is not a repeat of
+    the cell it shares a key with, so resuming under changed rules would mix
+    two studies in one table.
+    """
+    wanted = {config.key(): config for config in cells}
+    for result in finished:
+        config = wanted.get(result.config.key())
+        if config is None:
+            continue
+        for name, option in STOP_RULES:
+            old, new = getattr(result.config, name), getattr(config, name)
+            if old != new:
+                raise ConfigError(
+                    f"cannot resume: the finished runs used {option} {_rule_text(old)}, this "
+                    f"command asks for {_rule_text(new)}; repeat the original options, or "
+                    f"choose another --out")
+
+
+def _rule_text(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+def check_can_run(workload: Workload, cells: Sequence[RunConfig]) -> None:
+    """Refuse the grid before its first run if any cell cannot run here (see :mod:`~asgdbench.preflight`).
+
+    Cells that differ only in step size or seed need the same resources, so
+    each distinct (strategy, threads, batch size) is checked once.
+    """
+    seen = set()
+    for config in cells:
+        need = (config.algorithm, config.threads, config.batch_size)
+        if need not in seen:
+            seen.add(need)
+            preflight.check(workload, parse_spec(config.algorithm), config)
 
 
 def pending(cells: Sequence[RunConfig], finished: Collection[tuple]) -> list[RunConfig]:

@@ -1,7 +1,7 @@
 """Stop rules, judged off the workers' critical path from the loss log.
 
-A monitor thread wakes every few milliseconds and scans the log entries that
-workers appended since its last look, in log order. It keeps the smoothed loss
+The runner's main thread wakes every few milliseconds and scans the log
+entries that workers appended since its last look, in log order. It keeps the smoothed loss
 (mean of the last ``window`` minibatch losses) and notes the first entry at
 which it reached the target (epsilon-convergence) or diverged. The exact time
 and update count come from that entry's own timestamp, not from when the
@@ -16,10 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import load
+from asgdbench.atomics import fence, load
+from asgdbench.gates import gate
 from asgdbench.protocol import APPLIED
 
 RUNNING, REACHED, DIVERGED = 0, 1, 2
+
+ENTRY_SEEN = 20  # test-only gate point: an entry's sequence checked, its fields not yet read
 
 # cells of the monitor's int64 state
 NEXT_ENTRY, APPLIED_SEEN, FILLED, EVENT, EVENT_TIME_NS, EVENT_UPDATES, LOST_ENTRIES = range(7)
@@ -66,25 +69,43 @@ class LossMonitor:
     def applied_seen(self) -> int:
         return int(self.cells[APPLIED_SEEN])
 
+    @property
+    def lost_entries(self) -> int:
+        """Entries overwritten before the monitor read them (it fell a whole ring behind)."""
+        return int(self.cells[LOST_ENTRIES])
+
 
 @njit(nogil=True, cache=True)
-def _scan(log, cells, ring, sums, target, divergence_limit):
-    """Consume every complete log entry; returns the event so far."""
-    sequence, losses, times, outcomes = log
+def _scan(log, cells, ring, sums, target, divergence_limit, gates=None):
+    """Consume the complete log entries, in order, at most one ring per call; the event so far.
+
+    ``gates``: test-only (:mod:`asgdbench.gates`), thread id 0.
+    """
+    sequence, losses, times, outcomes, skipped = log
     capacity = sequence.shape[0]
     window = ring.shape[0]
-    while True:
+    for _ in range(capacity):  # bounded, so that the caller regains control
         entry = cells[NEXT_ENTRY]
         slot = entry & (capacity - 1)
         seen = load(sequence, slot, "acquire")
-        if seen <= entry:
-            break  # not written yet
-        if seen > entry + 1:  # overwritten: the monitor fell a whole ring behind
+        if seen != entry + 1:
+            writing = seen == -(entry + 1)
+            if seen > entry + 1 or (seen < 0 and not writing) or (
+                    not writing and load(skipped, slot, "acquire") > entry):
+                cells[LOST_ENTRIES] += 1  # overwritten, or its writer gave the slot up
+                cells[NEXT_ENTRY] = entry + 1
+                continue
+            break  # not written yet, or being written
+        gate(gates, ENTRY_SEEN, 0)
+        loss = losses[slot]
+        applied = outcomes[slot] == APPLIED
+        time_ns = times[slot]
+        fence("acquire")  # the reads above stay before the re-check below
+        if load(sequence, slot, "monotonic") != entry + 1:  # rewritten while read: torn
             cells[LOST_ENTRIES] += 1
             cells[NEXT_ENTRY] = entry + 1
             continue
-        loss = losses[slot]
-        if outcomes[slot] == APPLIED:
+        if applied:
             cells[APPLIED_SEEN] += 1
         filled = cells[FILLED]
         position = filled % window
@@ -107,6 +128,6 @@ def _scan(log, cells, ring, sums, target, divergence_limit):
                 event = 0
             if event != 0:
                 cells[EVENT] = event
-                cells[EVENT_TIME_NS] = times[slot]
+                cells[EVENT_TIME_NS] = time_ns
                 cells[EVENT_UPDATES] = cells[APPLIED_SEEN]
     return cells[EVENT]

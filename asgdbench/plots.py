@@ -9,6 +9,7 @@ benchmark itself never needs it or a display.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +19,8 @@ from asgdbench.report import Row, pooled_histogram
 from asgdbench.result import RunResult
 
 INSTALL_HINT = "pip install 'asgdbench[plot]'"
+EXACT_BINS_UP_TO = 8
+"""Histograms whose values stay within this get one bar per value, not doubling bins."""
 
 
 def require_matplotlib() -> ModuleType:
@@ -37,7 +40,7 @@ def write_plots(folder: Path, results: Sequence[RunResult], rows: Sequence[Row])
         "loss_vs_time.png": _loss_vs_time(plt, results),
         "time_to_target_vs_threads.png": _time_to_target_vs_threads(plt, rows),
         "staleness_histograms.png": _histograms(
-            plt, results, lambda r: r.staleness, "staleness (updates in between)", log_x=True),
+            plt, results, lambda r: r.staleness, "staleness (updates in between)"),
         "cas_attempts_histograms.png": _histograms(
             plt, [r for r in results if r.cas is not None], lambda r: r.cas["attempts"],
             "CAS attempts per update"),
@@ -65,9 +68,20 @@ def _series_label(algorithm: str, lr: float, several_lrs: bool) -> str:
     return f"{algorithm} lr={lr:g}" if several_lrs else algorithm
 
 
+def _finite_trace(result: RunResult) -> tuple[list[float], list[float]]:
+    """Seconds and smoothed losses of a run's trace, without the non-finite points."""
+    points = [(point[0], point[2]) for point in result.loss_trace
+              if point[2] is not None and math.isfinite(point[2]) and point[2] > 0]
+    return [seconds for seconds, _ in points], [loss for _, loss in points]
+
+
 def _loss_vs_time(plt: ModuleType, results: Sequence[RunResult]):
-    """One panel per thread count, one colour per strategy, one line per repeat."""
-    traced = [r for r in results if r.loss_trace]
+    """One panel per thread count, one colour per strategy, one line per repeat.
+
+    The loss axis spans the runs that did not diverge; a diverged run is drawn
+    dotted up to where it leaves the axis, and ends in a cross there.
+    """
+    traced = [r for r in results if _finite_trace(r)[0]]
     if not traced:
         return None
     thread_counts = sorted({r.config.threads for r in traced})
@@ -75,26 +89,39 @@ def _loss_vs_time(plt: ModuleType, results: Sequence[RunResult]):
     labels = list(dict.fromkeys(_series_label(r.config.algorithm, r.config.lr, several_lrs)
                                 for r in traced))
     colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}
-    figure, axes = _panel_grid(plt, len(thread_counts), width=4.5, height=4, columns=4,
+    kept = [r for r in traced if r.status != "diverged"] or traced
+    losses = [loss for r in kept for loss in _finite_trace(r)[1]]
+    bottom, top = min(losses) / 1.5, max(losses) * 1.5
+    figure, axes = _panel_grid(plt, len(thread_counts), width=4.5, height=3.6, columns=4,
                                sharey=True)
     for ax, count in zip(axes, thread_counts, strict=True):
-        shown = set()
         for result in (r for r in traced if r.config.threads == count):
             label = _series_label(result.config.algorithm, result.config.lr, several_lrs)
-            seconds = [point[0] for point in result.loss_trace]
-            losses = [point[2] for point in result.loss_trace]
-            ax.plot(seconds, losses, color=colours[label], alpha=0.7, linewidth=1,
-                    label=None if label in shown else label)
-            shown.add(label)
+            seconds, values = _finite_trace(result)
+            if result.status == "diverged":
+                inside = [index for index, value in enumerate(values) if value <= top]
+                end = (inside[-1] + 1) if inside else 1
+                ax.plot(seconds[:end], [min(value, top) for value in values[:end]],
+                        color=colours[label], linestyle=":", linewidth=1)
+                ax.plot(seconds[end - 1], min(values[end - 1], top), marker="x",
+                        color=colours[label], markersize=7)
+            else:
+                ax.plot(seconds, values, color=colours[label], alpha=0.7, linewidth=1)
         targets = {r.config.target_loss for r in traced if r.config.target_loss is not None}
         for target in targets:
             ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
+        ax.set_ylim(bottom, top)
         ax.set_title(_threads_label(count))
         ax.set_xlabel("wall time [s]")
-        ax.set_ylabel("smoothed training loss")
-        ax.legend(fontsize="small")
-    figure.tight_layout()
+    axes[0].set_ylabel("smoothed training loss")
+    handles = [plt.Line2D([], [], color=colours[label], label=label) for label in labels]
+    if targets:
+        handles.append(plt.Line2D([], [], color="grey", linestyle="--", label="target"))
+    if any(r.status == "diverged" for r in traced):
+        handles.append(plt.Line2D([], [], color="black", linestyle=":", marker="x",
+                                  label="diverged (clipped)"))
+    _legend_outside(figure, handles)
     return figure
 
 
@@ -104,60 +131,119 @@ def _time_to_target_vs_threads(plt: ModuleType, rows: Sequence[Row]):
     if not converged:
         return None
     several_lrs = len({row.lr for row in rows}) > 1
-    figure, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
     series: dict[str, list[Row]] = {}
     for row in converged:
         series.setdefault(_series_label(row.algorithm, row.lr, several_lrs), []).append(row)
-    for label, points in series.items():
+    for index, (label, points) in enumerate(series.items()):
         points.sort(key=lambda row: row.threads)
         medians = [row.time_to_target_median for row in points]
         below = [row.time_to_target_median - row.time_to_target_min for row in points]
         above = [row.time_to_target_max - row.time_to_target_median for row in points]
-        ax.errorbar([row.threads for row in points], medians, yerr=[below, above], marker="o",
-                    capsize=3, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({row.threads for row in rows}))
-    ax.set_xticklabels([str(t) for t in sorted({row.threads for row in rows})])
+        # series side by side around each thread count, so that no point hides another
+        dodge = 2 ** (0.04 * (index - (len(series) - 1) / 2))
+        ax.errorbar([row.threads * dodge for row in points], medians, yerr=[below, above],
+                    marker="o", capsize=3, label=label)
+    thread_counts = sorted({row.threads for row in rows})
+    if len(thread_counts) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(thread_counts)
+    ax.set_xticklabels([str(t) for t in thread_counts])
+    ax.minorticks_off()
+    times = [row.time_to_target_min for row in converged] + \
+        [row.time_to_target_max for row in converged]
+    if max(times) > 10 * min(times):  # values spanning a decade or more
+        ax.set_yscale("log")
     ax.set_xlabel("threads")
     ax.set_ylabel("time to target [s] (converged runs)")
-    ax.legend(fontsize="small")
-    figure.tight_layout()
+    _legend_outside(figure, ax.get_legend_handles_labels()[0])
     return figure
 
 
-def _histograms(plt: ModuleType, results: Sequence[RunResult], summary_of, xlabel: str,
-                *, log_x: bool = False):
-    """One panel per strategy, one line per thread count, repeats pooled.
+def _histograms(plt: ModuleType, results: Sequence[RunResult], summary_of, xlabel: str):
+    """One panel per strategy: the share of updates in each bin, one bar per thread count.
 
-    ``log_x`` (symmetric log) for long-tailed values such as staleness, whose
-    bulk sits within a few updates while preempted threads reach thousands.
+    Bins double in width (0, 1, 2-3, 4-7, ...) once values exceed
+    :data:`EXACT_BINS_UP_TO`, so that a long tail (a
+    preempted thread's staleness reaches thousands while the bulk sits
+    within a few updates) stays readable, and bars place every thread count
+    side by side, so that none hides another where they coincide. Shares
+    (log axis) compare thread counts that ran different numbers of updates.
+    Strategies whose histogram is one value throughout (seq's staleness is
+    always 0) are named in the title instead of getting a flat panel.
     """
     if not results:
         return None
     algorithms = list(dict.fromkeys(r.config.algorithm for r in results))
-    figure, axes = _panel_grid(plt, len(algorithms), width=4.5, height=3.5)
-    for ax, algorithm in zip(axes, algorithms, strict=False):
-        mine = [r for r in results if r.config.algorithm == algorithm]
-        for threads in sorted({r.config.threads for r in mine}):
-            counts = pooled_histogram(summary_of(r) for r in mine if r.config.threads == threads)
-            if counts:
-                top = max(counts)
-                edges = [value - 0.5 for value in range(top + 2)]
-                # baseline=None: each bin is a horizontal segment, so even a lone bin shows
-                ax.stairs([counts.get(value, 0) for value in range(top + 1)], edges,
-                          baseline=None, label=_threads_label(threads))
+    pooled = {algorithm: {threads: pooled_histogram(summary_of(r) for r in results
+                                                    if r.config.algorithm == algorithm
+                                                    and r.config.threads == threads)
+                          for threads in sorted({r.config.threads for r in results
+                                                 if r.config.algorithm == algorithm})}
+              for algorithm in algorithms}
+    constant = {algorithm: _single_value(by_threads) for algorithm, by_threads in pooled.items()}
+    shown = [algorithm for algorithm in algorithms if constant[algorithm] is None]
+    omitted = [f"{algorithm}: always {constant[algorithm]}" for algorithm in algorithms
+               if constant[algorithm] is not None]
+    if not shown:  # nothing varies: say so rather than draw flat panels
+        figure, ax = plt.subplots(figsize=(6, 1.5), layout="constrained")
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"{xlabel}\n{'; '.join(omitted)}", ha="center", va="center")
+        return figure
+    values = [value for algorithm in shown for counts in pooled[algorithm].values()
+              for value in counts]
+    exact = max(values) <= EXACT_BINS_UP_TO  # few values: one bin each
+    bin_of = (lambda value: value) if exact else _bin
+    bins = range(bin_of(min(values)), bin_of(max(values)) + 1)
+    all_threads = sorted({threads for algorithm in shown for threads in pooled[algorithm]})
+    colours = {threads: f"C{index % 10}" for index, threads in enumerate(all_threads)}
+    figure, axes = _panel_grid(plt, len(shown), width=max(4.5, 0.45 * len(bins)), height=3.4,
+                               columns=2, sharey=True)
+    for ax, algorithm in zip(axes, shown, strict=True):
+        groups = pooled[algorithm]
+        width = 0.8 / len(groups)
+        for index, (threads, counts) in enumerate(groups.items()):
+            shares = [0.0] * len(bins)
+            total = sum(counts.values())
+            for value, count in counts.items():
+                shares[bin_of(value) - bins.start] += count / total
+            offset = (index - (len(groups) - 1) / 2) * width
+            ax.bar([position + offset for position in range(len(bins))], shares, width=width,
+                   color=colours[threads])
         ax.set_yscale("log")
-        ax.set_xlim(left=-0.5)  # values are counts: nothing below 0
-        if log_x:
-            ax.set_xscale("symlog", linthresh=1)
-        else:
-            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.set_xticks(range(len(bins)), [str(number) if exact else _bin_label(number)
+                                         for number in bins],
+                      rotation=45 if len(bins) > 8 else 0)
         ax.set_title(algorithm)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("count")
-        ax.legend(fontsize="small")
-    figure.tight_layout()
+    axes[0].set_ylabel("share of updates")
+    if omitted:
+        figure.suptitle(f"not drawn ({'; '.join(omitted)})", fontsize="small")
+    _legend_outside(figure, [plt.Rectangle((0, 0), 1, 1, color=colours[threads],
+                                           label=_threads_label(threads))
+                             for threads in all_threads])
     return figure
+
+
+def _bin(value: int) -> int:
+    """The doubling bin of a count: 0 -> 0, 1 -> 1, 2-3 -> 2, 4-7 -> 3, ..."""
+    return int(value).bit_length()
+
+
+def _bin_label(number: int) -> str:
+    low, high = (0, 0) if number == 0 else (1 << (number - 1), (1 << number) - 1)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _single_value(by_threads: dict[int, dict[int, int]]) -> int | None:
+    """The one value every pooled histogram holds, or None if they hold more (or none)."""
+    values = {value for counts in by_threads.values() for value in counts}
+    return values.pop() if len(values) == 1 else None
+
+
+def _legend_outside(figure, handles) -> None:
+    """One legend for the whole figure, right of the panels, where it covers no data."""
+    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
 
 
 def _panel_grid(plt: ModuleType, count: int, *, width: float, height: float,
@@ -165,8 +251,8 @@ def _panel_grid(plt: ModuleType, count: int, *, width: float, height: float,
     """A figure with ``count`` panels, at most ``columns`` a row; returns it and the panels."""
     columns = min(columns, count)
     rows = -(-count // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
-                                squeeze=False, **options)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns + 1.8, height * rows),
+                                squeeze=False, layout="constrained", **options)
     panels = list(axes.flat)
     for unused in panels[count:]:
         unused.set_visible(False)

@@ -19,6 +19,13 @@ DROPPED = 0
 STOP = -1
 """The update budget is spent or the run is stopping: the thread must exit."""
 
+# -- tokens of ``read`` -------------------------------------------------------
+NOT_READ = -1
+"""The token ``read`` returns when the run stopped before it could read: the
+thread exits at once, without computing a gradient or calling ``update``.
+Every other token is the version read: how many updates the model had
+received before the returned vector (exact for consistent strategies)."""
+
 # -- cells of the control array ---------------------------------------------
 STOP_FLAG = 0
 """Non-zero once the harness (or a strategy) has decided the run is over."""

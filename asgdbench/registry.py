@@ -10,19 +10,17 @@ A spec string picks a strategy and its parameters: ``leashed:tp=inf``,
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import inspect
 import math
-import pkgutil
-import sys
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from asgdbench.errors import ConfigError
+from asgdbench.errors import ConfigError, PluginError
+from asgdbench.plugins import (  # noqa: F401  (load_plugin_file, describe_source: re-exported)
+    Registry, describe_source, import_package_modules, load_plugin_file,
+)
 from asgdbench.steps import retire_nothing
 
 ENTRY_POINT_GROUP = "asgdbench.algorithms"
@@ -99,6 +97,11 @@ def _nothing_to_inspect(state: tuple) -> dict[str, Any]:
     return {}
 
 
+def _at_most_a_pool(n_threads: int) -> int:
+    """Leashed-SGD's bound, the largest of the built-ins: one vector per thread pair and one."""
+    return 2 * n_threads + 1
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A synchronization strategy: shared state plus the kernels that touch it.
@@ -109,16 +112,28 @@ class Strategy:
 
     - ``make_state(init_params, n_threads, **params) -> tuple of arrays``
       (plain Python, runs once before the threads start);
-    - ``read(state, tid) -> (params_view, token)``: the vector to compute the
-      gradient on, and an int64 the strategy gets back in ``update``;
-    - ``update(state, tid, token, grad, lr, max_updates) -> (outcome, staleness, attempts)``
-      with ``outcome`` one of the codes in :mod:`asgdbench.outcomes`;
+    - ``read(state, tid, control) -> (params_view, token)``: the vector to
+      compute the gradient on, and its version (updates applied before it),
+      which ``update`` gets back; ``protocol.NOT_READ`` if the run stopped
+      while the read waited;
+    - ``update(state, tid, token, grad, lr, control) -> (outcome, staleness, attempts)``
+      with ``outcome`` one of the codes in :mod:`asgdbench.protocol`;
     - ``retire(state, tid)``: give back what the thread still holds, at exit
       (default: nothing to give back);
     - ``final_params(state) -> ndarray`` and ``peak_param_vectors(state, n_threads) -> int``
       (plain Python, after the run; defaults: ``state[0]``, and one vector);
     - ``inspect(state) -> dict``: invariants worth reporting once the threads are
       gone (Leashed-SGD: its free list and latest version), JSON-ready.
+    - ``max_param_vectors(n_threads) -> int``: the most parameter vectors the
+      state can hold, for the memory check before anything is allocated
+      (default ``2 * n_threads + 1``, Leashed-SGD's pool: an upper bound for
+      every built-in).
+
+    What a strategy promises, so that checks hold it to exactly that:
+    ``consistent`` (every read is a whole vector of the version its token
+    names, and no update is lost), ``max_threads`` and ``max_updates`` (the
+    largest update budget its packed words can count; the runner never asks
+    for more).
     """
 
     name: str
@@ -132,7 +147,10 @@ class Strategy:
     inspect: Callable[[tuple], dict[str, Any]] = _nothing_to_inspect
     params: tuple[Param, ...] = ()
     uses_cas: bool = False
+    consistent: bool = False
     max_threads: int | None = None
+    max_updates: int | None = None
+    max_param_vectors: Callable[[int], int] = _at_most_a_pool
     doc: str = field(default="", compare=False)
 
     def param(self, name: str) -> Param:
@@ -169,42 +187,81 @@ class StrategySpec:
         return self.label
 
 
-_STRATEGIES: dict[str, Strategy] = {}
-_builtins_loaded = False
+# parameters of the kernels, as the harness calls them
+_KERNEL_ARITY = {"read": 3, "update": 6, "retire": 2}
+
+
+def _check(strategy: Strategy, where: str) -> None:
+    """Refuse a strategy the harness could not run, before anything compiles."""
+    def fail(problem: str) -> None:
+        raise PluginError(f"strategy {strategy.name!r} from {where}: {problem}")
+
+    for kernel, arity in _KERNEL_ARITY.items():
+        function = getattr(strategy, kernel)
+        python = getattr(function, "py_func", None)
+        if python is None:
+            fail(f"{kernel} must be an @njit(nogil=True) kernel, not {type(function).__name__}")
+        if len(inspect.signature(python).parameters) != arity:
+            fail(f"{kernel} must take {arity} arguments, not "
+                 f"{len(inspect.signature(python).parameters)} (see Strategy's docstring)")
+    if not callable(strategy.make_state):
+        fail("make_state must be a function")
+    signature = inspect.signature(strategy.make_state)
+    if len(signature.parameters) < 2:
+        fail("make_state must take (init_params, n_threads, **params)")
+    declared = {p.name for p in strategy.params}
+    for param in list(signature.parameters.values())[2:]:
+        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        if param.name not in declared and param.default is param.empty:
+            fail(f"make_state needs {param.name!r}, which is not one of its declared params")
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    for name in declared - set(signature.parameters):
+        if not accepts_any:
+            fail(f"parameter {name!r} is declared but make_state does not take it")
+    for limit in ("max_threads", "max_updates"):
+        value = getattr(strategy, limit)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            fail(f"{limit} must be None or an integer >= 1, not {value!r}")
+
+
+STRATEGIES: Registry[Strategy] = Registry(
+    "strategy", ENTRY_POINT_GROUP, _check,
+    defined_in=lambda strategy: getattr(strategy.make_state, "__module__", "") or "",
+    builtins=lambda: import_package_modules("asgdbench.algorithms"),
+    builtin_prefix="asgdbench.algorithms.",
+)
 
 
 def register_strategy(strategy: Strategy) -> Strategy:
-    """Add ``strategy`` to the registry; a later registration of a name replaces it."""
-    if not strategy.name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"strategy name {strategy.name!r} must be alphanumeric (with - or _)")
-    _STRATEGIES[strategy.name] = strategy
-    return strategy
+    """Add ``strategy`` to the registry, after checking it; a name is taken once.
+
+    Raises :class:`PluginError` naming the strategy and where it came from if
+    the name is malformed or already registered from elsewhere, a kernel is
+    missing or takes the wrong arguments, or a parameter does not match
+    ``make_state``. Registering the same strategy again from the same source
+    (a plugin file loaded twice) is allowed.
+    """
+    return STRATEGIES.register(strategy)
 
 
-def _load_builtins_and_entry_points() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    import asgdbench.algorithms as builtin
+def strategy_source(name: str) -> dict[str, Any]:
+    """Where strategy ``name`` came from: built-in, a plugin file (path, SHA-256), an entry point."""
+    return STRATEGIES.source(name)
 
-    for module in pkgutil.iter_modules(builtin.__path__):
-        importlib.import_module(f"{builtin.__name__}.{module.name}")
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        entry_point.load()
+
+def broken_plugins() -> list[str]:
+    """One line per installed strategy plugin that failed to load (reported once, then skipped)."""
+    return STRATEGIES.broken()
 
 
 def available_strategies() -> dict[str, Strategy]:
     """Every registered strategy by name: built-ins, entry points and loaded plugins."""
-    _load_builtins_and_entry_points()
-    return dict(sorted(_STRATEGIES.items()))
+    return STRATEGIES.available()
 
 
 def get_strategy(name: str) -> Strategy:
-    strategies = available_strategies()
-    if name not in strategies:
-        raise ConfigError(f"unknown strategy {name!r} (valid: {', '.join(strategies)})")
-    return strategies[name]
+    return STRATEGIES.get(name)
 
 
 def parse_spec(spec: str | StrategySpec) -> StrategySpec:
@@ -222,18 +279,3 @@ def parse_spec(spec: str | StrategySpec) -> StrategySpec:
         given[param.name] = param.parse(text)
     values = tuple((p.name, given.get(p.name, p.default)) for p in strategy.params)
     return StrategySpec(strategy, values)
-
-
-def load_plugin_file(path: str | Path) -> None:
-    """Execute a drop-in strategy file, which registers itself on import."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"plugin file {str(path)!r} does not exist")
-    _load_builtins_and_entry_points()  # so that a plugin may replace a built-in
-    module_name = f"asgdbench_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"plugin file {str(path)!r} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-STATUSES = ("converged", "diverged", "timeout", "budget")
+STATUSES = ("converged", "diverged", "timeout", "budget", "error")
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,18 @@ class RunResult:
     environment: dict[str, Any] = field(default_factory=dict)
     final_params: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The trained parameter vector; kept in memory only, never serialised."""
+    error: str | None = None
+    """Why the run is invalid (status ``error``): a stuck or failed thread, a broken invariant."""
+    stuck_threads: int = 0
+    """Worker threads still running after the stop grace period: later runs in this process share the CPU with them."""
+    overrun_s: float | None = None
+    """For a run stopped by its time limit: how far past the limit the last thread ended."""
+    log_entries_lost: int = 0
+    """Loss-log entries never read (overwritten in the ring); the smoothed loss skipped them."""
+    strategy_source: dict[str, Any] = field(default_factory=dict)
+    """Where the strategy came from: built-in, a plugin file (path and SHA-256), an entry point."""
+    workload_source: dict[str, Any] = field(default_factory=dict)
+    """Where the workload came from, likewise."""
 
     @property
     def converged(self) -> bool:

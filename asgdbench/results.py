@@ -3,7 +3,8 @@
 ``runs.jsonl`` holds one JSON object per finished run (``RunResult.to_dict()``).
 Each run is appended and synced to disk the moment it ends, so Ctrl-C or a
 crash loses at most the run in progress; a last line cut short by such an
-interruption is the only damage tolerated when reading the file back.
+interruption is the only damage tolerated when reading the file back, and
+``partial_line`` says when there was one, so that the caller can warn.
 ``summary.csv`` and ``summary.md`` are derived from it and rewritten at will.
 """
 
@@ -31,6 +32,9 @@ class ResultStore:
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.runs_path = self.folder / RUNS_FILE
+        self.partial_line: int | None = None
+        """Number of a last line cut short (a run being written when the process died), once
+        :meth:`load` skipped it or :meth:`open_for_writing` cut it off; None if there was none."""
 
     @classmethod
     def open_for_writing(cls, folder: str | os.PathLike, *, append: bool) -> "ResultStore":
@@ -45,7 +49,7 @@ class ResultStore:
             if not append and store.runs_path.stat().st_size > 0:
                 raise UserError(f"{store.runs_path} already holds runs: pass --resume to finish "
                                 f"that grid, or choose another --out")
-            store._drop_partial_last_line()
+            store.partial_line = store._drop_partial_last_line()
         return store
 
     def append(self, result: RunResult) -> None:
@@ -73,7 +77,8 @@ class ResultStore:
                 results.append(RunResult.from_dict(json.loads(line)))
             except json.JSONDecodeError:
                 if number == len(lines) and not line.endswith("\n"):
-                    break  # the run in progress when the process was killed
+                    self.partial_line = number  # the run in progress when the process died
+                    break
                 raise UserError(f"{self.runs_path} line {number} is not valid JSON") from None
             except (TypeError, KeyError):
                 raise UserError(f"{self.runs_path} line {number} is not an asgdbench run") from None
@@ -108,9 +113,14 @@ class ResultStore:
             reason = error.strerror or type(error).__name__
             raise UserError(f"cannot write results to {self.folder} ({reason})") from None
 
-    def _drop_partial_last_line(self) -> None:
-        """Cut off a run that was being written when the process died, so appends start clean."""
+    def _drop_partial_last_line(self) -> int | None:
+        """Cut off a run that was being written when the process died, so appends start clean.
+
+        Returns the number of the line cut off, or None.
+        """
         data = self.runs_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with self.runs_path.open("r+b") as stream:
-                stream.truncate(data.rfind(b"\n") + 1)
+        if not data or data.endswith(b"\n"):
+            return None
+        with self.runs_path.open("r+b") as stream:
+            stream.truncate(data.rfind(b"\n") + 1)
+        return data.count(b"\n") + 1

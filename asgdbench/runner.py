@@ -16,24 +16,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba.core.errors import NumbaError
 from threadpoolctl import threadpool_limits
 
-from asgdbench.errors import ConfigError
+from asgdbench import blas, preflight
+from asgdbench.errors import ConfigError, PluginError
 from asgdbench.monitor import (
-    DIVERGED, EVENT_TIME_NS, EVENT_UPDATES, FILLED, REACHED, LossMonitor, StopRule,
+    DIVERGED, EVENT_TIME_NS, EVENT_UPDATES, FILLED, NEXT_ENTRY, REACHED, LossMonitor, StopRule,
 )
 from asgdbench.protocol import CONTROL_CELLS, ERROR, GO, MAX_UPDATES, READY, STOP_FLAG
-from asgdbench.registry import StrategySpec, parse_spec
+from asgdbench.registry import (
+    StrategySpec, available_strategies, describe_source, parse_spec, strategy_source,
+)
 from asgdbench.result import RunConfig, RunResult
 from asgdbench.rng import thread_states
 from asgdbench.telemetry import downsample_trace, environment, histogram_summary
 from asgdbench.worker import (
-    APPLIED_COUNT, ATTEMPTS_SUM, COMPUTED, DROPPED_COUNT, STALENESS_MAX, LossLog, ThreadTelemetry,
-    worker_loop,
+    APPLIED_COUNT, ATTEMPTS_SUM, COMPUTED, DROPPED_COUNT, LOG_LOST, STALENESS_MAX, STALENESS_SUM,
+    LossLog, ThreadTelemetry, worker_loop,
 )
-from asgdbench.workloads import Defaults, Workload, load_workload
+from asgdbench.workloads import (
+    WORKLOADS, Defaults, Workload, available_workloads, load_workload,
+)
 
 UNLIMITED_UPDATES = 1 << 62
+STOP_GRACE_S = 30.0
+"""How long threads may take to end once the stop flag is up before the run counts as stuck."""
 WORKLOAD_DEFAULT: Any = object()
 """Pass for ``target_loss``/``max_time`` to take the workload's value (None disables a rule)."""
 
@@ -44,9 +52,7 @@ def single_threaded_blas() -> threadpool_limits:
     threadpoolctl only reaches libraries already loaded, and numba binds
     ``np.dot`` to SciPy's BLAS lazily at compile time, so load it first.
     """
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS numba's np.dot calls)
-
-    return threadpool_limits(limits=1, user_api="blas")
+    return blas.single_threaded()
 
 
 def run(
@@ -65,12 +71,15 @@ def run(
     window: int | None = None,
     diverge_factor: float = 10.0,
     poll_interval: float = 0.005,
+    stop_grace_s: float = STOP_GRACE_S,
 ) -> RunResult:
     """Train ``workload`` with ``threads`` threads under ``algorithm`` until a stop rule fires.
 
     ``target_loss``/``max_time`` default to the workload's; pass None to disable
     one. ``max_updates`` is an exact update budget. ``window`` is how many
     minibatch losses the smoothed loss averages (default: about 2048 samples).
+    Threads that have not ended ``stop_grace_s`` seconds after the stop flag
+    are reported as stuck: the result then has status ``error``.
     """
     spec = parse_spec(algorithm)
     if isinstance(workload, str):
@@ -78,11 +87,12 @@ def run(
     config = configure(workload.name, workload.defaults, spec, threads, lr=lr,
                        batch_size=batch_size, seed=seed, target_loss=target_loss,
                        max_time=max_time, max_updates=max_updates, dtype=workload.dtype.name)
+    preflight.check(workload, spec, config)  # before any state exists
     if window is None:
         window = max(16, math.ceil(2048 / config.batch_size))
     rule = StopRule(config.target_loss, config.max_time, config.max_updates, diverge_factor, window)
     with single_threaded_blas():
-        return _Run(workload, spec, config, rule, poll_interval).execute()
+        return _Run(workload, spec, config, rule, poll_interval, stop_grace_s).execute()
 
 
 def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: int, *,
@@ -118,12 +128,16 @@ def validate_config(config: RunConfig, spec: StrategySpec) -> None:
     limit = spec.strategy.max_threads
     require(limit is None or threads <= limit,
             f"strategy {spec.name!r} runs with at most {limit} thread(s), not {threads}")
+    preflight.check_blas_threads(threads)  # no workload needed: fail before loading data
     require(math.isfinite(config.lr) and config.lr > 0, f"lr must be > 0, not {config.lr:g}")
     require(config.batch_size >= 1, f"batch size must be >= 1, not {config.batch_size}")
     require(config.max_time is None or config.max_time > 0,
             f"max time must be > 0 seconds, not {config.max_time}")
     require(config.max_updates is None or config.max_updates >= 1,
             f"max updates must be >= 1, not {config.max_updates}")
+    most = spec.strategy.max_updates
+    require(config.max_updates is None or most is None or config.max_updates <= most,
+            f"strategy {spec.name!r} counts at most {most} updates, not {config.max_updates}")
     require(config.target_loss is not None or config.max_time is not None
             or config.max_updates is not None,
             "the run needs a stop rule: a target loss, a time or an update budget")
@@ -144,9 +158,9 @@ class _Run:
     """The mechanics of one run: state, threads, monitoring, result."""
 
     def __init__(self, workload: Workload, spec: StrategySpec, config: RunConfig,
-                 rule: StopRule, poll_interval: float) -> None:
+                 rule: StopRule, poll_interval: float, stop_grace_s: float) -> None:
         self.workload, self.spec, self.config, self.rule = workload, spec, config, rule
-        self.poll_interval = poll_interval
+        self.poll_interval, self.stop_grace_s = poll_interval, stop_grace_s
         strategy = spec.strategy
         self.kernels = (strategy.read, strategy.update, strategy.retire, workload.gradient)
         self.init_params = workload.init_params(config.seed)
@@ -161,12 +175,14 @@ class _Run:
         ]
         self.lr = workload.dtype.type(config.lr)  # so the update loops stay in the model's dtype
         self.control = np.zeros(CONTROL_CELLS, np.int64)
-        self.control[MAX_UPDATES] = config.max_updates or UNLIMITED_UPDATES
+        self.control[MAX_UPDATES] = min(config.max_updates or UNLIMITED_UPDATES,
+                                        strategy.max_updates or UNLIMITED_UPDATES)
         self.log = LossLog.allocate()
         self.telemetry = ThreadTelemetry.allocate(config.threads)
         self.monitor = LossMonitor.for_window(rule.window)
         self.trace: list[tuple[float, int, float]] = []
         self.errors: list[BaseException] = []
+        self.stuck_threads = 0
 
     # -- phases ------------------------------------------------------------------
 
@@ -177,24 +193,43 @@ class _Run:
         threads = [threading.Thread(target=self._thread_main, args=(tid, self.control),
                                     name=f"asgdbench-worker-{tid}", daemon=True)
                    for tid in range(self.config.threads)]
-        for thread in threads:
-            thread.start()
-        try:
+        try:  # from the first start on: a Ctrl-C or a failed start still stops the workers
+            for thread in threads:
+                thread.start()
             start_ns = self._release(threads)
             stopped_by = self._watch(threads, start_ns, limit)
         except BaseException:  # Ctrl-C included: stop the workers before leaving
             self.control[STOP_FLAG] = 1
-            for thread in threads:
-                thread.join()
+            self._join(threads)
             raise
+        self.stuck_threads = self._join(threads)
         end_ns = time.monotonic_ns()
-        if self.errors:
-            raise RuntimeError(f"a worker thread failed: {self.errors[0]!r}") from self.errors[0]
-        if self.control[ERROR]:
-            raise RuntimeError(f"strategy {self.spec.label!r} broke an invariant "
-                               "(see its ERROR cell); the run is invalid")
-        self._scan(limit, start_ns)
+        before = -1
+        while self.monitor.cells[NEXT_ENTRY] != before:  # a scan reads at most one ring
+            before = int(self.monitor.cells[NEXT_ENTRY])
+            self._scan(limit, start_ns)
         return self._result(stopped_by, start_ns, end_ns, initial_loss, compile_s)
+
+    def _join(self, threads: list[threading.Thread]) -> int:
+        """Join every thread within the grace period after the stop flag; how many are stuck."""
+        deadline = time.monotonic() + self.stop_grace_s
+        started = [thread for thread in threads if thread.ident is not None]
+        for thread in started:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return sum(thread.is_alive() for thread in started)
+
+    def _failure(self) -> str | None:
+        """Why the run is invalid, or None."""
+        if self.stuck_threads:
+            return (f"{self.stuck_threads} of {self.config.threads} worker threads did not stop "
+                    f"within {self.stop_grace_s:g} s of the stop flag (stuck in strategy "
+                    f"{self.spec.label!r}?); they still hold their cores")
+        if self.errors:
+            return f"a worker thread failed: {self.errors[0]!r}"
+        if self.control[ERROR]:
+            return (f"strategy {self.spec.label!r} broke an invariant (it set the ERROR cell); "
+                    "the run is invalid")
+        return None
 
     def _compile(self) -> float:
         """Compile every kernel before the clock starts: run the loop with the stop flag set."""
@@ -203,7 +238,15 @@ class _Run:
         control[STOP_FLAG] = control[GO] = 1
         self._thread_main(0, control)
         if self.errors:
-            raise self.errors[0]
+            error = self.errors[0]
+            if isinstance(error, (NumbaError, TypeError)):  # kernels that do not type-check
+                source = describe_source(strategy_source(self.spec.name)) \
+                    if self.spec.name in available_strategies() else "an unregistered strategy"
+                first = next((line for line in str(error).splitlines() if line.strip()), "")
+                raise PluginError(f"strategy {self.spec.label!r} ({source}) or workload "
+                                  f"{self.workload.name!r}: kernels do not compile: "
+                                  f"{first.strip()}") from error
+            raise error
         self.monitor.scan(self.log.arrays(), math.inf, math.inf)  # compiles; the log is empty
         return time.perf_counter() - begin
 
@@ -231,9 +274,9 @@ class _Run:
         return start_ns
 
     def _watch(self, threads: list[threading.Thread], start_ns: int, limit: float) -> str | None:
-        """Poll the log until the threads end; returns the rule that stopped them, if any."""
+        """Poll the log until the threads end or the stop flag is up; the rule that fired, if any."""
         stopped_by = None
-        while any(t.is_alive() for t in threads):
+        while any(t.is_alive() for t in threads) and not self.control[STOP_FLAG]:
             time.sleep(self.poll_interval)
             event = self._scan(limit, start_ns)
             elapsed = (time.monotonic_ns() - start_ns) / 1e9
@@ -248,8 +291,6 @@ class _Run:
                     stopped_by = "error"
                 if stopped_by is not None:
                     self.control[STOP_FLAG] = 1
-        for thread in threads:
-            thread.join()
         return stopped_by
 
     def _scan(self, limit: float, start_ns: int) -> int:
@@ -268,7 +309,10 @@ class _Run:
         counters = telemetry.counters
         event = self.monitor.event
         reached = event == REACHED
-        if event == DIVERGED:
+        failure = self._failure()
+        if failure is not None:
+            status = "error"
+        elif event == DIVERGED:
             status = "diverged"
         elif reached:
             status = "converged"
@@ -278,10 +322,17 @@ class _Run:
             status = "budget"
         wall_s = (end_ns - start_ns) / 1e9
         applied = int(counters[:, APPLIED_COUNT].sum())
-        final_params = strategy.final_params(self.state)
-        evaluation = self.workload.evaluate(final_params)
+        if self.stuck_threads:  # the state is still being written: report nothing read from it
+            final_params, evaluation, inspected = None, {}, {}
+        else:
+            final_params = strategy.final_params(self.state)
+            evaluation = self.workload.evaluate(final_params)
+            inspected = strategy.inspect(self.state)
         peak_vectors = int(strategy.peak_param_vectors(self.state, config.threads))
         staleness_max = int(counters[:, STALENESS_MAX].max()) if applied else None
+        overrun_s = None
+        if stopped_by == "timeout" and self.rule.max_time is not None:
+            overrun_s = wall_s - self.rule.max_time
         return RunResult(
             config=config,
             status=status,
@@ -295,7 +346,8 @@ class _Run:
             per_thread_updates=[int(v) for v in counters[:, APPLIED_COUNT]],
             per_thread_gradients=[int(v) for v in counters[:, COMPUTED]],
             loss_trace=downsample_trace(self.trace),
-            staleness=histogram_summary(telemetry.staleness.sum(axis=0), staleness_max),
+            staleness=histogram_summary(telemetry.staleness.sum(axis=0), staleness_max,
+                                        exact_sum=int(counters[:, STALENESS_SUM].sum())),
             cas=self._cas_summary() if strategy.uses_cas else None,
             peak_param_vectors=peak_vectors,
             peak_param_bytes=peak_vectors * self.workload.n_params * self.workload.dtype.itemsize,
@@ -305,9 +357,17 @@ class _Run:
             test_accuracy=evaluation.get("test_accuracy"),
             compile_s=compile_s,
             evaluation=evaluation,
-            strategy_state=strategy.inspect(self.state),
+            strategy_state=inspected,
             environment=environment(),
-            final_params=final_params.copy(),
+            final_params=None if final_params is None else final_params.copy(),
+            error=failure,
+            stuck_threads=self.stuck_threads,
+            overrun_s=overrun_s,
+            log_entries_lost=int(counters[:, LOG_LOST].sum()) + self.monitor.lost_entries,
+            strategy_source=(strategy_source(self.spec.name)
+                             if available_strategies().get(self.spec.name) is strategy else {}),
+            workload_source=(WORKLOADS.source(self.workload.name)
+                             if self.workload.name in available_workloads() else {}),
         )
 
     def _cas_summary(self) -> dict[str, Any]:

@@ -12,15 +12,18 @@ from typing import Any
 
 import numpy as np
 
+from asgdbench import blas
+
 _PACKAGES = ("asgdbench", "numba", "llvmlite", "numpy", "scipy", "scikit-learn", "threadpoolctl")
 
 
-def histogram_summary(histogram: np.ndarray, exact_max: int | None = None) -> dict[str, Any]:
-    """Mean, p50, p99 and max of a histogram whose bin i counts the value i.
+def histogram_summary(histogram: np.ndarray, exact_max: int | None = None,
+                      exact_sum: int | None = None) -> dict[str, Any]:
+    """Mean, p50, p99, p99.9 and max of a histogram whose bin i counts the value i.
 
-    The last bin also holds everything above it, so pass ``exact_max`` (tracked
-    separately) to report the true maximum. The histogram itself is kept as a
-    sparse ``{value: count}`` map.
+    The last bin also holds everything above it, so pass ``exact_max`` and
+    ``exact_sum`` (tracked separately) to report the true maximum and mean. The
+    histogram itself is kept as a sparse ``{value: count}`` map.
     """
     counts = np.asarray(histogram, dtype=np.int64)
     total = int(counts.sum())
@@ -30,12 +33,14 @@ def histogram_summary(histogram: np.ndarray, exact_max: int | None = None) -> di
         "histogram": {str(int(v)): int(counts[v]) for v in nonzero},
     }
     if total == 0:
-        return summary | {"mean": None, "p50": None, "p99": None, "max": None}
+        return summary | {"mean": None, "p50": None, "p99": None, "p999": None, "max": None}
     values = np.arange(counts.size)
     cumulative = np.cumsum(counts)
-    summary["mean"] = float((values * counts).sum() / total)
+    summary["mean"] = float((exact_sum if exact_sum is not None else (values * counts).sum())
+                            / total)
     summary["p50"] = int(np.searchsorted(cumulative, 0.50 * total))
     summary["p99"] = int(np.searchsorted(cumulative, 0.99 * total))
+    summary["p999"] = int(np.searchsorted(cumulative, 0.999 * total))
     summary["max"] = int(exact_max) if exact_max is not None else int(nonzero[-1])
     return summary
 
@@ -48,9 +53,22 @@ def downsample_trace(points: list[tuple[float, int, float]], limit: int = 1000) 
     return [list(points[i]) for i in keep]
 
 
-@lru_cache(maxsize=1)
 def environment() -> dict[str, Any]:
-    """The machine and software a result was measured on."""
+    """The machine and software a result was measured on, the BLAS in use included.
+
+    The BLAS is described afresh each time (its thread count is the one in
+    force now: 1 inside a run); the rest is read once.
+    """
+    return {**_machine(), "blas": [{key: library[key] for key in BLAS_FIELDS}
+                                   for library in blas.describe()]}
+
+
+BLAS_FIELDS = ("internal_api", "version", "architecture", "threading_layer", "num_threads",
+               "config", "filepath")
+
+
+@lru_cache(maxsize=1)
+def _machine() -> dict[str, Any]:
     versions = {}
     for name in _PACKAGES:
         try:

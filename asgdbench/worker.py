@@ -5,6 +5,16 @@ the loop owns minibatch sampling, the gradient, timing and telemetry, and
 calls the strategy's ``read`` / ``update`` / ``retire`` kernels, which numba
 inlines as first-class function arguments. Each finished gradient appends one
 entry (loss, time, outcome) to a shared ring-buffer log that the monitor reads.
+
+The log never blocks a worker. An entry number comes from a fetch-add on the
+cursor; the writer then claims the entry's ring slot by a CAS of its sequence
+word to "busy" (``-(entry + 1)``), writes the fields and publishes
+``entry + 1``. A writer that finds its slot busy or holding a newer entry (it
+was preempted for a whole ring) drops its own entry, counts it in
+``LOG_LOST`` and marks it in ``skipped``, so it never overwrites another entry
+and the monitor, which reads entries in order, never waits for one that will
+not come. The monitor re-reads the sequence word after the fields and drops an
+entry that changed meanwhile (a seqlock), so it never uses a torn entry.
 """
 
 from __future__ import annotations
@@ -14,15 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import fetch_add, load, store
+from asgdbench.atomics import cas, fetch_add, load, store
 from asgdbench.barrier import spin_wait_hint
 from asgdbench.clock import monotonic_ns
-from asgdbench.protocol import APPLIED, DROPPED, GO, LOG_CURSOR, MERGED, READY, STOP, STOP_FLAG
+from asgdbench.protocol import (
+    APPLIED, DROPPED, GO, LOG_CURSOR, MERGED, NOT_READ, READY, STOP, STOP_FLAG,
+)
 from asgdbench.rng import sample_batch
 
 # columns of the per-thread counter rows (a row is one cache line)
 (COMPUTED, APPLIED_COUNT, DROPPED_COUNT, MERGED_COUNT, STALENESS_SUM, STALENESS_MAX,
- ATTEMPTS_SUM) = range(7)
+ ATTEMPTS_SUM, LOG_LOST) = range(8)
 COUNTER_COLUMNS = 8
 
 STALENESS_BINS = 4096  # the last bin collects everything at or above it
@@ -31,21 +43,28 @@ ATTEMPT_BINS = 64
 
 @dataclass
 class LossLog:
-    """Ring buffer of (loss, time, outcome) per gradient; ``sequence[i] == k + 1`` once entry k is in."""
+    """Ring buffer of (loss, time, outcome) per gradient.
+
+    ``sequence[i]`` is ``k + 1`` once entry k is in slot i, ``-(k + 1)`` while
+    entry k is being written; ``skipped[i]`` is one past the newest entry
+    whose writer gave slot i up.
+    """
 
     sequence: np.ndarray
     loss: np.ndarray
     time_ns: np.ndarray
     outcome: np.ndarray
+    skipped: np.ndarray
 
     @classmethod
     def allocate(cls, capacity: int = 1 << 18) -> "LossLog":
         assert capacity & (capacity - 1) == 0, "capacity must be a power of two"
         return cls(np.zeros(capacity, np.int64), np.zeros(capacity, np.float64),
-                   np.zeros(capacity, np.int64), np.zeros(capacity, np.int64))
+                   np.zeros(capacity, np.int64), np.zeros(capacity, np.int64),
+                   np.zeros(capacity, np.int64))
 
     def arrays(self) -> tuple:
-        return (self.sequence, self.loss, self.time_ns, self.outcome)
+        return (self.sequence, self.loss, self.time_ns, self.outcome, self.skipped)
 
 
 @dataclass
@@ -67,9 +86,47 @@ class ThreadTelemetry:
 def _wait_for_start(control):
     fetch_add(control, READY, 1)
     spins = 0
-    while load(control, GO, "acquire") == 0:
+    while load(control, GO, "acquire") == 0 and load(control, STOP_FLAG, "acquire") == 0:
         spin_wait_hint(spins)
         spins += 1
+
+
+@njit(nogil=True, cache=True)
+def claim_entry(control):
+    """The next entry number of the loss log."""
+    return fetch_add(control, LOG_CURSOR, 1)
+
+
+@njit(nogil=True, cache=True)
+def commit_entry(log, entry, loss, time_ns, outcome):
+    """Write ``entry`` into its ring slot; False (entry dropped) if the slot is busy or newer."""
+    sequence, losses, times, outcomes, skipped = log
+    slot = entry & (sequence.shape[0] - 1)
+    seen = load(sequence, slot, "acquire")
+    while True:  # claim the slot: from an older, finished entry to "entry is being written"
+        if seen > entry or seen < 0:  # a newer entry, or another writer inside
+            _raise_to(skipped, slot, entry + 1)
+            return False
+        before = cas(sequence, slot, seen, -(entry + 1))
+        if before == seen:
+            break
+        seen = before
+    losses[slot] = loss
+    times[slot] = time_ns
+    outcomes[slot] = outcome
+    store(sequence, slot, entry + 1, "release")
+    return True
+
+
+@njit(nogil=True, cache=True)
+def _raise_to(cells, index, value):
+    """``cells[index] = max(cells[index], value)``, atomically."""
+    seen = load(cells, index, "acquire")
+    while seen < value:
+        before = cas(cells, index, seen, value)
+        if before == seen:
+            return
+        seen = before
 
 
 @njit(nogil=True, cache=True)
@@ -87,13 +144,9 @@ def _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, a
         counters[tid, MERGED_COUNT] += 1
     counters[tid, ATTEMPTS_SUM] += attempts
     attempts_hist[tid, min(attempts, ATTEMPT_BINS - 1)] += 1
-    sequence, losses, times, outcomes = log
-    entry = fetch_add(control, LOG_CURSOR, 1)
-    slot = entry & (sequence.shape[0] - 1)
-    losses[slot] = loss
-    times[slot] = monotonic_ns(timespec)
-    outcomes[slot] = outcome
-    store(sequence, slot, entry + 1, "release")
+    entry = claim_entry(control)
+    if not commit_entry(log, entry, loss, monotonic_ns(timespec), outcome):
+        counters[tid, LOG_LOST] += 1
 
 
 # Not cached on disk, on purpose: numba's cache pickles its index of signatures
@@ -107,7 +160,9 @@ def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, wor
     _wait_for_start(control)
     while load(control, STOP_FLAG, "monotonic") == 0:
         sample_batch(rng, n_samples, rows)
-        params, token = read(state, tid)
+        params, token = read(state, tid, control)
+        if token == NOT_READ:
+            break
         loss = gradient(params, data, rows, work, grad)
         outcome, staleness, attempts = update(state, tid, token, grad, lr, control)
         if outcome == STOP:

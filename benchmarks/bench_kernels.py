@@ -45,7 +45,7 @@ def read_update_steps(read, update, state, grad, lr, control, steps):
     """``steps`` read + update pairs as thread 0 of the worker loop makes them; returns updates applied."""
     applied = 0
     for _ in range(steps):
-        _, token = read(state, 0)
+        _, token = read(state, 0, control)
         outcome, _, _ = update(state, 0, token, grad, lr, control)
         applied += outcome == APPLIED
     return applied

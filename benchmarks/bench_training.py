@@ -10,6 +10,8 @@ inside ``run`` before its clock starts, so no figure includes compilation.
 
 A figure a run did not produce (no target reached, no update applied) is NaN,
 which asv shows as ``n/a``; a cell whose run raised fails with that error.
+:class:`CnnTimeToTarget` adds the convolutional workload ``cnn-fashion`` at every scale,
+with its own small grid and its own runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from asgdbench.errors import DataError
 from asgdbench.runner import run
 from asgdbench.workloads import get_workload, load_workload
 
@@ -46,7 +49,7 @@ def grid_timeout(cells: list[Cell]) -> float:
 
 
 def train_cells(cells: list[Cell], **run_options: Any) -> dict[Cell, dict[str, Any]]:
-    """Run each cell once; its result dict, or ``{"error": message}`` if the run raised.
+    """Run each cell once; its result dict, or ``{"raised": message}`` if the run raised.
 
     An error stays with its cell, so one broken strategy fails its own
     benchmarks and leaves the rest of the grid measured.
@@ -57,7 +60,7 @@ def train_cells(cells: list[Cell], **run_options: Any) -> dict[Cell, dict[str, A
         try:
             result = run(workloads[workload], strategy, threads, seed=SEED, **run_options)
         except Exception as error:  # re-raised by the cell's setup
-            results[(workload, strategy, threads)] = {"error": f"{type(error).__name__}: {error}"}
+            results[(workload, strategy, threads)] = {"raised": f"{type(error).__name__}: {error}"}
         else:
             results[(workload, strategy, threads)] = result.to_dict()
     return results
@@ -88,9 +91,11 @@ class _TrainingGrid:
         if not runs_with(strategy, threads):
             raise NotImplementedError(f"{strategy} does not run with {threads} threads")
         self.result = results[(workload, strategy, threads)]
-        if "error" in self.result:
+        problem = self.result.get("raised") or (self.result["status"] == "error"
+                                                 and self.result.get("error"))
+        if problem:  # the run raised, or ended invalid (a stuck thread, a broken invariant)
             raise RuntimeError(f"the run of {strategy} with {threads} threads on {workload} "
-                               f"failed: {self.result['error']}")
+                               f"failed: {problem}")
 
 
 class Convergence(_TrainingGrid):
@@ -144,3 +149,40 @@ class Contention(_TrainingGrid):
         return float(self.result["cas"]["failure_rate"])
 
     track_cas_failure_rate.unit = "failures/attempt"
+
+
+CNN_WORKLOAD = "cnn-fashion"
+CNN_STRATEGIES = ("seq", "lock", "hogwild", "leashed:tp=inf")
+CNN_THREADS = (1, 2, 4, 8)
+CNN_CELLS = [(CNN_WORKLOAD, strategy, threads) for strategy in CNN_STRATEGIES
+             for threads in CNN_THREADS if runs_with(strategy, threads)]
+
+
+class CnnTimeToTarget(_TrainingGrid):
+    """Time to target on ``cnn-fashion`` across thread counts, whatever the scale.
+
+    Needs Fashion-MNIST under ``$ASGDBENCH_DATA`` (``asgdbench download fashion-mnist``);
+    without it every cell is skipped (``n/a``), not failed.
+    """
+
+    params = [[CNN_WORKLOAD], list(CNN_STRATEGIES), list(CNN_THREADS)]
+
+    def setup_cache(self) -> dict[Cell, dict[str, Any]] | str:
+        try:
+            load_workload(CNN_WORKLOAD)
+        except DataError as error:
+            return str(error)  # no data: setup skips every cell
+        return train_cells(CNN_CELLS)
+
+    setup_cache.timeout = grid_timeout(CNN_CELLS)
+
+    def setup(self, results, workload, strategy, threads) -> None:
+        if isinstance(results, str):
+            raise NotImplementedError(results)
+        super().setup(results, workload, strategy, threads)
+
+    def track_time_to_target(self, results, workload, strategy, threads) -> float:
+        """Seconds from the start barrier until the target was reached; NaN if never."""
+        return _or_nan(self.result["time_to_target_s"])
+
+    track_time_to_target.unit = "seconds"

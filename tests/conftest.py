@@ -4,7 +4,7 @@ consistency probe's exact arithmetic, and a plain NumPy MLP to check kernels aga
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,23 +47,17 @@ def probe_vector_after(updates: int, n_params: int) -> np.ndarray:
     return np.full(n_params, probe.START_VALUE - PROBE_LR * probe.GRADIENT_VALUE * updates)
 
 
-@pytest.fixture(scope="session")
-def probe_run() -> Callable[[str, int, int], RunResult]:
-    """``probe_run(algorithm, threads, updates)``: a float64 probe run on an exact budget.
+def assert_probe_exact(result: RunResult, updates: int) -> None:
+    """The final vector is the probe's consistent vector after exactly ``updates`` updates."""
+    np.testing.assert_array_equal(result.final_params,
+                                  probe_vector_after(updates, result.final_params.size))
+    assert result.evaluation["components_disagree"] is False
 
-    Runs are cached for the session, so tests that check different invariants
-    of one stress run share it instead of repeating it.
-    """
-    runs: dict[tuple[str, int, int], RunResult] = {}
 
-    def get(algorithm: str, threads: int, updates: int) -> RunResult:
-        key = (algorithm, threads, updates)
-        if key not in runs:
-            runs[key] = run_watched("probe", algorithm, threads, max_updates=updates,
-                                    max_time=None, dtype="float64")
-        return runs[key]
-
-    return get
+def probe_run(algorithm: str, threads: int, updates: int, **kwargs: Any) -> RunResult:
+    """A float64 probe run on an exact update budget (a fresh run every call: no caching)."""
+    return run_watched("probe", algorithm, threads, max_updates=updates, max_time=None,
+                       dtype="float64", **kwargs)
 
 
 # -- a plain NumPy MLP ---------------------------------------------------------------

@@ -9,6 +9,7 @@ equal the sum of the threads' own counts.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Callable
@@ -151,7 +152,11 @@ def test_mutex_excludes_under_contention():
 
 
 def test_release_store_publishes_to_acquire_load():
-    """Ping-pong over one cell: every payload arrives whole and in order, and no spin hangs."""
+    """Ping-pong over one cell: every payload arrives whole and in order, and no spin hangs.
+
+    On x86 (total store order) plain loads and stores would pass this too; the
+    orderings themselves are checked in the generated code, below.
+    """
     turn = np.zeros(1, np.int64)
     payload = np.zeros(2, np.int64)
     n = 20_000
@@ -210,8 +215,43 @@ def store_then_load(store_order: str, load_order: str) -> Callable:
 def test_load_and_store_with_every_valid_ordering(store_order, load_order):
     value = -(2**40) - 3  # needs all 64 bits
     cells = np.zeros(3, np.int64)
-    assert store_then_load(store_order, load_order)(cells, value) == value
+    kernel = store_then_load(store_order, load_order)
+    assert kernel(cells, value) == value
     np.testing.assert_array_equal(cells, [0, value, 0])
+    ir = llvm_ir(kernel)
+    assert re.search(rf"store atomic i64 .* {store_order}, align 8", ir), "not an atomic store"
+    assert re.search(rf"load atomic i64, ptr .* {load_order}, align 8", ir), "not an atomic load"
+
+
+def llvm_ir(kernel: Callable) -> str:
+    """The optimised LLVM IR of the kernel's one compiled signature."""
+    [signature] = kernel.signatures
+    return kernel.inspect_llvm(signature)
+
+
+def test_cas_and_fetch_add_are_single_atomic_instructions():
+    """What the contention tests above cannot see on x86: the instructions and their ordering."""
+    assert re.search(r"cmpxchg ptr .* seq_cst seq_cst", llvm_ir(cas_twice))
+    assert re.search(r"atomicrmw add ptr .* seq_cst", llvm_ir(add_twice))
+
+
+def test_test_gates_compile_away_in_normal_runs():
+    """``gate(None, ...)``, as in every normal run, leaves no code; a gate array calls the parking code."""
+    from asgdbench.gates import GateBoard, gate
+
+    @njit(nogil=True)
+    def gated(gates, cells):
+        cells[0] += 1
+        gate(gates, 1, 0)
+        cells[0] += 1
+
+    cells = np.zeros(1, np.int64)
+    gated(None, cells)
+    gated(GateBoard(1).array, cells)
+    assert cells[0] == 4
+    without, with_gates = (gated.inspect_llvm(sig) for sig in gated.signatures)
+    assert "_park" not in without and "call" not in without.split("define")[1].split("}")[0]
+    assert "_park" in with_gates
 
 
 @pytest.mark.parametrize("store_order, load_order", [

@@ -34,7 +34,7 @@ def test_discovery_imports_bench_modules_only():
     imported = {name for name in set(sys.modules) - before if name.startswith("benchmarks.")}
     assert {name.split(".")[0] for name in names} == {"bench_kernels", "bench_training"}
     assert not any("scripts" in name for name in imported)
-    assert len(names) == 8
+    assert len(names) == 9  # 8 for the scale grid, 1 for the cnn-fashion grid
 
 
 @pytest.mark.parametrize("cls", BENCHMARK_CLASSES, ids=lambda cls: cls.__name__)

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,14 @@ def asgdbench(*args: str | Path, cwd: Path, env: dict | None = None,
     return subprocess.run([sys.executable, "-m", "asgdbench", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env=env, stdin=subprocess.DEVNULL)
+
+
+def in_process(capsys, *args: str | Path) -> subprocess.CompletedProcess:
+    """``asgdbench ARGS`` through :func:`main` in this process: no interpreter start-up to pay."""
+    capsys.readouterr()
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def read_runs(folder: Path) -> list[dict]:
@@ -206,6 +215,14 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
     (["frobnicate"], ["invalid choice"]),
     ([], ["COMMAND"]),
     (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),
+    (["compare", "--out", ""], ["--out", "folder path"]),
+    (["run", "--algorithm", "seq", "--threads", "1", "--out", " "], ["--out", "folder path"]),
+    (["report", ""], ["folder path"]),
+    (["compare", "--columns", "time,nope"], ["--columns", "'nope'", "vs-seq"]),
+    (["report", "a", "b", "c"], ["two to compare"]),
+    (["run", "--algorithm", "hogwild", "--threads", "100000"], ["100000 threads"]),
+    (["run", "--algorithm", "seq", "--threads", "1", "--batch-size", "10000000", "--out", "o"],
+     ["batch size 10,000,000", "training set of mlp-digits"]),
 ])
 def test_user_errors(args, fragments, tmp_path):
     assert_user_error(asgdbench(*args, cwd=tmp_path, timeout=60), *fragments)
@@ -287,3 +304,127 @@ def test_grid_cells_take_workload_defaults_and_explicit_overrides():
 def test_pending_skips_finished_keys():
     cells = grid.expand(get_workload("mlp-digits"), ["lock"], [1, 2], repeats=2)
     assert grid.pending(cells, {cells[1].key(), cells[2].key()}) == [cells[0], cells[3]]
+
+
+# -- interruptions, repeats, damaged folders, resumes ------------------------------------
+
+def test_ctrl_c_before_any_run_finished_says_so_and_exits_130(tmp_path):
+    out = tmp_path / "results"
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "asgdbench", "compare", "--algorithms", "hogwild",
+             "--threads", "2", "--repeats", "1", "--target-loss", "none", "--max-time", "60",
+             "--out", str(out)],
+            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 90
+        while "runs to do" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        time.sleep(1.0)  # inside the first run (compiling or training)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    lines = log.read_text().splitlines()
+    assert process.returncode == 130, lines
+    assert "Traceback" not in log.read_text()
+    assert lines[-1] == "asgdbench: interrupted before any run finished; nothing was saved"
+    assert not (out / "runs.jsonl").exists()
+
+
+def test_repeated_list_entries_run_once_with_a_note(tmp_path, capsys):
+    out = tmp_path / "results"
+    compared = in_process(capsys, "compare", "--algorithms", "lock,lock,leashed,leashed:tp=inf",
+                          "--threads", "1,1", "--repeats", "1", *QUICK, "--out", out)
+    assert compared.returncode == 0, compared.stderr
+    assert sorted(run["algorithm"] for run in read_runs(out)) == ["leashed:tp=inf", "lock"]
+    [note] = [line for line in compared.stderr.splitlines() if "listed twice" in line]
+    assert "--strategies lock" in note and "--strategies leashed:tp=inf" in note
+    assert "--threads 1" in note and "--lr" not in note
+    assert "1/1" in (out / "summary.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def finished_grid(tmp_path_factory) -> Path:
+    """A result folder of two quick runs, copied by the tests that damage it."""
+    out = tmp_path_factory.mktemp("grid") / "results"
+    compared = asgdbench("compare", "--algorithms", "seq,lock", "--threads", "1",
+                         "--repeats", "1", *QUICK, "--out", out, cwd=out.parent)
+    assert compared.returncode == 0, compared.stderr
+    return out
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    return copy
+
+
+def test_report_prints_the_table_when_the_summary_cannot_be_written(finished_grid, tmp_path,
+                                                                    capsys):
+    out = copy_of(finished_grid, tmp_path)
+    (out / "summary.md").unlink()
+    (out / "summary.md").mkdir()  # unwritable as a file, even for root
+    reported = in_process(capsys, "report", out)
+    assert reported.returncode == 0, reported.stderr
+    assert table_line_of(reported.stdout, "lock")
+    [warning] = reported.stderr.splitlines()
+    assert warning.startswith("asgdbench: warning: cannot write the summary") and "not saved" in warning
+
+
+def table_line_of(text: str, strategy: str) -> str:
+    [line] = [line for line in text.splitlines() if line.startswith(f"| {strategy} ")]
+    return line
+
+
+def test_a_run_cut_off_mid_line_is_warned_about_and_redone_on_resume(finished_grid, tmp_path,
+                                                                     capsys):
+    out = copy_of(finished_grid, tmp_path)
+    runs_file = out / "runs.jsonl"
+    whole = runs_file.read_text()
+    last = whole.splitlines(keepends=True)[-1]
+    runs_file.write_text(whole[: len(whole) - len(last)] + last[: len(last) // 2])
+    reported = in_process(capsys, "report", out)
+    assert reported.returncode == 0, reported.stderr
+    assert "line 2" in reported.stderr and "cut short" in reported.stderr
+    resumed = in_process(capsys, "compare", "--algorithms", "seq,lock", "--threads", "1",
+                         "--repeats", "1", *QUICK, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "dropped line 2" in resumed.stderr and "1 of 2 runs to do" in resumed.stderr
+    assert len(read_runs(out)) == 2
+
+
+def test_report_compares_two_folders_cell_by_cell(finished_grid, tmp_path, capsys):
+    after = copy_of(finished_grid, tmp_path)
+    compared = in_process(capsys, "report", finished_grid, after)
+    assert compared.returncode == 0, compared.stderr
+    lines = compared.stdout.splitlines()
+    assert lines[:2] == [f"before: {finished_grid}", f"after:  {after}"]
+    for strategy in ("seq", "lock"):
+        line = table_line_of(compared.stdout, strategy)
+        assert "1.00x" in line and "1/1 -> 1/1" in line  # the same runs on both sides
+    assert_user_error(in_process(capsys, "report", finished_grid, after, "--plot"), "comparison")
+
+
+@pytest.mark.parametrize("changed, fragments", [
+    (["--max-time", "7"], ["--max-time 5", "asks for 7"]),
+    (["--target-loss", "none"], ["--target-loss 1", "asks for none"]),
+    (["--max-updates", "100"], ["--max-updates none", "asks for 100"]),
+])
+def test_resume_refuses_changed_stop_rules(finished_grid, tmp_path, changed, fragments, capsys):
+    out = copy_of(finished_grid, tmp_path)
+    before = (out / "runs.jsonl").read_text()
+    options = dict(zip(QUICK[::2], QUICK[1::2]))
+    options.update(dict(zip(changed[::2], changed[1::2])))
+    resumed = in_process(capsys, "compare", "--algorithms", "seq,lock", "--threads", "1",
+                         "--repeats", "1", *[part for pair in options.items() for part in pair],
+                         "--out", out, "--resume")
+    assert_user_error(resumed, "cannot resume", *fragments)
+    assert (out / "runs.jsonl").read_text() == before
+
+
+def test_strategy_is_the_option_and_algorithm_its_old_alias(capsys):
+    for option in ("--strategy", "--algorithm"):
+        assert main(["run", option, "lock", "--threads", "1", "--workload", "probe",
+                     "--max-updates", "50", "--dtype", "float64"]) == 0
+        assert "lock" in capsys.readouterr().out

@@ -1,22 +1,27 @@
-"""Tests for asgdbench.workloads.datasets: in-memory data sets, MNIST reading, and downloading.
+"""Tests for asgdbench.workloads.datasets: in-memory data sets, MNIST, Fashion-MNIST and
+CIFAR-10 reading, and downloading.
 
-The real-MNIST tests read the files under $ASGDBENCH_DATA/mnist and skip when
-that is not set. The download tests talk only to an HTTP server on 127.0.0.1
+The real-data tests read the files under $ASGDBENCH_DATA/{mnist,fashion-mnist,cifar10}
+and skip when they are not there. The download tests talk only to an HTTP server on 127.0.0.1
 started by the test itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import http.server
+import io
 import os
 import pathlib
 import shutil
 import socket
+import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import platformdirs
@@ -25,11 +30,14 @@ import pytest
 from asgdbench.errors import ConfigError, DataError, UserError
 from asgdbench.workloads import datasets
 from asgdbench.workloads.datasets import (
+    CIFAR10_MD5,
     DATASETS,
     MNIST_FILES,
     Dataset,
     download_mnist,
+    load_cifar10,
     load_digits,
+    load_fashion_mnist,
     load_mnist,
     load_synthetic,
     resolve_data_dir,
@@ -147,7 +155,8 @@ def test_synthetic_rejects_bad_configuration(kwargs: dict) -> None:
 
 
 def test_registry() -> None:
-    assert DATASETS == {"digits": load_digits, "synthetic": load_synthetic, "mnist": load_mnist}
+    assert DATASETS == {"digits": load_digits, "synthetic": load_synthetic, "mnist": load_mnist,
+                        "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
 
 
 # --- resolve_data_dir ----------------------------------------------------------------
@@ -272,7 +281,7 @@ def test_wrong_checksum(tmp_path: pathlib.Path) -> None:
 
 def test_tiny_split_loads_with_matching_checksums(tmp_path: pathlib.Path) -> None:
     checksums = tiny_split(tmp_path, 5, 5)
-    X, y = datasets._load_mnist_split(tmp_path, "train", checksums)
+    X, y = datasets._load_idx_split(tmp_path, "train", checksums)
     assert X.shape == (5, 784) and X.dtype == np.float64 and 0.0 <= X.min() and X.max() <= 1.0
     assert y.shape == (5,) and y.dtype == np.int64
 
@@ -280,7 +289,7 @@ def test_tiny_split_loads_with_matching_checksums(tmp_path: pathlib.Path) -> Non
 def test_image_and_label_counts_must_agree(tmp_path: pathlib.Path) -> None:
     checksums = tiny_split(tmp_path, 5, 4)
     with pytest.raises(DataError) as excinfo:
-        datasets._load_mnist_split(tmp_path, "train", checksums)
+        datasets._load_idx_split(tmp_path, "train", checksums)
     assert_one_line_data_error(excinfo, "5 images but 4 labels")
 
 
@@ -290,7 +299,7 @@ def test_images_must_be_28x28(tmp_path: pathlib.Path) -> None:
     write_gz(tmp_path / "train-images-idx3-ubyte.gz", raw)
     checksums["train-images-idx3-ubyte"] = hashlib.sha256(raw).hexdigest()
     with pytest.raises(DataError) as excinfo:
-        datasets._load_mnist_split(tmp_path, "train", checksums)
+        datasets._load_idx_split(tmp_path, "train", checksums)
     assert_one_line_data_error(excinfo, "bad header", "8x8")
 
 
@@ -302,7 +311,7 @@ def test_truncated_idx_payload_behind_a_valid_checksum(tmp_path: pathlib.Path) -
     write_gz(tmp_path / "train-images-idx3-ubyte.gz", raw)
     checksums["train-images-idx3-ubyte"] = hashlib.sha256(raw).hexdigest()
     with pytest.raises(DataError) as excinfo:
-        datasets._load_mnist_split(tmp_path, "train", checksums)
+        datasets._load_idx_split(tmp_path, "train", checksums)
     assert_one_line_data_error(excinfo, "train-images-idx3-ubyte.gz", "truncated")
 
 
@@ -429,6 +438,7 @@ def test_download_of_corrupt_file_leaves_nothing(
 
     assert_one_line_data_error(excinfo, MNIST_FILES[0], f"{base}/bad/{MNIST_FILES[0]}", "404", str(dest / "mnist"))
     assert final_and_partial_files(dest / "mnist") == set()
+    assert not dest.exists(), "a failed download left the folders it created"
 
 
 def test_download_with_unreachable_mirror(no_proxies: None, tmp_path: pathlib.Path) -> None:
@@ -438,9 +448,260 @@ def test_download_with_unreachable_mirror(no_proxies: None, tmp_path: pathlib.Pa
     with pytest.raises(DataError) as excinfo:
         download_mnist(tmp_path, mirrors=[f"http://127.0.0.1:{dead_port}/"], timeout=2)
     assert_one_line_data_error(excinfo, "could not download", f"127.0.0.1:{dead_port}")
-    assert final_and_partial_files(tmp_path / "mnist") == set()
+    assert list(tmp_path.iterdir()) == [], "a failed download left an empty mnist/ behind"
 
 
 def test_download_needs_a_mirror(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError):
         download_mnist(tmp_path, mirrors=[])
+
+
+@pytest.fixture(autouse=True)
+def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads try each URL once: pooch's waits between retries would only slow the tests."""
+    monkeypatch.setattr(datasets, "DOWNLOAD_RETRIES", 0)
+
+
+def test_download_retries_a_transient_failure(
+    no_proxies: None, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = cifar_tarball(tmp_path / "archive.tar.gz")
+    requests_seen: list[str] = []
+
+    class FlakyHandler(_QuietHandler):
+        def do_GET(self) -> None:  # the first request fails with 503, the next ones succeed
+            requests_seen.append(self.path)
+            if len(requests_seen) == 1:
+                self.send_error(503)
+            else:
+                super().do_GET()
+
+    (tmp_path / "www").mkdir()
+    shutil.copy(payload.path, tmp_path / "www" / CIFAR_ARCHIVE)
+    monkeypatch.setattr(datasets, "DOWNLOAD_RETRIES", 1)
+    with serve(tmp_path / "www", FlakyHandler) as base:
+        folder = datasets.download_cifar10(tmp_path / "dest", url=f"{base}/{CIFAR_ARCHIVE}",
+                                           md5=payload.md5, timeout=5)
+    assert len(requests_seen) == 2
+    assert load_cifar10(tmp_path / "dest").y_test.tolist() == payload.test_labels.tolist()
+    assert folder == tmp_path / "dest" / "cifar10" / datasets.CIFAR10_FOLDER
+
+
+# --- Fashion-MNIST ----------------------------------------------------------------------
+
+
+def test_load_real_fashion_mnist() -> None:
+    root = os.environ.get("ASGDBENCH_DATA")
+    if not root or not all((pathlib.Path(root) / "fashion-mnist" / name).is_file()
+                           for name in datasets.FASHION_MNIST.files):
+        pytest.skip("ASGDBENCH_DATA lacks fashion-mnist/")
+    data = load_fashion_mnist(root, dtype=np.float32)
+    assert data.X_train.dtype == np.float32 and data.X_train.flags.c_contiguous
+    assert data.X_train.shape == (60000, 784) and data.X_test.shape == (10000, 784)
+    assert data.image_shape == (1, 28, 28)
+    assert np.bincount(data.y_train).tolist() == [6000] * 10  # Fashion-MNIST is balanced
+    assert data.X_train.min() == 0.0 and data.X_train.max() == 1.0
+
+
+def test_missing_fashion_mnist_names_its_own_download(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(DataError) as excinfo:
+        load_fashion_mnist(tmp_path)
+    assert_one_line_data_error(excinfo, "Fashion-MNIST file", str(tmp_path / "fashion-mnist"),
+                               "missing", "asgdbench download fashion-mnist")
+
+
+def test_fashion_mnist_download_checks_its_own_checksums(
+    local_server: tuple[str, pathlib.Path], real_mnist_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """MNIST's files served as Fashion-MNIST are refused: each set has its own checksums."""
+    base, served = local_server
+    shutil.copytree(real_mnist_dir, served / "mnist", ignore=shutil.ignore_patterns("*.md", "SHA256SUMS*"))
+    with pytest.raises(DataError) as excinfo:
+        datasets.download_fashion_mnist(tmp_path, mirrors=[f"{base}/mnist/"], timeout=5)
+    assert_one_line_data_error(excinfo, "fails its checksum", "Fashion-MNIST")
+    assert final_and_partial_files(tmp_path / "fashion-mnist") == set()
+
+
+# --- CIFAR-10 ---------------------------------------------------------------------------
+
+CIFAR_ARCHIVE = "cifar-10-binary.tar.gz"
+RECORD = 1 + 3 * 32 * 32
+
+
+@dataclass
+class CifarPayload:
+    path: pathlib.Path
+    md5: str
+    train_records: np.ndarray
+    test_labels: np.ndarray
+
+
+def cifar_tarball(path: pathlib.Path, records: int = 3) -> CifarPayload:
+    """A small archive in the CIFAR-10 binary layout: 5 training batches and a test batch."""
+    rng = np.random.default_rng(1)
+    batches = {}
+    for name in (*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST):
+        batch = rng.integers(0, 256, (records, RECORD), dtype=np.uint8)
+        batch[:, 0] = rng.integers(0, 10, records)
+        batches[name] = batch
+    with tarfile.open(path, "w:gz") as tar:
+        for name, batch in [*batches.items(), ("batches.meta.txt", None)]:
+            content = b"airplane\n" if batch is None else batch.tobytes()
+            info = tarfile.TarInfo(f"{datasets.CIFAR10_FOLDER}/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    train = np.concatenate([batches[name] for name in datasets.CIFAR10_TRAIN])
+    return CifarPayload(path, hashlib.md5(path.read_bytes()).hexdigest(), train,
+                        batches[datasets.CIFAR10_TEST][:, 0].astype(np.int64))
+
+
+@contextlib.contextmanager
+def serve(folder: pathlib.Path, handler_class: type = None) -> Iterator[str]:
+    """Base URL of an HTTP server on 127.0.0.1 serving ``folder`` while the block runs."""
+    handler = functools.partial(handler_class or _QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def dead_url() -> str:
+    with socket.socket() as probe:  # a free port; nothing listens there once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/{CIFAR_ARCHIVE}"
+
+
+def test_cifar10_download_unpacks_the_batches_and_keeps_nothing_else(
+    local_server: tuple[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    base, served = local_server
+    payload = cifar_tarball(served / CIFAR_ARCHIVE)
+    dest = tmp_path / "dest"
+
+    folder = datasets.download_cifar10(dest, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
+
+    assert final_and_partial_files(dest / "cifar10") == {datasets.CIFAR10_FOLDER}  # no archive, no staging
+    assert final_and_partial_files(folder) == {*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST}
+    data = load_cifar10(dest)
+    assert_well_formed(data, 10)
+    assert data.image_shape == (3, 32, 32)
+    assert data.X_train.shape == (15, 3072) and data.X_test.shape == (3, 3072)
+    np.testing.assert_array_equal(np.rint(data.X_train * 255), payload.train_records[:, 1:])
+    np.testing.assert_array_equal(data.y_train, payload.train_records[:, 0])
+    np.testing.assert_array_equal(data.y_test, payload.test_labels)
+    # intact batches are kept: the dead URL is never asked
+    assert datasets.download_cifar10(dest, url=dead_url(), md5=payload.md5, timeout=2) == folder
+
+
+@pytest.mark.parametrize("damage", ["wrong-checksum", "truncated", "truncated-with-its-checksum"])
+def test_cifar10_download_of_a_bad_archive_leaves_nothing(
+    local_server: tuple[str, pathlib.Path], tmp_path: pathlib.Path, damage: str
+) -> None:
+    base, served = local_server
+    payload = cifar_tarball(tmp_path / "good.tar.gz")
+    content = payload.path.read_bytes()
+    md5 = payload.md5
+    if damage == "wrong-checksum":
+        md5 = hashlib.md5(b"another file").hexdigest()
+    else:
+        content = content[: len(content) // 2]
+        if damage == "truncated-with-its-checksum":  # passes the hash, fails to unpack
+            md5 = hashlib.md5(content).hexdigest()
+    (served / CIFAR_ARCHIVE).write_bytes(content)
+    dest = tmp_path / "dest"
+
+    with pytest.raises(DataError) as excinfo:
+        datasets.download_cifar10(dest, url=f"{base}/{CIFAR_ARCHIVE}", md5=md5, timeout=5)
+
+    expected = "damaged" if damage == "truncated-with-its-checksum" else "hash"
+    assert_one_line_data_error(excinfo, "CIFAR-10", expected)
+    assert not dest.exists(), "a failed download left the folders it created"
+
+
+def test_cifar10_download_with_the_server_down(no_proxies: None, tmp_path: pathlib.Path) -> None:
+    url = dead_url()
+    with pytest.raises(DataError) as excinfo:
+        datasets.download_cifar10(tmp_path, url=url, md5=CIFAR10_MD5, timeout=2)
+    assert_one_line_data_error(excinfo, "could not download CIFAR-10", url.rsplit("/", 1)[0])
+    assert list(tmp_path.iterdir()) == [], "a failed download left an empty cifar10/ behind"
+
+
+def test_cifar10_download_replaces_a_damaged_batch(
+    local_server: tuple[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    base, served = local_server
+    payload = cifar_tarball(served / CIFAR_ARCHIVE)
+    folder = datasets.download_cifar10(tmp_path, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
+    damaged = folder / datasets.CIFAR10_TEST
+    damaged.write_bytes(damaged.read_bytes()[:-1])
+    with pytest.raises(DataError) as excinfo:
+        load_cifar10(tmp_path)
+    assert_one_line_data_error(excinfo, str(damaged), "truncated", "asgdbench download cifar10")
+
+    datasets.download_cifar10(tmp_path, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
+
+    assert load_cifar10(tmp_path).y_test.tolist() == payload.test_labels.tolist()
+
+
+def test_missing_cifar10(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(DataError) as excinfo:
+        load_cifar10(tmp_path)
+    assert_one_line_data_error(excinfo, "data_batch_1.bin", "missing", "asgdbench download cifar10")
+
+
+def test_cifar10_rejects_a_bad_label(tmp_path: pathlib.Path) -> None:
+    folder = tmp_path / "cifar10" / datasets.CIFAR10_FOLDER
+    folder.mkdir(parents=True)
+    for name in (*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST):
+        (folder / name).write_bytes(bytes([10]) + bytes(RECORD - 1))
+    with pytest.raises(DataError) as excinfo:
+        load_cifar10(tmp_path)
+    assert_one_line_data_error(excinfo, "label 10")
+
+
+def test_load_real_cifar10() -> None:
+    root = os.environ.get("ASGDBENCH_DATA")
+    if not root or not (pathlib.Path(root) / "cifar10" / datasets.CIFAR10_FOLDER).is_dir():
+        pytest.skip("ASGDBENCH_DATA lacks cifar10/")
+    data = load_cifar10(root, dtype=np.float32)
+    assert data.X_train.shape == (50000, 3072) and data.X_test.shape == (10000, 3072)
+    assert np.bincount(data.y_test).tolist() == [1000] * 10
+
+
+def test_download_rejects_an_unknown_data_set(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError):
+        datasets.download("imagenet", tmp_path)
+
+
+@pytest.mark.parametrize("server_up", [True, False], ids=["served", "server-down"])
+def test_download_command(
+    local_server: tuple[str, pathlib.Path], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture, server_up: bool
+) -> None:
+    """`asgdbench download cifar10`: the folder on stdout, or one error line and exit code 2."""
+    from asgdbench.cli import main
+
+    base, served = local_server
+    payload = cifar_tarball(served / CIFAR_ARCHIVE)
+    url = f"{base}/{CIFAR_ARCHIVE}" if server_up else dead_url()
+    monkeypatch.setitem(datasets.DOWNLOADS, "cifar10",
+                        functools.partial(datasets.download_cifar10, url=url, md5=payload.md5, timeout=5))
+
+    code = main(["download", "cifar10", "--data-dir", str(tmp_path / "data")])
+
+    out, err = capsys.readouterr()
+    if server_up:
+        assert code == 0
+        assert str(tmp_path / "data" / "cifar10" / datasets.CIFAR10_FOLDER) in out
+        assert load_cifar10(tmp_path / "data").X_test.shape == (3, 3072)
+    else:
+        assert code == 2
+        errors = [line for line in err.splitlines() if line.startswith("asgdbench: error:")]
+        assert len(errors) == 1 and "could not download CIFAR-10" in errors[0]
+        assert final_and_partial_files(tmp_path / "data" / "cifar10") == set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import textwrap
@@ -110,7 +111,7 @@ def plugin_file(tmp_path):
     path = tmp_path / "my_strategy.py"
     path.write_text(textwrap.dedent(PLUGIN_SOURCE))
     yield path
-    registry._STRATEGIES.pop(PLUGIN_NAME, None)
+    registry.STRATEGIES.forget(PLUGIN_NAME)
     sys.modules.pop(f"asgdbench_plugin_{path.stem}", None)
 
 
@@ -124,9 +125,157 @@ def test_a_plugin_file_registers_a_strategy_that_runs(plugin_file):
     assert result.config.algorithm == PLUGIN_NAME
     assert result.status == "budget"
     assert result.updates_applied == 1000
+    source = result.strategy_source
+    assert source["kind"] == "file" and source["path"] == str(plugin_file.resolve())
+    assert source["sha256"] == hashlib.sha256(plugin_file.read_bytes()).hexdigest()
+    assert load_plugin_file(plugin_file) is None  # the same file again: not a clash
+    assert run("probe", "lock", 1, max_updates=10, max_time=None).strategy_source["kind"] == \
+        "built-in"
 
 
 def test_a_missing_plugin_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_plugin_file(tmp_path / "nowhere.py")
     assert_one_line(error, "nowhere.py", "does not exist")
+
+
+# -- plugins that are broken: one line naming the file, exit 2 ------------------------------
+
+BAD_PLUGINS = {
+    "syntax": ("def broken(:\n", "syntax error at line 1"),
+    "raises": ("raise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here"),
+    "bad_name": (PLUGIN_SOURCE.replace(repr(PLUGIN_NAME), "'bad name!'"), "name must be"),
+    "clash": (PLUGIN_SOURCE.replace(repr(PLUGIN_NAME), "'lock'"), "clashes with the one from"),
+    "arity": (PLUGIN_SOURCE.replace("read=hogwild.read", "read=hogwild.update"),
+              "read must take 3 arguments"),
+    "not_a_kernel": (PLUGIN_SOURCE.replace("update=hogwild.update", "update=print"),
+                     "update must be an @njit"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_PLUGINS))
+def test_a_broken_plugin_is_one_line_naming_the_file_and_exit_2(kind, tmp_path, capsys):
+    from asgdbench.cli import main
+
+    source, fragment = BAD_PLUGINS[kind]
+    path = tmp_path / f"bad_{kind}.py"
+    path.write_text(source)
+    try:
+        code = main(["--plugin", str(path), "list"])
+    finally:
+        registry.STRATEGIES.forget(PLUGIN_NAME)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("asgdbench: error: ")
+    assert fragment in err and str(path) in err
+    assert get_strategy("lock").name == "lock"  # the built-in was not replaced
+
+
+def test_kernels_that_do_not_compile_are_one_line_naming_the_plugin(tmp_path, capsys):
+    from asgdbench.cli import main
+
+    path = tmp_path / "mistyped.py"
+    path.write_text(PLUGIN_SOURCE.replace("make_state=hogwild.make_state",
+                                          "make_state=lambda p, n: [p.copy(), 0]"))
+    try:
+        code = main(["--plugin", str(path), "run", "--algorithm", PLUGIN_NAME, "--threads", "1",
+                     "--workload", "probe", "--max-updates", "10"])
+    finally:
+        registry.STRATEGIES.forget(PLUGIN_NAME)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "kernels do not compile" in err and str(path.resolve()) in err
+
+
+def test_a_broken_entry_point_is_reported_once_and_the_rest_works(monkeypatch, capsys):
+    class BrokenEntryPoint:
+        name, dist = "oops", type("Dist", (), {"name": "oops-plugin", "version": "0.1"})()
+
+        def load(self):
+            raise ImportError("No module named 'oops'")
+
+    from asgdbench import plugins
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [BrokenEntryPoint()])
+    monkeypatch.setattr(registry.STRATEGIES, "_discovered", False)
+    monkeypatch.setattr(registry.STRATEGIES, "_broken", [])
+    assert "lock" in available_strategies() and "lock" in available_strategies()
+    err = capsys.readouterr().err
+    assert err.count("oops-plugin") == 1 and "skipped" in err
+    assert registry.broken_plugins() == [err.strip().removeprefix("asgdbench: warning: ")]
+    assert run("probe", "lock", 2, max_updates=100, max_time=None).status == "budget"
+
+
+# -- workloads follow the same rules ------------------------------------------------------
+
+WORKLOAD_PLUGIN = '''
+"""A workload from a plugin file: the consistency probe under another name."""
+from asgdbench.workloads import Defaults, WorkloadSpec, register_workload
+from asgdbench.workloads.probe import build_probe
+
+register_workload(WorkloadSpec(
+    name=NAME, summary="the probe again", build=build_probe,
+    defaults=Defaults(lr=LR, batch_size=1, target_loss=None, max_time=5.0),
+))
+'''
+
+
+def workload_plugin(tmp_path, name: str, lr: float = 0.0078125):
+    path = tmp_path / f"workload_{name.replace('-', '_')}.py"
+    path.write_text(WORKLOAD_PLUGIN.replace("NAME", repr(name)).replace("LR", repr(lr)))
+    return path
+
+
+def test_a_plugin_file_registers_a_workload_that_runs(tmp_path):
+    from asgdbench.workloads import WORKLOADS
+
+    path = workload_plugin(tmp_path, "my-probe")
+    try:
+        load_plugin_file(path)
+        result = run("my-probe", "lock", 2, max_updates=100, max_time=None, dtype="float64")
+        assert result.status == "budget" and result.updates_applied == 100
+        assert result.workload_source["kind"] == "file"
+        assert result.workload_source["path"] == str(path.resolve())
+    finally:
+        WORKLOADS.forget("my-probe")
+
+
+@pytest.mark.parametrize("name, lr, fragment", [
+    ("probe", 0.0078125, "clashes with the one from built-in asgdbench.workloads.probe"),
+    ("bad-lr", -1.0, "default lr must be > 0"),
+    ("bad name", 0.0078125, "name must be"),
+])
+def test_a_bad_workload_plugin_is_one_line_and_exit_2(tmp_path, capsys, name, lr, fragment):
+    from asgdbench.cli import main
+    from asgdbench.workloads import WORKLOADS
+
+    try:
+        code = main(["--plugin", str(workload_plugin(tmp_path, name, lr)), "list"])
+    finally:
+        WORKLOADS.forget(name) if name != "probe" else None
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and fragment in err
+
+
+def test_the_plugin_api_is_one_import():
+    import asgdbench
+    from asgdbench import api
+
+    assert {"Strategy", "register_strategy", "cas", "spin_wait_hint", "pin_latest", "unpin",
+            "take_spare", "pack", "check_strategy", "WorkloadSpec", "NOT_READ"} <= set(api.__all__)
+    assert all(hasattr(api, name) for name in api.__all__)
+    assert api.__version__ == asgdbench.__version__ != "0+unknown"
+
+
+def test_debug_shows_the_plugins_own_traceback_and_version_is_printed(tmp_path, capsys):
+    from asgdbench.cli import main
+
+    path = tmp_path / "bad_raises.py"
+    path.write_text("raise RuntimeError('no GPU here')\n")
+    assert main(["--debug", "--plugin", str(path), "list"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: no GPU here" in err
+    assert err.strip().splitlines()[-1].startswith("asgdbench: error: plugin file")
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("asgdbench ")

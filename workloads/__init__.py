@@ -5,6 +5,8 @@ Importing the package registers every named workload (see :mod:`.catalog` and
 """
 
 from asgdbench.workloads.base import (
+    WORKLOAD_GROUPS,
+    WORKLOADS,
     Defaults,
     Workload,
     WorkloadSpec,
@@ -12,8 +14,9 @@ from asgdbench.workloads.base import (
     get_workload,
     load_workload,
     register_workload,
+    workloads_by_group,
 )
 from asgdbench.workloads import catalog, probe  # noqa: E402,F401  (registration)
 
-__all__ = ["Defaults", "Workload", "WorkloadSpec", "available_workloads", "get_workload",
-           "load_workload", "register_workload"]
+__all__ = ["WORKLOAD_GROUPS", "WORKLOADS", "Defaults", "Workload", "WorkloadSpec", "available_workloads",
+           "get_workload", "load_workload", "register_workload", "workloads_by_group"]

@@ -7,12 +7,17 @@ needs this interface, so a workload other than an MLP is one more entry here.
 
 from __future__ import annotations
 
+import importlib
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from asgdbench.errors import ConfigError
+from asgdbench.errors import ConfigError, PluginError
+from asgdbench.plugins import Registry
+
+ENTRY_POINT_GROUP = "asgdbench.workloads"
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,17 @@ class Workload:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """A named workload: defaults to list, and how to build it (loading its data)."""
+    """A named workload: defaults to list, and how to build it (loading its data).
+
+    ``group`` (the model family, e.g. ``mlp``, ``cnn``) is how ``asgdbench list`` sorts
+    the catalogue.
+    """
 
     name: str
     summary: str
     defaults: Defaults
     build: Callable[..., Workload]
+    group: str = "other"
 
     def load(self, data_dir: str | None = None, dtype: str = "float32") -> Workload:
         if dtype not in ("float32", "float64"):
@@ -64,22 +74,68 @@ class WorkloadSpec:
         return self.build(self, data_dir=data_dir, dtype=np.dtype(dtype))
 
 
-_WORKLOADS: dict[str, WorkloadSpec] = {}
+def _check(spec: WorkloadSpec, where: str) -> None:
+    """Refuse a workload the harness could not run, before any data is loaded."""
+    def fail(problem: str) -> None:
+        raise PluginError(f"workload {spec.name!r} from {where}: {problem}")
+
+    if not callable(spec.build):
+        fail("build must be a function (spec, *, data_dir, dtype) -> Workload")
+    if not isinstance(spec.defaults, Defaults):
+        fail("defaults must be a Defaults(lr, batch_size, target_loss, max_time)")
+    defaults = spec.defaults
+    if not (isinstance(defaults.lr, (int, float)) and defaults.lr > 0):
+        fail(f"default lr must be > 0, not {defaults.lr!r}")
+    if not (isinstance(defaults.batch_size, int) and defaults.batch_size >= 1):
+        fail(f"default batch size must be an integer >= 1, not {defaults.batch_size!r}")
+    if defaults.max_time is not None and not defaults.max_time > 0:
+        fail(f"default max time must be > 0, not {defaults.max_time!r}")
+
+
+def _defined_in(spec: WorkloadSpec) -> str:
+    build = getattr(spec.build, "func", spec.build)  # through functools.partial
+    return getattr(build, "__module__", "") or ""
+
+
+WORKLOADS: Registry[WorkloadSpec] = Registry(
+    "workload", ENTRY_POINT_GROUP, _check, defined_in=_defined_in,
+    builtins=lambda: importlib.import_module("asgdbench.workloads"),
+    builtin_prefix="asgdbench.workloads.",
+)
+
+WORKLOAD_GROUPS: dict[str, str] = {
+    "mlp": "multilayer perceptrons",
+    "cnn": "cnn: the authors' small CNN (2 conv 3x3, 2 pool, 2 dense)",
+    "lenet": "LeNet (2 conv 5x5, 2 pool, 2 dense)",
+    "check": "strategy checks",
+    "other": "other",
+}
+"""How ``asgdbench list`` titles each :attr:`WorkloadSpec.group`, in listing order."""
+
+
+def workloads_by_group() -> dict[str, list[WorkloadSpec]]:
+    """Registered workloads by group, groups in :data:`WORKLOAD_GROUPS` order, names sorted."""
+    groups: dict[str, list[WorkloadSpec]] = {}
+    workloads = available_workloads()
+    for group in [*WORKLOAD_GROUPS, *sorted({s.group for s in workloads.values()})]:
+        members = [spec for spec in workloads.values() if spec.group == group]
+        if members and group not in groups:
+            groups[group] = members
+    return groups
 
 
 def register_workload(spec: WorkloadSpec) -> WorkloadSpec:
-    _WORKLOADS[spec.name] = spec
-    return spec
+    """Add ``spec`` to the registry after checking it; a name is taken once (see :mod:`asgdbench.plugins`)."""
+    return WORKLOADS.register(spec)
 
 
 def available_workloads() -> dict[str, WorkloadSpec]:
-    return dict(sorted(_WORKLOADS.items()))
+    """Every registered workload by name: built-ins, entry points and loaded plugins."""
+    return WORKLOADS.available()
 
 
 def get_workload(name: str) -> WorkloadSpec:
-    if name not in _WORKLOADS:
-        raise ConfigError(f"unknown workload {name!r} (valid: {', '.join(sorted(_WORKLOADS))})")
-    return _WORKLOADS[name]
+    return WORKLOADS.get(name)
 
 
 def load_workload(name: str, data_dir: str | None = None, dtype: str = "float32") -> Workload:

@@ -1,7 +1,9 @@
-"""Data sets the benchmark trains on, loaded into memory as dense float64 matrices.
+"""Data sets the benchmark trains on, loaded into memory as dense matrices (one sample per row).
 
-digits and synthetic need no files. MNIST is read from a data folder (see
-`resolve_data_dir`) that `download_mnist` fills from public mirrors. Every
+digits and synthetic need no files. MNIST, Fashion-MNIST and CIFAR-10 are read
+from a data folder (see `resolve_data_dir`) that `download` fills through pooch
+(checksums, retries, progress bar); a download is staged next to its target and
+moved into place only once verified, so nothing half-written is ever left. Every
 problem with the data surfaces as a one-line `DataError` that says how to fix it.
 """
 
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import math
 import os
 import pathlib
-import urllib.request
+import shutil
+import tarfile
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,33 +28,86 @@ from asgdbench.errors import ConfigError, DataError
 
 DATA_ENV_VAR = "ASGDBENCH_DATA"
 
-MNIST_MIRRORS: tuple[str, ...] = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
+DOWNLOAD_RETRIES = 2
+"""Further attempts per URL after a failed or corrupt transfer (pooch waits 1 s, 2 s, ... between);
+read when a download starts, so tests can set it to 0."""
 
-# SHA-256 of the decompressed IDX files: unlike the .gz bytes, these are the
-# same for every copy of MNIST.
-MNIST_SHA256: Mapping[str, str] = {
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-}
-MNIST_FILES: tuple[str, ...] = tuple(f"{name}.gz" for name in MNIST_SHA256)
+
+@dataclass(frozen=True)
+class IdxSource:
+    """A data set in MNIST's format: four gzip IDX files, 28x28 images, 10 classes.
+
+    The checksums are SHA-256 of the *decompressed* files: unlike the .gz
+    bytes, they are the same for every copy, whichever mirror recompressed it.
+    """
+
+    name: str  # its folder under the data folder, and its `asgdbench download` name
+    title: str  # how messages call it
+    mirrors: tuple[str, ...]
+    sha256: Mapping[str, str]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(f"{name}.gz" for name in self.sha256)
+
+    @property
+    def remedy(self) -> str:
+        return (f"run `asgdbench download {self.name}` or set {DATA_ENV_VAR} to a folder "
+                f"containing {self.name}/")
+
+
+MNIST = IdxSource(
+    name="mnist",
+    title="MNIST",
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+             "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    sha256={
+        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    },
+)
+FASHION_MNIST = IdxSource(
+    name="fashion-mnist",
+    title="Fashion-MNIST",
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+             "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
+    sha256={
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    },
+)
+MNIST_MIRRORS = MNIST.mirrors
+MNIST_SHA256 = MNIST.sha256
+MNIST_FILES = MNIST.files
 
 _IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 _LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
-_MNIST_IMAGE_SHAPE = (28, 28)
-_GET_MNIST = (
-    f"run `asgdbench download mnist` or set {DATA_ENV_VAR} to a folder containing mnist/"
-)
+_IDX_IMAGE_SHAPE = (28, 28)
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # published with the archive
+CIFAR10_FOLDER = "cifar-10-batches-bin"  # what the archive unpacks to
+CIFAR10_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+CIFAR10_TEST = "test_batch.bin"
+CIFAR10_IMAGE_SHAPE = (3, 32, 32)
+_CIFAR10_RECORD = 1 + 3 * 32 * 32  # a label byte, then 1024 red, 1024 green, 1024 blue bytes
+_GET_CIFAR10 = (f"run `asgdbench download cifar10` or set {DATA_ENV_VAR} to a folder "
+                f"containing cifar10/{CIFAR10_FOLDER}/")
 
 
 # eq=False: dataclass equality would compare arrays elementwise, which has no single truth value.
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split ready for training: float64 C-contiguous features, int64 labels 0..n_classes-1."""
+    """A train/test split ready for training: C-contiguous float features (float64 unless the
+    loader was asked for float32), int64 labels 0..n_classes-1.
+
+    Image data sets also say their ``image_shape`` (channels, height, width): a
+    row of ``X`` is one image flattened in that order, as convolutions read it.
+    """
 
     name: str
     X_train: np.ndarray
@@ -59,6 +115,7 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    image_shape: tuple[int, int, int] | None = None
 
     @property
     def n_features(self) -> int:
@@ -177,57 +234,75 @@ def _standardized(data: Dataset) -> Dataset:
     )
 
 
-# --- MNIST: reading ------------------------------------------------------------
+# --- MNIST and Fashion-MNIST: reading ------------------------------------------------
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
+def load_mnist(data_dir: str | os.PathLike | None = None, dtype: np.dtype | type = np.float64) -> Dataset:
     """The 60,000/10,000 MNIST split from <data_dir>/mnist/, pixels scaled to [0, 1]."""
-    folder = resolve_data_dir(data_dir) / "mnist"
+    return _load_idx_set(MNIST, data_dir, dtype)
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None,
+                       dtype: np.dtype | type = np.float64) -> Dataset:
+    """The 60,000/10,000 Fashion-MNIST split from <data_dir>/fashion-mnist/, pixels in [0, 1]."""
+    return _load_idx_set(FASHION_MNIST, data_dir, dtype)
+
+
+def _load_idx_set(source: IdxSource, data_dir: str | os.PathLike | None, dtype) -> Dataset:
+    folder = resolve_data_dir(data_dir) / source.name
     try:
-        X_train, y_train = _load_mnist_split(folder, "train")
-        X_test, y_test = _load_mnist_split(folder, "t10k")
+        X_train, y_train = _load_idx_split(folder, "train", source.sha256, source.title, dtype)
+        X_test, y_test = _load_idx_split(folder, "t10k", source.sha256, source.title, dtype)
     except DataError as err:
-        raise DataError(f"{err}; {_GET_MNIST}") from err
-    return Dataset("mnist", X_train, y_train, X_test, y_test, n_classes=10)
+        raise DataError(f"{err}; {source.remedy}") from err
+    return Dataset(source.name, X_train, y_train, X_test, y_test, n_classes=10,
+                   image_shape=(1, *_IDX_IMAGE_SHAPE))
 
 
-def _load_mnist_split(
-    folder: pathlib.Path, prefix: str, checksums: Mapping[str, str] = MNIST_SHA256
-) -> tuple[np.ndarray, np.ndarray]:
+def _load_idx_split(folder: pathlib.Path, prefix: str, checksums: Mapping[str, str] = MNIST_SHA256,
+                    title: str = "MNIST", dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, 784) in [0, 1] and labels (n,) of one split, checked to belong together."""
     images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = folder / f"{prefix}-labels-idx1-ubyte.gz"
-    images = _parse_idx(_read_verified(images_path, checksums), _IMAGES_MAGIC, str(images_path))
-    labels = _parse_idx(_read_verified(labels_path, checksums), _LABELS_MAGIC, str(labels_path))
-    if images.shape[1:] != _MNIST_IMAGE_SHAPE:
+    images = _parse_idx(_read_verified(images_path, checksums, title), _IMAGES_MAGIC,
+                        f"{title} file {images_path}")
+    labels = _parse_idx(_read_verified(labels_path, checksums, title), _LABELS_MAGIC,
+                        f"{title} file {labels_path}")
+    if images.shape[1:] != _IDX_IMAGE_SHAPE:
         raise DataError(
-            f"MNIST file {images_path} has a bad header: images are "
+            f"{title} file {images_path} has a bad header: images are "
             f"{images.shape[1]}x{images.shape[2]}, expected 28x28"
         )
     if len(images) != len(labels):
         raise DataError(
-            f"MNIST files {images_path} and {labels_path} do not match: "
+            f"{title} files {images_path} and {labels_path} do not match: "
             f"{len(images)} images but {len(labels)} labels"
         )
-    X = images.reshape(len(images), -1) / 255.0  # uint8 / float -> one new float64 C-contiguous array
-    return X, labels.astype(np.int64)
+    return _scaled_pixels(images.reshape(len(images), -1), dtype), labels.astype(np.int64)
 
 
-def _read_verified(path: pathlib.Path, checksums: Mapping[str, str]) -> bytes:
-    """The decompressed content of an MNIST .gz file, after checking it is the published file."""
-    raw = _gunzip(_read_bytes(path), str(path))
-    _check_sha256(raw, path.name.removesuffix(".gz"), str(path), checksums)
+def _scaled_pixels(pixels: np.ndarray, dtype) -> np.ndarray:
+    """uint8 pixels as C-contiguous floats in [0, 1], converted once (no float64 detour for float32)."""
+    X = np.empty(pixels.shape, dtype=dtype)
+    np.multiply(pixels, 1.0 / 255.0, out=X, casting="unsafe")
+    return X
+
+
+def _read_verified(path: pathlib.Path, checksums: Mapping[str, str], title: str = "MNIST") -> bytes:
+    """The decompressed content of an IDX .gz file, after checking it is the published file."""
+    raw = _gunzip(_read_bytes(path, title), f"{title} file {path}")
+    _check_sha256(raw, path.name.removesuffix(".gz"), f"{title} file {path}", checksums)
     return raw
 
 
-def _read_bytes(path: pathlib.Path) -> bytes:
+def _read_bytes(path: pathlib.Path, title: str) -> bytes:
     """File content, with a missing or unreadable file reported as a DataError."""
     try:
         return path.read_bytes()
     except FileNotFoundError as err:
-        raise DataError(f"MNIST file {path} is missing") from err
+        raise DataError(f"{title} file {path} is missing") from err
     except OSError as err:
-        raise DataError(f"MNIST file {path} cannot be read ({_one_line(err)})") from err
+        raise DataError(f"{title} file {path} cannot be read ({_one_line(err)})") from err
 
 
 def _gunzip(data: bytes, source: str) -> bytes:
@@ -235,9 +310,9 @@ def _gunzip(data: bytes, source: str) -> bytes:
     try:
         return gzip.decompress(data)
     except EOFError as err:
-        raise DataError(f"MNIST file {source} is truncated (the gzip stream ends early)") from err
+        raise DataError(f"{source} is truncated (the gzip stream ends early)") from err
     except (gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"MNIST file {source} is not a valid gzip file ({_one_line(err)})") from err
+        raise DataError(f"{source} is not a valid gzip file ({_one_line(err)})") from err
 
 
 def _check_sha256(raw: bytes, name: str, source: str, checksums: Mapping[str, str]) -> None:
@@ -246,7 +321,7 @@ def _check_sha256(raw: bytes, name: str, source: str, checksums: Mapping[str, st
     actual = hashlib.sha256(raw).hexdigest()
     if actual != expected:
         raise DataError(
-            f"MNIST file {source} fails its checksum "
+            f"{source} fails its checksum "
             f"(SHA-256 of the content is {actual}, expected {expected})"
         )
 
@@ -262,119 +337,286 @@ def _parse_idx(raw: bytes, magic: int, source: str) -> np.ndarray:
     found = int.from_bytes(raw[:4], "big")
     if len(raw) >= 4 and found != magic:
         raise DataError(
-            f"MNIST file {source} has a bad header (magic number 0x{found:08x}, expected 0x{magic:08x})"
+            f"{source} has a bad header (magic number 0x{found:08x}, expected 0x{magic:08x})"
         )
     if len(raw) < header_size:
         raise DataError(
-            f"MNIST file {source} is truncated "
+            f"{source} is truncated "
             f"({len(raw)} bytes, shorter than its {header_size}-byte IDX header)"
         )
     shape = tuple(int(size) for size in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     if 0 in shape:
-        raise DataError(
-            f"MNIST file {source} has a bad header (dimensions {shape} include a zero)"
-        )
+        raise DataError(f"{source} has a bad header (dimensions {shape} include a zero)")
     expected_size = header_size + math.prod(shape)
     if len(raw) < expected_size:
         raise DataError(
-            f"MNIST file {source} is truncated ({len(raw)} bytes, its IDX header for shape {shape} "
+            f"{source} is truncated ({len(raw)} bytes, its IDX header for shape {shape} "
             f"needs {expected_size})"
         )
     if len(raw) > expected_size:
         raise DataError(
-            f"MNIST file {source} is corrupt ({len(raw) - expected_size} unexpected bytes after the "
+            f"{source} is corrupt ({len(raw) - expected_size} unexpected bytes after the "
             f"data for shape {shape})"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
-# --- MNIST: downloading ------------------------------------------------------------
+# --- CIFAR-10: reading -------------------------------------------------------------------
 
 
-def download_mnist(
-    data_dir: str | os.PathLike | None = None,
-    mirrors: Sequence[str] = MNIST_MIRRORS,
-    timeout: float = 30.0,
-) -> pathlib.Path:
-    """Fetch the four MNIST files into <data_dir>/mnist/ and return that folder.
+def load_cifar10(data_dir: str | os.PathLike | None = None,
+                 dtype: np.dtype | type = np.float64) -> Dataset:
+    """The 50,000/10,000 CIFAR-10 split from <data_dir>/cifar10/cifar-10-batches-bin/.
+
+    Each row is one 32x32 RGB image as (channel, row, column), pixels scaled to
+    [0, 1]. The archive's MD5 is checked when it is downloaded; here each batch
+    file is checked for whole records and valid labels.
+    """
+    folder = resolve_data_dir(data_dir) / "cifar10" / CIFAR10_FOLDER
+    try:
+        train = [_read_cifar10_batch(folder / name) for name in CIFAR10_TRAIN]
+        X_test, y_test = _read_cifar10_batch(folder / CIFAR10_TEST)
+    except DataError as err:
+        raise DataError(f"{err}; {_GET_CIFAR10}") from err
+    X_train = np.concatenate([images for images, _ in train])
+    y_train = np.concatenate([labels for _, labels in train])
+    return Dataset("cifar10", _scaled_pixels(X_train, dtype), y_train,
+                   _scaled_pixels(X_test, dtype), y_test, n_classes=10,
+                   image_shape=CIFAR10_IMAGE_SHAPE)
+
+
+def _read_cifar10_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (n, 3072) as uint8 and labels (n,) of one binary batch file."""
+    raw = _read_bytes(path, "CIFAR-10")
+    if not raw or len(raw) % _CIFAR10_RECORD:
+        raise DataError(f"CIFAR-10 file {path} is truncated or corrupt ({len(raw)} bytes is not a "
+                        f"whole number of {_CIFAR10_RECORD}-byte records)")
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise DataError(f"CIFAR-10 file {path} is corrupt (label {labels.max()} is not 0..9)")
+    return records[:, 1:], labels
+
+
+# --- downloading ------------------------------------------------------------------------
+
+
+def download(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = False
+             ) -> pathlib.Path:
+    """Fetch the data set ``name`` (see :data:`DOWNLOADS`) into the data folder; its folder."""
+    if name not in DOWNLOADS:
+        raise ConfigError(f"unknown data set {name!r} (valid: {', '.join(DOWNLOADS)})")
+    return DOWNLOADS[name](data_dir, progress=progress)
+
+
+def download_mnist(data_dir: str | os.PathLike | None = None, mirrors: Sequence[str] = MNIST_MIRRORS,
+                   timeout: float = 30.0, *, retries: int | None = None,
+                   progress: bool = False) -> pathlib.Path:
+    """Fetch the four MNIST files into <data_dir>/mnist/ and return that folder."""
+    return download_idx_set(MNIST, data_dir, mirrors, timeout, retries=retries, progress=progress)
+
+
+def download_fashion_mnist(data_dir: str | os.PathLike | None = None,
+                           mirrors: Sequence[str] = FASHION_MNIST.mirrors, timeout: float = 30.0, *,
+                           retries: int | None = None, progress: bool = False) -> pathlib.Path:
+    """Fetch the four Fashion-MNIST files into <data_dir>/fashion-mnist/ and return that folder."""
+    return download_idx_set(FASHION_MNIST, data_dir, mirrors, timeout, retries=retries,
+                            progress=progress)
+
+
+def download_idx_set(source: IdxSource, data_dir: str | os.PathLike | None,
+                     mirrors: Sequence[str], timeout: float, *, retries: int | None = None,
+                     progress: bool = False) -> pathlib.Path:
+    """Fetch an IDX data set's four files into <data_dir>/<name>/ and return that folder.
 
     Files already there and intact are kept. Each file comes from the first
-    mirror that serves a copy with the right content; only verified content is
-    ever written under a final name, so an interrupted download leaves nothing
-    half-written for `load_mnist` to trip over.
+    mirror that serves a copy with the right content; it is moved under its
+    final name only once verified.
     """
     if not mirrors:
-        raise ConfigError("no MNIST mirrors given; pass at least one base URL")
-    folder = resolve_data_dir(data_dir) / "mnist"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(
-            f"cannot create the MNIST folder {folder} ({_one_line(err)}); "
-            f"pass another folder or set {DATA_ENV_VAR}"
-        ) from err
-    for file_name in MNIST_FILES:
-        target = folder / file_name
-        if _is_intact(target):
-            continue
-        try:
-            data = _fetch_verified(file_name, mirrors, timeout)
-        except DataError as err:
-            raise DataError(
-                f"{err}; check the network connection, or copy the MNIST .gz files into {folder}"
-            ) from err
-        _write_atomically(target, data)
+        raise ConfigError(f"no {source.title} mirrors given; pass at least one base URL")
+    with _new_folder(resolve_data_dir(data_dir) / source.name, source.title) as folder:
+        _download_idx_files(source, folder, mirrors, timeout, retries, progress)
     return folder
 
 
-def _is_intact(path: pathlib.Path) -> bool:
-    """Whether a file is already there with the published content, so need not be downloaded."""
+def _download_idx_files(source: IdxSource, folder: pathlib.Path, mirrors: Sequence[str],
+                        timeout: float, retries: int | None, progress: bool) -> None:
+    for file_name in source.files:
+        target = folder / file_name
+        if _is_intact(target, source):
+            continue
+        with _staging(folder) as staging:
+            problems: list[str] = []
+            for mirror in mirrors:
+                url = (mirror if mirror.endswith("/") else f"{mirror}/") + file_name
+                try:
+                    fetched = _fetch(url, staging, None, timeout, retries, progress)
+                    raw = _gunzip(_read_bytes(fetched, source.title), url)
+                    _check_sha256(raw, file_name.removesuffix(".gz"), url, source.sha256)
+                except DataError as err:
+                    problems.append(str(err))
+                    shutil.rmtree(staging, ignore_errors=True)  # the next mirror starts afresh
+                    staging.mkdir()
+                    continue
+                _move_into_place(fetched, target)
+                break
+            else:
+                raise DataError(
+                    f"could not download {file_name} from any mirror ({'; '.join(problems)}); "
+                    f"check the network connection, or copy the {source.title} .gz files into {folder}"
+                )
+
+
+def download_cifar10(data_dir: str | os.PathLike | None = None, url: str = CIFAR10_URL,
+                     md5: str = CIFAR10_MD5, timeout: float = 60.0, *,
+                     retries: int | None = None, progress: bool = False) -> pathlib.Path:
+    """Fetch the CIFAR-10 binary archive, check its MD5 and unpack it into <data_dir>/cifar10/.
+
+    Returns the folder holding the batch files. Nothing is fetched if they are
+    already there and readable; the 170 MB archive is not kept once unpacked.
+    """
+    with _new_folder(resolve_data_dir(data_dir) / "cifar10", "CIFAR-10") as root:
+        return _download_cifar10_into(root, url, md5, timeout, retries, progress)
+
+
+def _download_cifar10_into(root: pathlib.Path, url: str, md5: str, timeout: float,
+                           retries: int | None, progress: bool) -> pathlib.Path:
+    target = root / CIFAR10_FOLDER
+    if _cifar10_is_intact(target):
+        return target
+    with _staging(root) as staging:
+        try:
+            archive = _fetch(url, staging, f"md5:{md5}", timeout, retries, progress)
+        except DataError as err:
+            raise DataError(f"could not download CIFAR-10 ({err}); check the network connection, "
+                            f"or unpack cifar-10-binary.tar.gz into {root}") from err
+        unpacked = _unpack_cifar10(archive, staging / "unpacked")
+        if target.exists():
+            shutil.rmtree(target)
+        _move_into_place(unpacked, target)
+    return target
+
+
+def _unpack_cifar10(archive: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
+    """Extract the batch files of the archive (nothing else, nothing outside ``into``); check them."""
+    wanted = {f"{CIFAR10_FOLDER}/{name}" for name in (*CIFAR10_TRAIN, CIFAR10_TEST)}
     try:
-        _read_verified(path, MNIST_SHA256)
+        with tarfile.open(archive, "r:gz") as tar:
+            members = [m for m in tar.getmembers() if m.name in wanted and m.isfile()]
+            missing = wanted - {m.name for m in members}
+            if missing:
+                raise DataError(f"the CIFAR-10 archive {archive.name} lacks {', '.join(sorted(missing))}")
+            for member in members:
+                source = tar.extractfile(member)
+                destination = into / member.name
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with source, open(destination, "wb") as out:
+                    shutil.copyfileobj(source, out)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise DataError(f"the CIFAR-10 archive {archive.name} is damaged ({_one_line(err)})") from err
+    for name in (*CIFAR10_TRAIN, CIFAR10_TEST):  # raises on a damaged batch, saying which
+        _read_cifar10_batch(into / CIFAR10_FOLDER / name)
+    return into / CIFAR10_FOLDER
+
+
+def _cifar10_is_intact(folder: pathlib.Path) -> bool:
+    """Whether every batch file is there with whole records and valid labels."""
+    try:
+        for name in (*CIFAR10_TRAIN, CIFAR10_TEST):
+            _read_cifar10_batch(folder / name)
     except DataError:
         return False
     return True
 
 
-def _fetch_verified(file_name: str, mirrors: Sequence[str], timeout: float) -> bytes:
-    """The gzip bytes of `file_name` from the first mirror whose copy passes the checksum."""
-    problems: list[str] = []
-    for mirror in mirrors:
-        url = mirror if mirror.endswith("/") else f"{mirror}/"
-        url += file_name
-        try:
-            data = _http_get(url, timeout)
-            _check_sha256(_gunzip(data, url), file_name.removesuffix(".gz"), url, MNIST_SHA256)
-        except DataError as err:
-            problems.append(str(err))
-            continue
-        return data
-    raise DataError(f"could not download {file_name} from any mirror ({'; '.join(problems)})")
+def _fetch(url: str, staging: pathlib.Path, known_hash: str | None, timeout: float, retries: int | None,
+           progress: bool) -> pathlib.Path:
+    """Download ``url`` into ``staging`` with pooch (hash check, retries); network errors as DataError."""
+    import pooch  # only when downloading
+    import requests
 
-
-def _http_get(url: str, timeout: float) -> bytes:
-    """Body of a URL; any network or protocol failure becomes a DataError naming the URL."""
+    if retries is None:
+        retries = DOWNLOAD_RETRIES
+    pooch.get_logger().setLevel("WARNING")
+    file_name = url.rsplit("/", 1)[-1]
+    fetcher = pooch.create(path=staging, base_url="", registry={file_name: known_hash},
+                           urls={file_name: url}, retry_if_failed=retries)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.read()
-    except (OSError, http.client.HTTPException, ValueError) as err:
-        # urllib's URLError/HTTPError and timeouts are OSErrors; a dropped
-        # connection is an HTTPException; a malformed URL is a ValueError.
+        return pathlib.Path(fetcher.fetch(
+            file_name, downloader=pooch.HTTPDownloader(progressbar=progress, timeout=timeout)))
+    except (ValueError, OSError, requests.RequestException) as err:
+        # pooch reports a checksum mismatch as ValueError; requests its HTTP and connection errors
         raise DataError(f"{url}: {_one_line(err)}") from err
 
 
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so `path` holds either nothing or all of `data`."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+class _staging:
+    """A fresh hidden folder inside ``folder`` for one download, removed whatever happens.
+
+    Downloads land there first, on the same file system as their target, so
+    the final move is a rename; an error or Ctrl-C leaves nothing behind.
+    """
+
+    def __init__(self, folder: pathlib.Path) -> None:
+        self.path = folder / f".download-{os.getpid()}"
+
+    def __enter__(self) -> pathlib.Path:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir()
+        return self.path
+
+    def __exit__(self, *exc_info: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextmanager
+def _new_folder(folder: pathlib.Path, title: str) -> Iterator[pathlib.Path]:
+    """``folder``, created if need be; if the block fails, the folders it created go again.
+
+    A failed download (no network, a bad checksum, Ctrl-C) leaves the data
+    folder as it found it, not with an empty ``mnist/`` in it.
+    """
+    created = [parent for parent in [folder, *folder.parents] if not parent.exists()]
+    _make_folder(folder, title)
     try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        yield folder
+    except BaseException:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()  # only if empty: never removes anything the user had
+            except OSError:
+                break
+        raise
+
+
+def _make_folder(folder: pathlib.Path, title: str) -> pathlib.Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(
-            f"cannot write {path} ({_one_line(err)}); check the folder's permissions and free space"
+            f"cannot create the {title} folder {folder} ({_one_line(err)}); "
+            f"pass another folder or set {DATA_ENV_VAR}"
         ) from err
-    finally:
-        partial.unlink(missing_ok=True)
+    return folder
+
+
+def _is_intact(path: pathlib.Path, source: IdxSource) -> bool:
+    """Whether a file is already there with the published content, so need not be downloaded."""
+    try:
+        _read_verified(path, source.sha256, source.title)
+    except DataError:
+        return False
+    return True
+
+
+def _move_into_place(source: pathlib.Path, target: pathlib.Path) -> None:
+    """Rename a verified download to its final name (same file system: atomic)."""
+    try:
+        os.replace(source, target)
+    except OSError as err:
+        raise DataError(
+            f"cannot write {target} ({_one_line(err)}); check the folder's permissions and free space"
+        ) from err
 
 
 def _one_line(err: BaseException) -> str:
@@ -386,4 +628,14 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "synthetic": load_synthetic,
     "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+}
+FILE_DATASETS = frozenset({"mnist", "fashion-mnist", "cifar10"})
+"""The data sets read from the data folder: their loaders take ``(data_dir, dtype=...)``."""
+
+DOWNLOADS: dict[str, Callable[..., pathlib.Path]] = {
+    "cifar10": download_cifar10,
+    "fashion-mnist": download_fashion_mnist,
+    "mnist": download_mnist,
 }

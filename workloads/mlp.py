@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from asgdbench.workloads.layers import softmax_cross_entropy
+
 
 @njit(nogil=True, cache=True)
 def _gather(X, rows, out):
@@ -50,26 +52,6 @@ def forward(params, layers, xb, acts):
 
 
 @njit(nogil=True, cache=True)
-def _softmax_cross_entropy(logits, labels, rows, delta):
-    """Mean loss; ``delta`` gets d(loss)/d(logits) = (softmax - onehot) / batch."""
-    batch, n_classes = logits.shape
-    total = 0.0
-    for r in range(batch):
-        top = logits[r, 0]
-        for c in range(1, n_classes):
-            top = max(top, logits[r, c])
-        norm = 0.0
-        for c in range(n_classes):
-            norm += np.exp(np.float64(logits[r, c]) - top)
-        label = labels[rows[r]]
-        total += np.log(norm) + top - logits[r, label]
-        for c in range(n_classes):
-            delta[r, c] = np.exp(np.float64(logits[r, c]) - top) / norm / batch
-        delta[r, label] -= 1.0 / batch
-    return total / batch
-
-
-@njit(nogil=True, cache=True)
 def gradient(params, data, rows, work, grad):
     """Minibatch loss at ``params``; writes its gradient into ``grad``.
 
@@ -77,14 +59,16 @@ def gradient(params, data, rows, work, grad):
     ``work`` the thread's scratch from :meth:`MLP.make_workspace`.
     """
     X, y, layers = data
-    xb, acts, deltas = work
+    xb, acts, deltas, yb = work
     batch = rows.shape[0]
     n_layers = layers.shape[0] - 1
     _gather(X, rows, xb)
+    for r in range(batch):
+        yb[r] = y[rows[r]]
     logits = forward(params, layers, xb, acts)
     n_classes = layers[n_layers]
     delta = deltas[0, :batch * n_classes].reshape((batch, n_classes))
-    loss = _softmax_cross_entropy(logits, y, rows, delta)
+    loss = softmax_cross_entropy(logits, yb, delta)
 
     p_end = params.shape[0]
     a_end = 0
@@ -178,11 +162,12 @@ class MLP:
         xb = np.empty((batch_size, sizes[0]), dtype=self.dtype)
         acts = np.empty(batch_size * sum(sizes[1:]), dtype=self.dtype)
         deltas = np.empty((2, batch_size * max(sizes[1:])), dtype=self.dtype)
-        return (xb, acts, deltas)
+        labels = np.empty(batch_size, dtype=np.int64)
+        return (xb, acts, deltas, labels)
 
     def evaluate(self, params: np.ndarray, X: np.ndarray, y: np.ndarray,
                  chunk: int = 1024) -> tuple[float, float]:
         """(mean loss, accuracy) of ``params`` on ``(X, y)``."""
-        xb, acts, _ = self.make_workspace(min(chunk, X.shape[0]))
+        xb, acts, *_ = self.make_workspace(min(chunk, X.shape[0]))
         loss, accuracy = evaluate_kernel(params, X, y, self.layers, xb, acts)
         return float(loss), float(accuracy)

@@ -62,4 +62,5 @@ register_workload(WorkloadSpec(
     summary="Consistency probe: constant gradient; counts torn reads and lost updates.",
     defaults=Defaults(lr=0.0078125, batch_size=1, target_loss=None, max_time=5.0),
     build=build_probe,
+    group="check",
 ))

@@ -161,7 +161,7 @@ def publish_step(n_params: int, repeats: int) -> dict[str, Any]:
     source, destination = np.ones(n_params, np.float32), np.empty(n_params, np.float32)
 
     def publish():
-        _, token = leashed.read(state, 0)
+        _, token = leashed.read(state, 0, control)
         leashed.update(state, 0, token, grad, lr, control)
 
     publish()  # compile

@@ -1,0 +1,190 @@
+"""Plugin registration and discovery, one set of rules for every kind of plugin.
+
+Strategies (:mod:`asgdbench.registry`) and workloads (:mod:`asgdbench.workloads`)
+are both a :class:`Registry`: a name is letters, digits, ``-`` and ``_``; an
+item is checked when it registers, before anything compiles; a name is taken
+once (the same source registering it again, say a plugin file loaded twice, is
+fine); every item remembers where it came from (built-in, a plugin file and its
+SHA-256, an entry point's distribution and version). Items arrive from the
+built-in package, an entry-point group, or a ``--plugin`` file
+(:func:`load_plugin_file`), which may register items of either kind.
+
+Every failure is a :class:`~asgdbench.errors.PluginError` whose one-line
+message names the item and its source; an installed entry point that fails to
+load is reported once on stderr and skipped, so one broken package never
+breaks every command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from asgdbench.errors import ConfigError, PluginError
+
+T = TypeVar("T")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+_loading: list[dict[str, Any]] = []  # the source being loaded now (a plugin file, an entry point)
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """A source as a reader would say it: ``plugin file PATH``, ``entry point 'x' of dist 1.0``..."""
+    kind = source["kind"]
+    if kind == "file":
+        return f"plugin file {source['path']}"
+    if kind == "entry point":
+        return (f"entry point {source['name']!r} of {source['distribution']} "
+                f"{source['version']}")
+    if kind == "built-in":
+        return f"built-in {source['module']}"
+    return f"module {source['module']}"
+
+
+@contextmanager
+def registering_from(source: dict[str, Any]) -> Iterator[None]:
+    """Everything registered inside the block is attributed to ``source``."""
+    _loading.append(source)
+    try:
+        yield
+    finally:
+        _loading.pop()
+
+
+class Registry(Generic[T]):
+    """Named items of one kind (``kind``: "strategy", "workload"), validated as they register.
+
+    ``check(item, where)`` raises PluginError for a malformed item;
+    ``defined_in(item)`` names the module that defines it (to tell built-ins
+    from the rest); ``builtins`` imports the built-in items.
+    """
+
+    def __init__(self, kind: str, entry_point_group: str, check: Callable[[T, str], None],
+                 defined_in: Callable[[T], str], builtins: Callable[[], None],
+                 builtin_prefix: str) -> None:
+        self.kind, self.entry_point_group = kind, entry_point_group
+        self._check, self._defined_in = check, defined_in
+        self._builtins, self._builtin_prefix = builtins, builtin_prefix
+        self._items: dict[str, T] = {}
+        self._sources: dict[str, dict[str, Any]] = {}
+        self._broken: list[str] = []
+        self._discovered = False
+
+    def register(self, item: T) -> T:
+        name = getattr(item, "name", None)
+        source = self._source_of(item)
+        where = describe_source(source)
+        if not isinstance(name, str) or not NAME.match(name):
+            raise PluginError(f"{self.kind} {name!r} from {where}: its name must be letters, "
+                              "digits, - and _ (it is used on the command line)")
+        self._check(item, where)
+        previous = self._sources.get(name)
+        if previous is not None and previous != source:
+            raise PluginError(f"{self.kind} {name!r} from {where} clashes with the one from "
+                              f"{describe_source(previous)}: choose another name")
+        self._items[name] = item
+        self._sources[name] = source
+        return item
+
+    def _source_of(self, item: T) -> dict[str, Any]:
+        if _loading:
+            return dict(_loading[-1])
+        module = self._defined_in(item) or "?"
+        kind = "built-in" if module.startswith(self._builtin_prefix) else "module"
+        return {"kind": kind, "module": module}
+
+    def discover(self) -> None:
+        """Import the built-ins and the entry points, once."""
+        if self._discovered:
+            return
+        self._discovered = True
+        self._builtins()
+        for entry_point in entry_points(group=self.entry_point_group):
+            dist = getattr(entry_point, "dist", None)
+            source = {"kind": "entry point", "name": entry_point.name,
+                      "distribution": getattr(dist, "name", "?"),
+                      "version": getattr(dist, "version", "?")}
+            try:
+                with registering_from(source):
+                    entry_point.load()
+            except Exception as error:  # a broken plugin must not break every command
+                message = (f"{describe_source(source)} failed to load and is skipped: "
+                           f"{type(error).__name__}: {' '.join(str(error).split())}")
+                self._broken.append(message)
+                print(f"asgdbench: warning: {message}", file=sys.stderr)
+
+    def available(self) -> dict[str, T]:
+        self.discover()
+        return dict(sorted(self._items.items()))
+
+    def get(self, name: str) -> T:
+        items = self.available()
+        if name not in items:
+            raise ConfigError(f"unknown {self.kind} {name!r} (valid: {', '.join(items)})")
+        return items[name]
+
+    def source(self, name: str) -> dict[str, Any]:
+        self.discover()
+        return dict(self._sources[name])
+
+    def broken(self) -> list[str]:
+        self.discover()
+        return list(self._broken)
+
+    def forget(self, name: str) -> None:
+        """Unregister ``name`` (for tests that register throw-away items)."""
+        self._items.pop(name, None)
+        self._sources.pop(name, None)
+
+
+def load_plugin_file(path: str | Path) -> None:
+    """Execute a drop-in plugin file, which registers its strategies or workloads on import.
+
+    Every failure (no such file, a syntax error, an exception while importing,
+    a bad registration) is a :class:`PluginError` naming the file; the original
+    exception is its ``__cause__`` (``--debug`` shows it).
+    """
+    from asgdbench.registry import available_strategies
+    from asgdbench.workloads import available_workloads
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"plugin file {str(path)!r} does not exist")
+    available_strategies()  # discover the built-ins first, so that a clash is seen
+    available_workloads()
+    module_name = f"asgdbench_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"plugin file {str(path)!r} is not a Python module")
+    source = {"kind": "file", "path": str(path.resolve()),
+              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        with registering_from(source):
+            spec.loader.exec_module(module)
+    except PluginError:
+        raise
+    except SyntaxError as error:
+        raise PluginError(f"plugin file {path}: syntax error at line {error.lineno}: "
+                          f"{error.msg}") from error
+    except Exception as error:
+        raise PluginError(f"plugin file {path} failed while importing: "
+                          f"{type(error).__name__}: {error}") from error
+
+
+def import_package_modules(package: str) -> None:
+    """Import every module of ``package`` (how built-in plugins register)."""
+    import pkgutil
+
+    module = importlib.import_module(package)
+    for info in pkgutil.iter_modules(module.__path__):
+        importlib.import_module(f"{package}.{info.name}")

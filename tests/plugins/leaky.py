@@ -1,0 +1,44 @@
+"""Broken on purpose (tests/test_check.py): Leashed-SGD that never unpins the vector it read."""
+
+from numba import njit
+
+from asgdbench.api import (
+    APPLIED, DROPPED, LINE, MAX_UPDATES, NO_SLOT, NOT_PINNED, SLOT_BITS, SLOT_MASK, STOP,
+    Strategy, cas, leashed, pack, pin_latest, register_strategy, sgd_step_into, store,
+    take_spare, unpin,
+)
+NEVER_GIVE_UP, PERSISTENCE, SPARE = leashed.NEVER_GIVE_UP, leashed.PERSISTENCE, leashed.SPARE
+
+
+@njit(nogil=True)
+def update(state, tid, token, grad, lr, control):
+    pool, latest, refs, next_free, mine, meta, gates = state
+    # the bug: no `unpin(state, mine[tid * LINE + HELD], 1)` for the vector the gradient was read from
+    spare = take_spare(state, tid, control)
+    if spare == NO_SLOT:
+        return STOP, 0, 0
+    attempts = 0
+    while True:
+        base = pin_latest(state, tid, control)
+        if base == NOT_PINNED:
+            return STOP, 0, attempts
+        slot, version = base & SLOT_MASK, base >> SLOT_BITS
+        if version >= control[MAX_UPDATES]:
+            unpin(state, slot, 1)
+            return STOP, 0, attempts
+        sgd_step_into(pool[spare], pool[slot], grad, lr)
+        store(refs, spare * LINE, pack(version + 1, 1), "release")
+        attempts += 1
+        if cas(latest, 0, base, pack(version + 1, spare)) == base:
+            mine[tid * LINE + SPARE] = NO_SLOT
+            unpin(state, slot, 2)
+            return APPLIED, version - token, attempts
+        unpin(state, slot, 1)
+        if meta[PERSISTENCE] != NEVER_GIVE_UP and attempts > meta[PERSISTENCE]:
+            return DROPPED, 0, attempts
+
+
+register_strategy(Strategy(
+    name="leaky", summary="broken: leaks every vector it reads", make_state=leashed.make_state,
+    read=leashed.read, update=update, retire=leashed.retire, final_params=leashed.final_params,
+    peak_param_vectors=leashed.slots_used, consistent=True, uses_cas=True))

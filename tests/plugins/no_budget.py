@@ -1,0 +1,29 @@
+"""Broken on purpose (tests/test_check.py): HOGWILD! that never looks at the update budget."""
+
+import numpy as np
+from numba import njit
+
+from asgdbench.atomics import fetch_add, load
+from asgdbench.protocol import APPLIED
+from asgdbench.registry import Strategy, register_strategy
+from asgdbench.steps import sgd_step_inplace
+
+
+def make_state(init_params, n_threads):
+    return (init_params.copy(), np.zeros(8, np.int64))
+
+
+@njit(nogil=True)
+def read(state, tid, control):
+    return state[0], load(state[1], 0, "monotonic")
+
+
+@njit(nogil=True)
+def update(state, tid, token, grad, lr, control):
+    ticket = fetch_add(state[1], 0, 1)  # no `if ticket >= control[MAX_UPDATES]: return STOP`
+    sgd_step_inplace(state[0], grad, lr)
+    return APPLIED, ticket - token, 1
+
+
+register_strategy(Strategy(name="no-budget", summary="broken: ignores the update budget",
+                           make_state=make_state, read=read, update=update))

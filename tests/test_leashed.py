@@ -1,0 +1,346 @@
+"""Leashed-SGD under the interleavings that break lock-free code, replayed exactly.
+
+Each test drives the real kernels from real threads and parks them at the
+test-only gate points (:mod:`asgdbench.gates`) to force one schedule step by
+step. The evidence is memory itself: a vector of version v is ``-v * 2^-8`` in
+every component (zero start, gradient 0.5, step 2^-7, float64: exact), so a
+reader's vector either is the version its token names, unchanged until it lets
+go, or the test fails; the pool's bookkeeping is checked against the set of
+slots that must be live.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from asgdbench.algorithms import leashed
+from asgdbench.algorithms.leashed import (
+    BEFORE_PUBLISH, COUNT_MASK, LINE, MAX_VERSION, PIN_LOADED_LATEST, PIN_PINNED, POP_LOADED,
+    SLOT_BITS, TAKING_SPARE,
+    pack, pop_free, push_free, read, retire, update,
+)
+from asgdbench.errors import ConfigError
+from asgdbench.gates import Actor, GateBoard
+from asgdbench.protocol import (
+    APPLIED, CONTROL_CELLS, DROPPED, MAX_UPDATES, NOT_READ, STOP, STOP_FLAG,
+)
+from asgdbench.runner import UNLIMITED_UPDATES, run
+from asgdbench.testing import GRADIENT, STEP, UPDATE_VALUE
+
+N_PARAMS = 64
+
+
+_MODELS: list["Model"] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_every_model():
+    """Whatever a test did, no thread it started spins on after it (a failed schedule included)."""
+    yield
+    while _MODELS:
+        model = _MODELS.pop()
+        model.control[STOP_FLAG] = 1
+        model.board.abort()
+
+
+class Model:
+    """A Leashed state with gates, and the kernels called as thread ``tid`` would."""
+
+    def __init__(self, threads: int, tp: float = float("inf")) -> None:
+        _MODELS.append(self)
+        self.board = GateBoard(threads)
+        state = leashed.make_state(np.zeros(N_PARAMS), threads, tp)
+        self.state = state[:-1] + (self.board.array,)
+        self.control = np.zeros(CONTROL_CELLS, np.int64)
+        self.control[MAX_UPDATES] = UNLIMITED_UPDATES
+        self.grad = np.full(N_PARAMS, GRADIENT)
+
+    def read(self, tid: int) -> tuple[np.ndarray, int]:
+        return read(self.state, tid, self.control)
+
+    def update(self, tid: int, token: int) -> tuple[int, int, int]:
+        return update(self.state, tid, token, self.grad, STEP, self.control)
+
+    def step(self, tid: int) -> tuple[int, int, int]:
+        """One whole read + update by thread ``tid``."""
+        _, token = self.read(tid)
+        return self.update(tid, token)
+
+    def latest(self) -> tuple[int, int]:
+        word = int(self.state[1][0])
+        return word >> SLOT_BITS, word & ((1 << SLOT_BITS) - 1)
+
+    def reference(self, slot: int) -> tuple[int, int]:
+        word = int(self.state[2][slot * LINE])
+        return word >> SLOT_BITS, word & COUNT_MASK
+
+    def assert_quiescent(self, applied: int) -> None:
+        """No thread holds anything: the pool is exactly one live vector plus free slots."""
+        version, slot = self.latest()
+        assert version == applied
+        np.testing.assert_array_equal(self.state[0][slot], -UPDATE_VALUE * applied)
+        assert self.reference(slot) == (version, 1)  # held by ``latest`` alone
+        free = leashed.free_slots(self.state)
+        used = int(self.state[5][leashed.SLOTS_USED])
+        assert len(set(free)) == len(free), f"a slot is on the free list twice: {free}"
+        assert slot not in free, "the latest vector is on the free list"
+        assert sorted(free + [slot]) == list(range(used))
+        assert all(self.reference(s)[1] == 0 for s in free)
+
+
+def assert_version(params: np.ndarray, token: int) -> None:
+    np.testing.assert_array_equal(params, -UPDATE_VALUE * token)
+
+
+# -- use-after-recycle ---------------------------------------------------------------
+
+def test_a_reader_never_pins_a_recycled_vector():
+    """The schedule of issue 7: a stale publisher and a stale reader meet on a recycled slot.
+
+    A is preempted right after loading ``latest`` (v0) while D keeps v0 alive;
+    B publishes v1; reader R loads ``latest`` (v1) and is preempted; B publishes
+    v2, which frees v1's slot. A resumes and builds a new vector; R resumes and
+    pins. With the earlier pin-then-take order A took v1's freed slot and
+    stamped it v1 again, R pinned it, and A rewrote it under R's feet.
+    """
+    m = Model(threads=4)
+    A, B, R, D = range(4)
+    _, token_a = m.read(A)
+    held_d, token_d = m.read(D)
+    m.board.arm(A, PIN_LOADED_LATEST)
+    publisher = Actor(lambda: m.update(A, token_a), "A")
+    m.board.wait_parked(A, PIN_LOADED_LATEST)
+
+    assert m.step(B)[0] == APPLIED  # v1
+    m.board.arm(R, PIN_LOADED_LATEST)
+    reader = Actor(lambda: m.read(R), "R")
+    m.board.wait_parked(R, PIN_LOADED_LATEST)
+    assert m.step(B)[0] == APPLIED  # v2: v1's slot is free again
+
+    m.board.disarm(A, PIN_LOADED_LATEST)
+    m.board.arm(A, BEFORE_PUBLISH)
+    m.board.release(A)
+    m.board.wait_parked(A, BEFORE_PUBLISH)  # A's new vector is written and stamped
+    m.board.disarm(R)
+    m.board.release(R)
+    held_r, token_r = reader.result()
+    assert_version(held_r, token_r)
+    snapshot = held_r.copy()
+
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result()[0] == APPLIED
+    np.testing.assert_array_equal(held_r, snapshot)  # nobody wrote the vector R holds
+    assert_version(held_d, token_d)  # nor the one D holds
+
+    assert m.update(R, token_r)[0] == APPLIED
+    assert m.update(D, token_d)[0] == APPLIED
+    for tid in range(4):
+        retire(m.state, tid)
+    m.assert_quiescent(applied=5)
+
+
+def test_a_pin_is_only_kept_if_latest_still_names_it():
+    """A reader preempted between loading ``latest`` and pinning gets the newest vector anyway."""
+    m = Model(threads=3)
+    R, B, D = range(3)
+    held_d, token_d = m.read(D)  # keeps v0 pinnable
+    m.board.arm(R, PIN_LOADED_LATEST)
+    reader = Actor(lambda: m.read(R), "R")
+    m.board.wait_parked(R, PIN_LOADED_LATEST)  # R saw v0
+    assert m.step(B)[0] == APPLIED
+    assert m.step(B)[0] == APPLIED
+    m.board.disarm(R)
+    m.board.release(R)
+    held_r, token_r = reader.result()
+    assert token_r == 2  # not the stale v0 it first saw
+    assert_version(held_r, token_r)
+    assert m.update(R, token_r)[0] == APPLIED
+    assert m.update(D, token_d)[0] == APPLIED
+    for tid in range(3):
+        retire(m.state, tid)
+    m.assert_quiescent(applied=4)
+
+
+def test_a_pin_checks_the_version_not_just_a_live_count():
+    """A stale reader meets its old slot reborn as a stamped, unpublished spare.
+
+    R saw ``latest`` = (v1, S) and was preempted; S was freed and became A's
+    spare, stamped v3 (count 1). A pin that checked only "count > 0" would take
+    S; A's retry then re-stamps S over R's reference, publishes it, and R's
+    unpin frees the latest vector.
+    """
+    m = Model(threads=3)
+    A, B, R = range(3)
+    assert m.step(B)[0] == APPLIED  # v1 in slot S = 1
+    _, slot_s = m.latest()
+    m.board.arm(R, PIN_LOADED_LATEST)
+    reader = Actor(lambda: m.read(R), "R")
+    m.board.wait_parked(R, PIN_LOADED_LATEST)  # R holds the word (v1, S)
+    assert m.step(B)[0] == APPLIED  # v2: S is free again
+    _, token_a = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token_a), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.reference(slot_s) == (3, 1), "A's spare should be S, stamped v3"
+
+    m.board.disarm(R, PIN_LOADED_LATEST)
+    m.board.arm(R, PIN_PINNED)
+    m.board.release(R)
+    m.board.wait_parked(R, PIN_PINNED)  # R pinned something; it has not re-checked latest yet
+    assert m.step(B)[0] == APPLIED  # v3 elsewhere: A's CAS will fail and A will retry
+    m.board.release(A)
+    m.board.step(A, BEFORE_PUBLISH, then_disarm=True)  # A re-stamped S (v4) and publishes it
+    assert publisher.result()[0] == APPLIED
+    m.board.disarm(R)
+    m.board.release(R)
+    held_r, token_r = reader.result()
+    assert token_r == 4
+    assert_version(held_r, token_r)
+    assert m.update(R, token_r)[0] == APPLIED
+    for tid in range(3):
+        retire(m.state, tid)
+    m.assert_quiescent(applied=5)
+
+
+def test_the_spare_is_taken_before_the_base_is_pinned():
+    """Invariant (I) needs the order: take the spare, then pin the base.
+
+    A is preempted just before taking its spare. Meanwhile B publishes v1 in
+    slot S, a reader R sees (v1, S), and B publishes v2, freeing S. A takes S.
+    Had A pinned its base (v0) before this, it would stamp S with v1 again and
+    R would pin a slot that A then rewrites and re-stamps under R's reference.
+    """
+    m = Model(threads=3)
+    A, B, R = range(3)
+    _, token_a = m.read(A)
+    m.board.arm(A, TAKING_SPARE)
+    publisher = Actor(lambda: m.update(A, token_a), "A")
+    m.board.wait_parked(A, TAKING_SPARE)
+    assert m.step(B)[0] == APPLIED  # v1 in slot S
+    _, slot_s = m.latest()
+    m.board.arm(R, PIN_LOADED_LATEST)
+    reader = Actor(lambda: m.read(R), "R")
+    m.board.wait_parked(R, PIN_LOADED_LATEST)  # R holds the word (v1, S)
+    assert m.step(B)[0] == APPLIED  # v2: S is free
+    assert slot_s in leashed.free_slots(m.state)
+
+    m.board.disarm(A, TAKING_SPARE)
+    m.board.arm(A, BEFORE_PUBLISH)
+    m.board.release(A)
+    m.board.wait_parked(A, BEFORE_PUBLISH)  # A took S, built on some base, stamped S
+    m.board.disarm(R, PIN_LOADED_LATEST)
+    m.board.arm(R, PIN_PINNED)
+    m.board.release(R)
+    m.board.wait_parked(R, PIN_PINNED)
+    m.board.disarm(A)
+    m.board.release(A)  # A publishes now, or fails, retries and re-stamps S, then publishes
+    assert publisher.result()[0] == APPLIED
+    m.board.disarm(R)
+    m.board.release(R)
+    held_r, token_r = reader.result()
+    assert_version(held_r, token_r)
+    assert m.update(R, token_r)[0] == APPLIED
+    for tid in range(3):
+        retire(m.state, tid)
+    m.assert_quiescent(applied=4)
+
+
+# -- the persistence bound -----------------------------------------------------------
+
+@pytest.mark.parametrize("tp, outcome, attempts", [(0, DROPPED, 1), (1, APPLIED, 2)])
+def test_a_lost_race_drops_or_retries_as_the_bound_says(tp, outcome, attempts):
+    m = Model(threads=2, tp=tp)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED  # B publishes first: A's CAS must fail
+    m.board.disarm(A)
+    m.board.release(A)
+    got, staleness, tries = publisher.result()
+    assert (got, tries) == (outcome, attempts)
+    if outcome == APPLIED:
+        assert staleness == 1  # built on B's update, read before it
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1 + (outcome == APPLIED))
+
+
+# -- the free list -------------------------------------------------------------------
+
+def test_free_list_pop_survives_aba():
+    """A pop preempted between reading the head and its CAS, while the head is popped and pushed back."""
+    m = Model(threads=2)
+    X, Y = range(2)
+    for slot in (3, 2, 1):
+        push_free(m.state, slot)  # list: 1 -> 2 -> 3
+    m.board.arm(X, POP_LOADED)
+    popper = Actor(lambda: pop_free(m.state, X), "X")
+    m.board.wait_parked(X, POP_LOADED)  # X read head 1, next 2
+    first, second = pop_free(m.state, Y), pop_free(m.state, Y)
+    assert (first, second) == (1, 2)
+    push_free(m.state, first)  # head is 1 again, now followed by 3
+    m.board.disarm(X)
+    m.board.release(X)
+    got = popper.result()
+    held = {got, second}
+    assert len(held) == 2, "one slot was handed out twice"
+    free = leashed.free_slots(m.state)
+    assert not held & set(free), f"held slots {held} are also on the free list {free}"
+    assert sorted(free + sorted(held)) == [1, 2, 3]
+
+
+# -- version overflow ------------------------------------------------------------------
+
+def test_versions_stop_at_the_limit_instead_of_wrapping():
+    m = Model(threads=1)
+    start = MAX_VERSION - 2
+    m.state[1][0] = pack(start, 0)
+    m.state[2][0] = pack(start, 1)
+    m.state[0][0] = -UPDATE_VALUE * start
+    outcomes = [m.step(0)[0] for _ in range(4)]
+    assert outcomes == [APPLIED, APPLIED, STOP, STOP]
+    version, slot = m.latest()
+    assert version == MAX_VERSION
+    assert m.state[1][0] > 0 and m.reference(slot) == (MAX_VERSION, 1)
+
+
+def test_a_budget_beyond_the_version_limit_is_refused():
+    with pytest.raises(ConfigError, match="at most"):
+        run("probe", "leashed", 1, max_updates=MAX_VERSION + 1, dtype="float64")
+
+
+# -- stopping ------------------------------------------------------------------------
+
+def test_a_pin_that_cannot_succeed_gives_up_when_the_run_stops():
+    """A corrupt pool (latest's count is 0) makes pins spin; the stop flag still ends them."""
+    m = Model(threads=1)
+    m.state[2][0] = pack(0, 0)
+    reader = Actor(lambda: m.read(0), "reader")
+    time.sleep(0.2)
+    assert reader.running  # spinning, as it must: there is nothing valid to pin
+    m.control[STOP_FLAG] = 1
+    assert reader.result()[1] == NOT_READ
+
+
+def test_the_persistence_bound_never_exceeds_tp_plus_one_attempts_under_stress():
+    from asgdbench.testing import consistency_stress
+
+    report = consistency_stress("leashed:tp=2", 16, 20_000)
+    assert report.max_attempts <= 3
+    assert report.final_is_exact
+    assert report.applied == 20_000
+
+
+def test_a_cyclic_free_list_is_reported_not_walked_forever():
+    m = Model(threads=1)
+    push_free(m.state, 1)
+    push_free(m.state, 2)
+    m.state[3][1] = 2  # corrupt: 2 -> 1 -> 2 -> ...
+    with pytest.raises(RuntimeError, match="cycle"):
+        leashed.free_slots(m.state)

@@ -1,0 +1,193 @@
+"""The harness's side of concurrency: the loss log ring, and runs that must end even when a strategy hangs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from numba import njit
+
+from asgdbench.atomics import load
+from asgdbench.monitor import APPLIED_SEEN, FILLED, NEXT_ENTRY, LossMonitor, _scan
+from asgdbench.protocol import APPLIED, CONTROL_CELLS, DROPPED, LOG_CURSOR, READY, STOP
+from asgdbench.registry import Strategy, StrategySpec
+from asgdbench.runner import run
+from asgdbench.worker import LossLog, claim_entry, commit_entry
+
+# -- the loss log ----------------------------------------------------------------------
+
+
+def scan_to_the_end(monitor: LossMonitor, log: LossLog) -> None:
+    """Scan until the monitor stops advancing (one scan reads at most one ring)."""
+    before = -1
+    while monitor.cells[NEXT_ENTRY] != before:
+        before = int(monitor.cells[NEXT_ENTRY])
+        monitor.scan(log.arrays(), -np.inf, np.inf)
+
+
+def test_a_writer_lapped_by_a_whole_ring_keeps_the_newer_entry_and_the_monitor_goes_on():
+    """Entry 0's writer is preempted between claiming and committing while the ring wraps."""
+    log = LossLog.allocate(capacity=4)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    stale = claim_entry(control)
+    for entry in range(1, 5):  # entry 4 lands in entry 0's slot
+        assert claim_entry(control) == entry
+        assert commit_entry(log.arrays(), entry, float(entry), entry, APPLIED)
+    assert not commit_entry(log.arrays(), stale, 100.0, 0, APPLIED)  # too late: dropped
+    assert (log.sequence[0], log.loss[0]) == (5, 4.0)  # entry 4 survives intact
+
+    monitor = LossMonitor.for_window(4)
+    scan_to_the_end(monitor, log)
+    assert monitor.cells[NEXT_ENTRY] == 5  # read past the lost entry, did not wait on it
+    assert monitor.lost_entries == 1
+    assert monitor.cells[APPLIED_SEEN] == 4
+    assert monitor.smoothed_loss == np.mean([1.0, 2.0, 3.0, 4.0])
+
+
+def test_the_monitor_waits_for_an_entry_still_being_written():
+    log = LossLog.allocate(capacity=8)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    pending = claim_entry(control)
+    later = claim_entry(control)
+    assert commit_entry(log.arrays(), later, 2.0, 0, APPLIED)
+    monitor = LossMonitor.for_window(1)
+    monitor.scan(log.arrays(), -np.inf, np.inf)
+    assert monitor.cells[NEXT_ENTRY] == 0  # in order: entry 0 is not in yet
+    assert commit_entry(log.arrays(), pending, 1.0, 0, APPLIED)
+    monitor.scan(log.arrays(), -np.inf, np.inf)
+    assert monitor.cells[NEXT_ENTRY] == 2 and monitor.lost_entries == 0
+
+
+def test_an_entry_whose_slot_is_busy_is_dropped_and_skipped_not_waited_for():
+    """Entry 4's writer finds entry 0's writer still inside the shared slot."""
+    log = LossLog.allocate(capacity=4)
+    log.sequence[0] = -1  # entry 0 is being written
+    for entry in (1, 2, 3):
+        assert commit_entry(log.arrays(), entry, 1.0, entry, APPLIED)
+    assert not commit_entry(log.arrays(), 4, 1.0, 4, APPLIED)  # gives up, never waits
+    log.loss[0], log.outcome[0], log.sequence[0] = 1.0, APPLIED, 1  # entry 0 is in
+    monitor = LossMonitor.for_window(8)
+    scan_to_the_end(monitor, log)
+    assert monitor.cells[NEXT_ENTRY] == 5 and monitor.lost_entries == 1
+    assert monitor.cells[APPLIED_SEEN] == 4
+
+
+def test_an_entry_rewritten_while_the_monitor_reads_it_is_dropped():
+    """The monitor checked entry 0's sequence, then a writer lapping the 1-slot ring replaced it."""
+    from asgdbench.gates import Actor, GateBoard
+    from asgdbench.monitor import ENTRY_SEEN, LOST_ENTRIES
+
+    log = LossLog.allocate(capacity=1)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    _append(log.arrays(), control, 1)  # entry 0: loss 0, DROPPED
+    monitor = LossMonitor.for_window(8)
+    board = GateBoard(1)
+    board.arm(0, ENTRY_SEEN)
+    reader = Actor(lambda: _scan(log.arrays(), monitor.cells, monitor.ring, monitor.sums,
+                                 -np.inf, np.inf, board.array), "monitor")
+    try:
+        board.wait_parked(0, ENTRY_SEEN)
+        _append(log.arrays(), control, 1)  # entry 1 (loss 1, APPLIED) takes the slot
+        board.disarm(0)
+        board.release(0)
+        reader.result()
+    finally:
+        board.abort()
+    scan_to_the_end(monitor, log)
+    assert monitor.cells[LOST_ENTRIES] == 1  # entry 0: its fields were gone when read
+    assert (monitor.cells[FILLED], monitor.cells[APPLIED_SEEN]) == (1, 1)  # entry 1, once
+
+
+@njit(nogil=True)
+def _append(log, control, entries):
+    """Append entries whose fields agree: odd ones (loss 1, APPLIED), even ones (loss 0, DROPPED)."""
+    for _ in range(entries):
+        entry = claim_entry(control)
+        odd = entry & 1
+        commit_entry(log, entry, float(odd), entry, APPLIED if odd else DROPPED)
+
+
+@njit(nogil=True)
+def _monitor_until(done, log, cells, ring, sums):
+    """The monitor's scan in a tight loop (no Python in between) until ``done[0]`` is set."""
+    while load(done, 0, "acquire") == 0:
+        _scan(log, cells, ring, sums, -np.inf, np.inf)
+
+
+def test_the_monitor_never_reads_a_torn_entry_from_a_ring_writers_lap():
+    """8 writers on a 1-slot ring, the monitor reading all along: every entry read is whole."""
+    log = LossLog.allocate(capacity=1)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    monitor = LossMonitor.for_window(1 << 22)  # the window sums every loss read
+    done = np.zeros(8, np.int64)
+    _append(log.arrays(), control, 1)
+    _monitor_until(np.ones(8, np.int64), log.arrays(), monitor.cells, monitor.ring, monitor.sums)
+    reader = threading.Thread(target=_monitor_until, daemon=True,
+                              args=(done, log.arrays(), monitor.cells, monitor.ring, monitor.sums))
+    writers = [threading.Thread(target=_append, args=(log.arrays(), control, 300_000),
+                                daemon=True) for _ in range(8)]
+    reader.start()
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    done[0] = 1
+    reader.join(60)
+    assert not reader.is_alive() and not any(w.is_alive() for w in writers)
+    scan_to_the_end(monitor, log)
+    total = 8 * 300_000 + 1
+    assert monitor.cells[NEXT_ENTRY] == control[LOG_CURSOR] == total  # none waited for forever
+    read = monitor.cells[FILLED]
+    assert read + monitor.lost_entries == total and read > 0
+    assert monitor.sums[0] == monitor.cells[APPLIED_SEEN], "an entry was read half old, half new"
+
+
+# -- a strategy that hangs ------------------------------------------------------------
+
+@njit(nogil=True)
+def _read(state, tid, control):
+    return state[0], 0
+
+
+@njit(nogil=True)
+def _update_that_hangs(state, tid, token, grad, lr, control):
+    """Spins until the test lets it go, never looking at the stop flag (a broken plugin)."""
+    while load(state[1], 0, "acquire") == 0:
+        pass
+    return STOP, 0, 0
+
+
+def test_a_stuck_strategy_becomes_an_error_result_not_a_hung_process():
+    release = np.zeros(8, np.int64)
+    hangs = Strategy(name="hangs", summary="test only", make_state=lambda p, n: (p.copy(), release),
+                     read=_read, update=_update_that_hangs)
+    begin = time.monotonic()
+    try:
+        result = run("probe", StrategySpec(hangs, ()), 2, max_time=0.2, dtype="float64",
+                     stop_grace_s=1.0)
+    finally:
+        release[0] = 1  # let the spinning threads end, whatever happened
+    assert time.monotonic() - begin < 30
+    assert result.status == "error"
+    assert result.stuck_threads == 2
+    assert "did not stop" in result.error and "'hangs'" in result.error
+    assert result.to_dict()["error"] == result.error
+
+
+def test_ctrl_c_before_the_start_barrier_opens_leaves_no_worker_behind(monkeypatch):
+    """Interrupted between starting the threads and opening the barrier: every worker ends."""
+    import pytest
+
+    from asgdbench import runner
+
+    def interrupted(self, threads):
+        while self.control[READY] < len(threads):  # all are waiting at the start barrier
+            time.sleep(0.001)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner._Run, "_release", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run("probe", "lock", 4, max_updates=100, max_time=None, dtype="float64", stop_grace_s=5.0)
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("asgdbench-worker")]
+    assert not alive, f"workers still running after Ctrl-C: {alive}"

@@ -1,0 +1,377 @@
+"""Layer kernels: forward and backward of conv, 2x2 max-pool, ReLU, dense and softmax cross-entropy.
+
+Every kernel is ``@njit(nogil=True)`` and allocation-free: it reads and writes
+flat buffers that the caller owns (see :mod:`.network`), with the shapes passed
+as integers. Tensors are batch-first, channels-first (``B, C, H, W``), row-major.
+
+How each layer computes (measured per layer with ``benchmarks/scripts/cnn_speed.py``):
+
+- **Convolution: direct loops for narrow layers, im2col + BLAS for wide ones**
+  (:func:`prefers_gemm`). With few taps per output (``in_c * k * k``: 9 for
+  ``cnn``'s first layer, 36 for its second, 25 for LeNet's first) or few
+  output maps (6 for LeNet's first layer on CIFAR-10, 75 taps) the im2col GEMM
+  is skinny and copying into the column matrix costs as much as the product,
+  so the direct loops win (float32, one thread, batch 16 and 128: 1.2-3.6x
+  faster on those layers). LeNet's second layer (150 taps, 16 maps, on MNIST
+  and CIFAR-10) is where im2col + BLAS wins: forward 1.1-1.5x, backward
+  1.6-2.6x. ``benchmarks/scripts/cnn_speed.py --layers`` measures both per
+  layer, on the machine at hand.
+  The direct loops run over a "wide row": output pixel ``(i, j)`` is computed
+  at flat index ``i * W + j`` of the input's width ``W``, so each
+  (channel, tap) step is one long contiguous multiply-add over ``(Ho-1)*W+Wo``
+  elements that the compiler vectorizes, instead of ``Ho`` short rows of
+  ``Wo``. The ``K-1`` columns per row that fall off the valid window are
+  computed and discarded (forward) or held at zero (backward).
+- **Dense: BLAS** (``np.dot`` into a preallocated ``out``): these products
+  are large enough for GEMM to win.
+- Pooling, ReLU and the loss are a single pass each.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Reassociation lets the dW reductions vectorize; no flags that change NaN/inf handling.
+_REDUCE = {"reassoc", "contract"}
+
+
+# --- convolution (valid padding, stride 1) -------------------------------------------------
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def conv_forward(x, weights, bias, out, wide, batch, in_c, height, width, out_c, k):
+    """``out[b, f] = bias[f] + sum_c x[b, c] (*) weights[f, c]`` (cross-correlation, valid).
+
+    ``x`` holds ``batch * in_c * height * width`` values, ``weights`` is
+    ``(out_c, in_c, k, k)`` flattened, ``out`` receives ``batch * out_c * Ho * Wo``;
+    ``wide`` is scratch of at least ``Ho * width`` values.
+    """
+    out_h, out_w = height - k + 1, width - k + 1
+    span = (out_h - 1) * width + out_w  # the wide row's length
+    in_size, out_size, plane = in_c * height * width, out_c * out_h * out_w, height * width
+    row = wide[:span]
+    for b in range(batch):
+        for f in range(out_c):
+            for p in range(span):
+                row[p] = bias[f]
+            for c in range(in_c):
+                for di in range(k):
+                    for dj in range(k):
+                        tap = weights[((f * in_c + c) * k + di) * k + dj]
+                        src = b * in_size + c * plane + di * width + dj
+                        # a slice, not x[src + p]: with offset indexing numba cannot prove the
+                        # index non-negative and the loop does not vectorize (8x slower here)
+                        segment = x[src:src + span]
+                        for p in range(span):
+                            row[p] += tap * segment[p]
+            o = b * out_size + f * out_h * out_w
+            for i in range(out_h):
+                source = row[i * width:i * width + out_w]
+                target = out[o + i * out_w:o + (i + 1) * out_w]
+                for j in range(out_w):  # loops, not slice assignments: those cost ~2x here
+                    target[j] = source[j]
+
+
+@njit(nogil=True, cache=True, fastmath=_REDUCE)
+def conv_backward(x, weights, d_out, d_weights, d_bias, d_x, wide, batch, in_c, height, width,
+                  out_c, k, need_d_x):
+    """Gradients of a conv layer: ``d_weights``, ``d_bias`` (overwritten) and, if ``need_d_x``, ``d_x``.
+
+    ``d_out`` is d(loss)/d(out) for the whole batch; ``d_x`` (overwritten)
+    receives d(loss)/d(x). ``wide`` is scratch of at least ``height * width`` values.
+    """
+    out_h, out_w = height - k + 1, width - k + 1
+    span = (out_h - 1) * width + out_w
+    in_size, out_size, plane = in_c * height * width, out_c * out_h * out_w, height * width
+    d_weights[:out_c * in_c * k * k] = 0.0
+    d_bias[:out_c] = 0.0
+    if need_d_x:
+        d_x[:batch * in_size] = 0.0
+    row = wide[:span]
+    row[:] = 0.0  # the discarded columns stay zero, so they add nothing below
+    for b in range(batch):
+        for f in range(out_c):
+            o = b * out_size + f * out_h * out_w
+            total = x.dtype.type(0)
+            for i in range(out_h):
+                values = d_out[o + i * out_w:o + (i + 1) * out_w]
+                target = row[i * width:i * width + out_w]
+                for j in range(out_w):
+                    target[j] = values[j]
+                    total += values[j]
+            d_bias[f] += total
+            for c in range(in_c):
+                for di in range(k):
+                    for dj in range(k):
+                        at = ((f * in_c + c) * k + di) * k + dj
+                        src = b * in_size + c * plane + di * width + dj
+                        segment = x[src:src + span]  # slices vectorize; see conv_forward
+                        acc = x.dtype.type(0)  # the data's precision: float32 stays vectorized
+                        for p in range(span):
+                            acc += row[p] * segment[p]
+                        d_weights[at] += acc
+                        if need_d_x:
+                            tap = weights[at]
+                            target = d_x[src:src + span]
+                            for p in range(span):
+                                target[p] += tap * row[p]
+
+
+# --- 2x2 max pooling, stride 2 ---------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def maxpool_forward(x, out, argmax, batch, channels, height, width):
+    """Max over each 2x2 window (floor on odd sizes); ``argmax`` keeps the winner's index into ``x``."""
+    out_h, out_w = height // 2, width // 2
+    for bc in range(batch * channels):
+        src = bc * height * width
+        dst = bc * out_h * out_w
+        for i in range(out_h):
+            upper = src + 2 * i * width
+            lower = upper + width
+            for j in range(out_w):
+                best, best_at = x[upper + 2 * j], upper + 2 * j
+                if x[upper + 2 * j + 1] > best:
+                    best, best_at = x[upper + 2 * j + 1], upper + 2 * j + 1
+                if x[lower + 2 * j] > best:
+                    best, best_at = x[lower + 2 * j], lower + 2 * j
+                if x[lower + 2 * j + 1] > best:
+                    best, best_at = x[lower + 2 * j + 1], lower + 2 * j + 1
+                out[dst + i * out_w + j] = best
+                argmax[dst + i * out_w + j] = best_at
+
+
+@njit(nogil=True, cache=True)
+def maxpool_backward(d_out, argmax, d_x, n_out, n_in):
+    """Route each output's gradient to the input that won its window; the rest get zero."""
+    for q in range(n_in):
+        d_x[q] = 0.0
+    for q in range(n_out):
+        d_x[argmax[q]] += d_out[q]
+
+
+# --- ReLU, in place --------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def relu_forward(x, n):
+    values = x[:n]
+    for q in range(n):
+        values[q] = max(values[q], 0)
+
+
+@njit(nogil=True, cache=True)
+def relu_backward(out, d, n):
+    """Zero ``d`` where the ReLU's output is zero (its input was not positive)."""
+    values, deltas = out[:n], d[:n]
+    for q in range(n):
+        if values[q] <= 0:
+            deltas[q] = 0
+
+
+# --- dense -----------------------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def dense_forward(x, weights, bias, out, batch, fan_in, fan_out):
+    """``out = x @ W + b``; ``W`` is ``(fan_in, fan_out)`` flattened."""
+    z = out[:batch * fan_out].reshape((batch, fan_out))
+    np.dot(x[:batch * fan_in].reshape((batch, fan_in)), weights.reshape((fan_in, fan_out)), z)
+    for r in range(batch):
+        for c in range(fan_out):
+            z[r, c] += bias[c]
+
+
+@njit(nogil=True, cache=True)
+def dense_backward(x, weights, d_out, d_weights, d_bias, d_x, batch, fan_in, fan_out, need_d_x):
+    """``dW = x^T d_out``, ``db = sum_rows d_out`` (overwritten) and, if ``need_d_x``, ``d_x = d_out W^T``."""
+    d_z = d_out[:batch * fan_out].reshape((batch, fan_out))
+    h = x[:batch * fan_in].reshape((batch, fan_in))
+    np.dot(h.T, d_z, d_weights.reshape((fan_in, fan_out)))
+    for c in range(fan_out):
+        d_bias[c] = 0.0
+    for r in range(batch):
+        for c in range(fan_out):
+            d_bias[c] += d_z[r, c]
+    if need_d_x:
+        np.dot(d_z, weights.reshape((fan_in, fan_out)).T, d_x[:batch * fan_in].reshape((batch, fan_in)))
+
+
+# --- softmax cross-entropy -------------------------------------------------------------------
+
+
+@njit(nogil=True, cache=True)
+def softmax_cross_entropy(logits, labels, delta):
+    """Mean loss of ``logits`` (batch x classes) against ``labels``; ``delta`` gets d(loss)/d(logits).
+
+    The gradient is ``(softmax - onehot) / batch``; sums run in float64.
+    """
+    batch, n_classes = logits.shape
+    total = 0.0
+    for r in range(batch):
+        top = logits[r, 0]
+        for c in range(1, n_classes):
+            top = max(top, logits[r, c])
+        norm = 0.0
+        for c in range(n_classes):
+            norm += np.exp(np.float64(logits[r, c]) - top)
+        label = labels[r]
+        total += np.log(norm) + top - logits[r, label]
+        for c in range(n_classes):
+            delta[r, c] = np.exp(np.float64(logits[r, c]) - top) / norm / batch
+        delta[r, label] -= 1.0 / batch
+    return total / batch
+
+
+@njit(nogil=True, cache=True)
+def loss_and_hits(logits, labels):
+    """Summed cross-entropy and number of correct arg-max predictions (for evaluation)."""
+    batch, n_classes = logits.shape
+    total = 0.0
+    correct = 0
+    for r in range(batch):
+        top = logits[r, 0]
+        best = 0
+        for c in range(1, n_classes):
+            if logits[r, c] > top:
+                top, best = logits[r, c], c
+        norm = 0.0
+        for c in range(n_classes):
+            norm += np.exp(np.float64(logits[r, c]) - top)
+        total += np.log(norm) + top - logits[r, labels[r]]
+        correct += best == labels[r]
+    return total, correct
+
+
+# --- convolution as im2col + BLAS (for the wider layers) -------------------------------------
+
+GEMM_TAPS = 64
+GEMM_MAPS = 12
+"""A conv layer with at least GEMM_TAPS taps per output (``in_c * k * k``) and GEMM_MAPS output
+maps (the GEMM's rows) uses im2col + BLAS."""
+
+GEMM_COLUMNS = 1024
+"""Pixels (columns of the im2col matrix) per GEMM: enough samples per call for BLAS to run at
+speed, few enough that the matrices stay in cache whatever the batch size."""
+
+
+def prefers_gemm(in_c: int, k: int, out_c: int) -> bool:
+    """Whether a conv layer runs faster as im2col + BLAS than as direct loops (see the top)."""
+    return in_c * k * k >= GEMM_TAPS and out_c >= GEMM_MAPS
+
+
+@njit(nogil=True, cache=True)
+def gemm_chunk(in_c, height, width, k):
+    """Samples per im2col GEMM for a layer of this shape (at least one)."""
+    return max(1, GEMM_COLUMNS // ((height - k + 1) * (width - k + 1)))
+
+
+@njit(nogil=True, cache=True)
+def gemm_scratch_size(in_c, height, width, out_c, k):
+    """Values of scratch :func:`conv_forward_gemm` and :func:`conv_backward_gemm` need."""
+    columns = gemm_chunk(in_c, height, width, k) * (height - k + 1) * (width - k + 1)
+    taps = in_c * k * k
+    return 2 * taps * columns + out_c * columns + out_c * taps
+
+
+@njit(nogil=True, cache=True)
+def _im2col(x, cols, first, count, in_c, height, width, k):
+    """``cols[(c, di, dj), (b, i, j)] = x[first + b, c, i + di, j + dj]`` for ``count`` samples."""
+    out_h, out_w = height - k + 1, width - k + 1
+    pixels, in_size = out_h * out_w, in_c * height * width
+    for c in range(in_c):
+        for di in range(k):
+            for dj in range(k):
+                r = (c * k + di) * k + dj
+                row = cols[r]
+                for b in range(count):
+                    for i in range(out_h):
+                        at = (first + b) * in_size + (c * height + i + di) * width + dj
+                        source = x[at:at + out_w]
+                        target = row[b * pixels + i * out_w:b * pixels + (i + 1) * out_w]
+                        for j in range(out_w):  # see conv_forward
+                            target[j] = source[j]
+
+
+@njit(nogil=True, cache=True)
+def _col2im_add(d_cols, d_x, first, count, in_c, height, width, k):
+    """The adjoint of :func:`_im2col`: add each column entry back onto the pixel it came from."""
+    out_h, out_w = height - k + 1, width - k + 1
+    pixels, in_size = out_h * out_w, in_c * height * width
+    for c in range(in_c):
+        for di in range(k):
+            for dj in range(k):
+                r = (c * k + di) * k + dj
+                row = d_cols[r]
+                for b in range(count):
+                    for i in range(out_h):
+                        at = (first + b) * in_size + (c * height + i + di) * width + dj
+                        source = row[b * pixels + i * out_w:b * pixels + (i + 1) * out_w]
+                        target = d_x[at:at + out_w]
+                        for j in range(out_w):
+                            target[j] += source[j]
+
+
+@njit(nogil=True, cache=True)
+def conv_forward_gemm(x, weights, bias, out, scratch, batch, in_c, height, width, out_c, k):
+    """:func:`conv_forward` as ``Y = W (out_c x in_c*k*k) @ im2col(x)`` by BLAS, a chunk of
+    samples per GEMM; ``scratch`` holds :func:`gemm_scratch_size` values."""
+    out_h, out_w = height - k + 1, width - k + 1
+    taps, pixels = in_c * k * k, out_h * out_w
+    chunk = gemm_chunk(in_c, height, width, k)
+    w = weights[:out_c * taps].reshape((out_c, taps))
+    for first in range(0, batch, chunk):
+        count = min(chunk, batch - first)
+        columns = count * pixels
+        cols = scratch[:taps * columns].reshape((taps, columns))
+        y = scratch[taps * columns:(taps + out_c) * columns].reshape((out_c, columns))
+        _im2col(x, cols, first, count, in_c, height, width, k)
+        np.dot(w, cols, y)
+        for b in range(count):
+            o = (first + b) * out_c * pixels
+            for f in range(out_c):
+                source = y[f, b * pixels:(b + 1) * pixels]
+                target = out[o + f * pixels:o + (f + 1) * pixels]
+                for p in range(pixels):
+                    target[p] = source[p] + bias[f]
+
+
+@njit(nogil=True, cache=True, fastmath=_REDUCE)
+def conv_backward_gemm(x, weights, d_out, d_weights, d_bias, d_x, scratch, batch, in_c, height,
+                       width, out_c, k, need_d_x):
+    """:func:`conv_backward` by BLAS: ``dW += dY @ cols^T``, ``d cols = W^T @ dY``, then col2im."""
+    out_h, out_w = height - k + 1, width - k + 1
+    taps, pixels = in_c * k * k, out_h * out_w
+    chunk = gemm_chunk(in_c, height, width, k)
+    w = weights[:out_c * taps].reshape((out_c, taps))
+    d_w = d_weights[:out_c * taps].reshape((out_c, taps))
+    d_w[:, :] = 0.0
+    d_bias[:out_c] = 0.0
+    if need_d_x:
+        d_x[:batch * in_c * height * width] = 0.0
+    for first in range(0, batch, chunk):
+        count = min(chunk, batch - first)
+        columns = count * pixels
+        cols = scratch[:taps * columns].reshape((taps, columns))
+        d_cols = scratch[taps * columns:2 * taps * columns].reshape((taps, columns))
+        d_y = scratch[2 * taps * columns:(2 * taps + out_c) * columns].reshape((out_c, columns))
+        d_w_chunk = scratch[(2 * taps + out_c) * columns:
+                            (2 * taps + out_c) * columns + out_c * taps].reshape((out_c, taps))
+        for b in range(count):
+            o = (first + b) * out_c * pixels
+            for f in range(out_c):
+                values = d_out[o + f * pixels:o + (f + 1) * pixels]
+                target = d_y[f, b * pixels:(b + 1) * pixels]
+                total = x.dtype.type(0)
+                for p in range(pixels):
+                    target[p] = values[p]
+                    total += values[p]
+                d_bias[f] += total
+        _im2col(x, cols, first, count, in_c, height, width, k)
+        np.dot(d_y, cols.T, d_w_chunk)
+        d_w += d_w_chunk
+        if need_d_x:
+            np.dot(w.T, d_y, d_cols)
+            _col2im_add(d_cols, d_x, first, count, in_c, height, width, k)
