@@ -63,7 +63,7 @@ def _list(args: argparse.Namespace) -> int:
     strategies = available_strategies()
     workloads = available_workloads()
     width = max(map(len, [*strategies, *workloads])) + 2
-    print("Strategies (--algorithm NAME[:PARAM=VALUE...]):")
+    print("Strategies (--strategy NAME[:PARAM=VALUE...]):")
     for name, strategy in strategies.items():
         limit = "" if strategy.max_threads is None else f" (threads <= {strategy.max_threads})"
         print(f"  {name:<{width}}{strategy.summary}{limit}")
