@@ -87,6 +87,7 @@ HELD = 1  # the slot its last read pinned
 # test-only gate points (see asgdbench.gates)
 PIN_LOADED_LATEST = 1  # pin: latest loaded, its slot not yet pinned
 PIN_PINNED = 2  # pin: slot pinned, latest not yet checked again
+PIN_CHECKED = 6  # pin: the slot's word checked (live, right version), the pin's CAS not yet tried
 BEFORE_PUBLISH = 3  # update: new vector written and stamped, CAS not yet tried
 POP_LOADED = 4  # free list: head and its successor loaded, CAS not yet tried
 TAKING_SPARE = 5  # update: about to take its spare slot
@@ -189,6 +190,7 @@ def pin_latest(state, tid, control):
         slot = word & SLOT_MASK
         ref = load(refs, slot * LINE, "acquire")
         if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:
+            gate(gates, PIN_CHECKED, tid)
             if cas(refs, slot * LINE, ref, ref + 1) == ref:
                 gate(gates, PIN_PINNED, tid)
                 if load(latest, 0, "acquire") == word:

@@ -10,8 +10,11 @@ their own BLAS threads and oversubscribe the machine.
 from __future__ import annotations
 
 import math
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +94,49 @@ def run(
     if window is None:
         window = max(16, math.ceil(2048 / config.batch_size))
     rule = StopRule(config.target_loss, config.max_time, config.max_updates, diverge_factor, window)
-    with single_threaded_blas():
+    with single_threaded_blas(), interrupts_kept():
         return _Run(workload, spec, config, rule, poll_interval, stop_grace_s).execute()
+
+
+_INTERRUPTED = threading.Event()
+
+
+@contextmanager
+def interrupts_kept() -> Iterator[None]:
+    """Make sure a Ctrl-C during a run is never lost.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be, and
+    some places swallow it: a ctypes callback (LLVM's object cache calls one
+    while numba compiles) prints "Exception ignored" and goes on. So the
+    handler also remembers the interrupt, and the run raises it again at its
+    next checkpoint (:func:`raise_if_interrupted`).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # ignored (SIG_IGN) or default: leave it as it is
+        yield
+        return
+
+    def remember(signum: int, frame: Any) -> None:
+        _INTERRUPTED.set()
+        previous(signum, frame)
+
+    _INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, remember)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _INTERRUPTED.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt of a Ctrl-C that something swallowed."""
+    if _INTERRUPTED.is_set():
+        _INTERRUPTED.clear()
+        raise KeyboardInterrupt
 
 
 def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: int, *,
@@ -188,6 +232,7 @@ class _Run:
 
     def execute(self) -> RunResult:
         compile_s = self._compile()
+        raise_if_interrupted()
         initial_loss = float(self.workload.training_loss(self.init_params))
         limit = self.rule.divergence_limit(initial_loss)
         threads = [threading.Thread(target=self._thread_main, args=(tid, self.control),
@@ -278,6 +323,7 @@ class _Run:
         stopped_by = None
         while any(t.is_alive() for t in threads) and not self.control[STOP_FLAG]:
             time.sleep(self.poll_interval)
+            raise_if_interrupted()
             event = self._scan(limit, start_ns)
             elapsed = (time.monotonic_ns() - start_ns) / 1e9
             if stopped_by is None:

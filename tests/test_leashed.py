@@ -18,8 +18,8 @@ import pytest
 
 from asgdbench.algorithms import leashed
 from asgdbench.algorithms.leashed import (
-    BEFORE_PUBLISH, COUNT_MASK, LINE, MAX_VERSION, PIN_LOADED_LATEST, PIN_PINNED, POP_LOADED,
-    SLOT_BITS, TAKING_SPARE,
+    BEFORE_PUBLISH, COUNT_MASK, LINE, MAX_VERSION, PIN_CHECKED, PIN_LOADED_LATEST, PIN_PINNED,
+    POP_LOADED, SLOT_BITS, TAKING_SPARE,
     pack, pop_free, push_free, read, retire, update,
 )
 from asgdbench.errors import ConfigError
@@ -247,6 +247,35 @@ def test_the_spare_is_taken_before_the_base_is_pinned():
     for tid in range(3):
         retire(m.state, tid)
     m.assert_quiescent(applied=4)
+
+
+def test_a_stale_reader_leaves_a_free_slot_alone():
+    """R checked that (v1, S) was live; S was freed before R's pin. R must not touch a free slot.
+
+    A pin that adds to the count blindly instead of by a CAS on the word it
+    checked would revive S for a moment and, letting go, push it onto the free
+    list a second time.
+    """
+    m = Model(threads=2)
+    R, B = range(2)
+    assert m.step(B)[0] == APPLIED  # v1 in slot S
+    _, slot_s = m.latest()
+    m.board.arm(R, PIN_CHECKED)
+    reader = Actor(lambda: m.read(R), "R")
+    m.board.wait_parked(R, PIN_CHECKED)  # R saw S live, with v1
+    assert m.step(B)[0] == APPLIED  # v2: S is free
+    free_before = leashed.free_slots(m.state)
+    assert slot_s in free_before and m.reference(slot_s)[1] == 0
+    m.board.disarm(R)
+    m.board.release(R)
+    held, token = reader.result()
+    assert token == 2
+    assert_version(held, token)
+    assert leashed.free_slots(m.state) == free_before  # untouched: not pushed again
+    assert m.update(R, token)[0] == APPLIED
+    for tid in range(2):
+        retire(m.state, tid)
+    m.assert_quiescent(applied=3)
 
 
 # -- the persistence bound -----------------------------------------------------------

@@ -191,3 +191,30 @@ def test_ctrl_c_before_the_start_barrier_opens_leaves_no_worker_behind(monkeypat
         run("probe", "lock", 4, max_updates=100, max_time=None, dtype="float64", stop_grace_s=5.0)
     alive = [t.name for t in threading.enumerate() if t.name.startswith("asgdbench-worker")]
     assert not alive, f"workers still running after Ctrl-C: {alive}"
+
+
+def test_a_ctrl_c_that_something_swallows_still_stops_the_run(monkeypatch):
+    """LLVM calls Python back through ctypes while numba compiles; a KeyboardInterrupt raised
+    there is printed and dropped. The run must still stop (it once ran on for its full time)."""
+    import signal
+
+    import pytest
+
+    from asgdbench import runner
+
+    compile_kernels = runner._Run._compile
+
+    def compile_then_lose_a_ctrl_c(self):
+        seconds = compile_kernels(self)
+        try:
+            signal.raise_signal(signal.SIGINT)  # the handler raises KeyboardInterrupt here...
+        except KeyboardInterrupt:
+            pass  # ...and, like a ctypes callback, this drops it
+        return seconds
+
+    monkeypatch.setattr(runner._Run, "_compile", compile_then_lose_a_ctrl_c)
+    begin = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run("probe", "lock", 2, max_time=20.0, dtype="float64", stop_grace_s=5.0)
+    assert time.monotonic() - begin < 15
+    assert not [t for t in threading.enumerate() if t.name.startswith("asgdbench-worker")]
