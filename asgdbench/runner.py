@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -123,12 +124,21 @@ def interrupts_kept() -> Iterator[None]:
         _INTERRUPTED.set()
         previous(signum, frame)
 
+    unraisable = sys.unraisablehook
+
+    def quiet_about_interrupts(report: Any) -> None:
+        """Drop the "Exception ignored" report of a swallowed interrupt: it is raised again."""
+        if not (isinstance(report.exc_type, type) and issubclass(report.exc_type, KeyboardInterrupt)):
+            unraisable(report)
+
     _INTERRUPTED.clear()
     signal.signal(signal.SIGINT, remember)
+    sys.unraisablehook = quiet_about_interrupts
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = unraisable
         _INTERRUPTED.clear()
 
 
