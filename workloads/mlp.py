@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from asgdbench.workloads.layers import softmax_cross_entropy
+from asgdbench.workloads.layers import loss_and_hits, softmax_cross_entropy
 
 
 @njit(nogil=True, cache=True)
@@ -107,7 +107,6 @@ def gradient(params, data, rows, work, grad):
 def evaluate_kernel(params, X, y, layers, xb, acts):
     """Mean cross-entropy and accuracy over all of ``X``, a chunk of rows at a time."""
     chunk = xb.shape[0]
-    n_classes = layers[layers.shape[0] - 1]
     total = 0.0
     correct = 0
     for start in range(0, X.shape[0], chunk):
@@ -115,17 +114,9 @@ def evaluate_kernel(params, X, y, layers, xb, acts):
         n = stop - start
         xb[:n] = X[start:stop]
         logits = forward(params, layers, xb[:n], acts)
-        for r in range(n):
-            top = logits[r, 0]
-            best = 0
-            for c in range(1, n_classes):
-                if logits[r, c] > top:
-                    top, best = logits[r, c], c
-            norm = 0.0
-            for c in range(n_classes):
-                norm += np.exp(np.float64(logits[r, c]) - top)
-            total += np.log(norm) + top - logits[r, y[start + r]]
-            correct += best == y[start + r]
+        chunk_loss, chunk_hits = loss_and_hits(logits, y[start:stop])
+        total += chunk_loss
+        correct += chunk_hits
     return total / X.shape[0], correct / X.shape[0]
 
 
