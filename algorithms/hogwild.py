@@ -16,10 +16,10 @@ for staleness; it orders nothing.
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import fetch_add, load
-from asgdbench.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import sgd_step_inplace
+from asgdbench.engine.atomics import fetch_add, load
+from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
+from asgdbench.engine.steps import sgd_step_inplace
+from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:

@@ -50,14 +50,20 @@ import math
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import cas, fetch_add, load, store
-from asgdbench.barrier import spin_wait_hint
-from asgdbench.gates import gate
-from asgdbench.protocol import (
-    APPLIED, DROPPED, ERROR, MAX_UPDATES, NOT_READ, STOP, STOP_FLAG,
+from asgdbench.engine.atomics import cas, fetch_add, load, store
+from asgdbench.engine.barrier import spin_wait_hint
+from asgdbench.engine.gates import gate
+from asgdbench.engine.protocol import (
+    APPLIED,
+    DROPPED,
+    ERROR,
+    MAX_UPDATES,
+    NOT_READ,
+    STOP,
+    STOP_FLAG,
 )
-from asgdbench.registry import Param, Strategy, register_strategy
-from asgdbench.steps import sgd_step_into
+from asgdbench.engine.steps import sgd_step_into
+from asgdbench.plugins.strategies import Param, Strategy, register_strategy
 
 SLOT_BITS = 16
 SLOT_MASK = (1 << SLOT_BITS) - 1
@@ -84,7 +90,7 @@ MINE = 4  # ``mine``'s place in the state tuple. Kernels write its cells as ``st
 SPARE = 0  # the slot this thread builds its next version in, or NO_SLOT
 HELD = 1  # the slot its last read pinned
 
-# test-only gate points (see asgdbench.gates)
+# test-only gate points (see asgdbench.engine.gates)
 PIN_LOADED_LATEST = 1  # pin: latest loaded, its slot not yet pinned
 PIN_PINNED = 2  # pin: slot pinned, latest not yet checked again
 PIN_CHECKED = 6  # pin: the slot's word checked (live, right version), the pin's CAS not yet tried

@@ -13,10 +13,10 @@ lock or unlock that fails (an errno) fails the run through the ERROR cell.
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import mutex_lock, mutex_unlock, new_mutex, store
-from asgdbench.protocol import APPLIED, ERROR, MAX_UPDATES, NOT_READ, STOP
-from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import copy_into, sgd_step_inplace
+from asgdbench.engine.atomics import mutex_lock, mutex_unlock, new_mutex, store
+from asgdbench.engine.protocol import APPLIED, ERROR, MAX_UPDATES, NOT_READ, STOP
+from asgdbench.engine.steps import copy_into, sgd_step_inplace
+from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:

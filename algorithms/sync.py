@@ -18,10 +18,10 @@ the run stopping withdraws from the first barrier, so nobody waits forever.
 import numpy as np
 from numba import njit
 
-from asgdbench.barrier import barrier_wait
-from asgdbench.protocol import APPLIED, MAX_UPDATES, MERGED, NEVER, STOP, STOP_FLAG
-from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import copy_into
+from asgdbench.engine.barrier import barrier_wait
+from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, MERGED, NEVER, STOP, STOP_FLAG
+from asgdbench.engine.steps import copy_into
+from asgdbench.plugins.strategies import Strategy, register_strategy
 
 GRADIENTS_IN = 0  # barrier cell: every gradient of the round is published
 UPDATED = 8  # barrier cell: every slice of the round is applied

@@ -1,6 +1,6 @@
 """``python -m asgdbench``: the same command line as ``asgdbench``."""
 
-from asgdbench.cli import main
+from asgdbench.study.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Everything a plugin author uses, in one import: ``from asgdbench.api import ...``.
 
 A strategy needs the :class:`Strategy` contract and its registry, the outcome
-codes and control cells of :mod:`asgdbench.protocol`, the atomics, the shared
+codes and control cells of :mod:`asgdbench.engine.protocol`, the atomics, the shared
 SGD steps and the spin-wait hint; a Leashed-SGD variant needs Leashed's
 building blocks (pin, unpin, take a spare, publish, the free list and the
 packing of its words), so that it is its differences only; a workload needs
@@ -12,20 +12,54 @@ move.
 
 from asgdbench.algorithms import leashed  # the module: make_state, read, retire, cell names
 from asgdbench.algorithms.leashed import (
-    COUNT_MASK, LINE, MAX_VERSION, NO_SLOT, NOT_PINNED, SLOT_BITS, SLOT_MASK, pack, pin_latest,
-    pop_free, push_free, take_spare, unpin,
+    COUNT_MASK,
+    LINE,
+    MAX_VERSION,
+    NO_SLOT,
+    NOT_PINNED,
+    SLOT_BITS,
+    SLOT_MASK,
+    pack,
+    pin_latest,
+    pop_free,
+    push_free,
+    take_spare,
+    unpin,
 )
-from asgdbench.atomics import (
-    cas, cpu_pause, fence, fetch_add, load, mutex_lock, mutex_unlock, new_mutex, os_yield, store,
+from asgdbench.engine.atomics import (
+    cas,
+    cpu_pause,
+    fence,
+    fetch_add,
+    load,
+    mutex_lock,
+    mutex_unlock,
+    new_mutex,
+    os_yield,
+    store,
 )
-from asgdbench.barrier import barrier_wait, spin_wait_hint
+from asgdbench.engine.barrier import barrier_wait, spin_wait_hint
+from asgdbench.engine.protocol import (
+    APPLIED,
+    DROPPED,
+    ERROR,
+    MAX_UPDATES,
+    MERGED,
+    NEVER,
+    NOT_READ,
+    STOP,
+    STOP_FLAG,
+)
+from asgdbench.engine.steps import copy_into, retire_nothing, sgd_step_inplace, sgd_step_into
 from asgdbench.errors import ConfigError, PluginError, UserError
-from asgdbench.plugins import load_plugin_file
-from asgdbench.protocol import (
-    APPLIED, DROPPED, ERROR, MAX_UPDATES, MERGED, NEVER, NOT_READ, STOP, STOP_FLAG,
+from asgdbench.plugins.files import load_plugin_file
+from asgdbench.plugins.strategies import (
+    Param,
+    Strategy,
+    StrategySpec,
+    parse_spec,
+    register_strategy,
 )
-from asgdbench.registry import Param, Strategy, StrategySpec, parse_spec, register_strategy
-from asgdbench.steps import copy_into, retire_nothing, sgd_step_inplace, sgd_step_into
 from asgdbench.testing import check_strategy, consistency_stress
 from asgdbench.version import __version__
 from asgdbench.workloads import Defaults, Workload, WorkloadSpec, register_workload

@@ -16,3 +16,8 @@ class DataError(UserError):
 class PluginError(UserError):
     """A plugin that cannot be loaded or used: a syntax error, an exception on import, a bad
     registration, kernels that do not compile. The message names the plugin and its source."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's text collapsed onto one line, because user-facing errors are one line."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -25,11 +25,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import cpu_pause, load
-from asgdbench.protocol import (
-    APPLIED, CONTROL_CELLS, DROPPED, ERROR, MAX_UPDATES, NOT_READ, STOP, STOP_FLAG,
+from asgdbench.engine.atomics import cpu_pause, load
+from asgdbench.engine.protocol import (
+    APPLIED,
+    CONTROL_CELLS,
+    DROPPED,
+    ERROR,
+    MAX_UPDATES,
+    NOT_READ,
+    STOP,
+    STOP_FLAG,
 )
-from asgdbench.registry import StrategySpec, parse_spec
+from asgdbench.plugins.strategies import StrategySpec, parse_spec
 
 STEP = 2.0 ** -7  # lr
 GRADIENT = 0.5  # c
@@ -193,7 +200,7 @@ def check_strategy(spec: str | StrategySpec, threads: int = 16, updates: int = 5
     ``max_param_vectors``; a clean stop from wherever ``stops`` short timed runs
     happen to be; a readable final vector.
     """
-    from asgdbench.runner import run  # the runner imports this module's neighbours
+    from asgdbench.engine.runner import run  # the runner imports this module's neighbours
 
     spec = parse_spec(spec)
     strategy = spec.strategy

@@ -1,7 +1,7 @@
 """asv benchmarks for asgdbench: the grid they run and the switch that sizes it.
 
 ``bench_training`` trains every cell of a workload x strategy x threads grid
-once, through :func:`asgdbench.runner.run`, and tracks what each run reports;
+once, through :func:`asgdbench.engine.runner.run`, and tracks what each run reports;
 ``bench_kernels`` times the per-step kernels alone. Both read their grid from
 here, so a scale is one entry of :data:`SCALES`. Set ``ASGDBENCH_ASV_SCALE``
 to pick one (``default`` when unset); see README.md.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from asgdbench.registry import parse_spec
+from asgdbench.plugins.strategies import parse_spec
 
 SCALE_VARIABLE = "ASGDBENCH_ASV_SCALE"
 

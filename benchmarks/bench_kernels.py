@@ -19,12 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from asgdbench.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES
-from asgdbench.registry import parse_spec
-from asgdbench.rng import sample_batch, thread_states
-from asgdbench.runner import UNLIMITED_UPDATES, single_threaded_blas
+from asgdbench.engine.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES
+from asgdbench.engine.rng import sample_batch, thread_states
+from asgdbench.engine.runner import UNLIMITED_UPDATES, single_threaded_blas
+from asgdbench.plugins.strategies import parse_spec
 from asgdbench.workloads import Workload, load_workload
-
 from benchmarks import current_scale
 
 STEPS_PER_CALL = 1000

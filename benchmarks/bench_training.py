@@ -1,11 +1,11 @@
 """Training runs: time and updates to the target loss, throughput, staleness, contention, memory.
 
-Every figure here comes from one :func:`asgdbench.runner.run` per grid cell
+Every figure here comes from one :func:`asgdbench.engine.runner.run` per grid cell
 (workload x strategy spec x threads, seed 0, the workload's default step size,
 batch size, target loss and ``max_time``). The runs happen once, in the shared
 ``setup_cache``: asv keys that cache by where the function is defined, so all
 classes below share one set of runs, and each ``track_*`` only reads its figure
-from the cell's :meth:`~asgdbench.result.RunResult.to_dict`. Numba compiles
+from the cell's :meth:`~asgdbench.engine.run_result.RunResult.to_dict`. Numba compiles
 inside ``run`` before its clock starts, so no figure includes compilation.
 
 A figure a run did not produce (no target reached, no update applied) is NaN,
@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from asgdbench.engine.runner import run
 from asgdbench.errors import DataError
-from asgdbench.runner import run
 from asgdbench.workloads import get_workload, load_workload
-
 from benchmarks import Scale, current_scale, runs_with
 
 SEED = 0

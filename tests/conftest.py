@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asgdbench import runner
-from asgdbench.result import RunResult
+from asgdbench.engine import runner
+from asgdbench.engine.run_result import RunResult
 from asgdbench.workloads import get_workload, probe
 
 WATCHDOG_S = 120.0
@@ -18,7 +18,7 @@ WATCHDOG_S = 120.0
 
 
 def run_watched(*args: Any, watchdog_s: float = WATCHDOG_S, **kwargs: Any) -> RunResult:
-    """:func:`asgdbench.runner.run` in a thread of its own; fails the test if it hangs."""
+    """:func:`asgdbench.engine.runner.run` in a thread of its own; fails the test if it hangs."""
     outcome: dict[str, Any] = {}
 
     def target() -> None:

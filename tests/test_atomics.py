@@ -1,4 +1,4 @@
-"""asgdbench.atomics: exact under contention from more threads than cores.
+"""asgdbench.engine.atomics: exact under contention from more threads than cores.
 
 Each contention kernel below runs in many Python threads at once for a fixed
 time, counting what it did; ``nogil`` lets the threads really run in parallel,
@@ -19,8 +19,16 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from asgdbench.atomics import (
-    cas, cpu_pause, fetch_add, load, mutex_lock, mutex_unlock, new_mutex, os_yield, store,
+from asgdbench.engine.atomics import (
+    cas,
+    cpu_pause,
+    fetch_add,
+    load,
+    mutex_lock,
+    mutex_unlock,
+    new_mutex,
+    os_yield,
+    store,
 )
 
 THREADS = 16  # well above the cores of a CI runner
@@ -237,7 +245,7 @@ def test_cas_and_fetch_add_are_single_atomic_instructions():
 
 def test_test_gates_compile_away_in_normal_runs():
     """``gate(None, ...)``, as in every normal run, leaves no code; a gate array calls the parking code."""
-    from asgdbench.gates import GateBoard, gate
+    from asgdbench.engine.gates import GateBoard, gate
 
     @njit(nogil=True)
     def gated(gates, cells):

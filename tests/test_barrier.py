@@ -7,10 +7,10 @@ import time
 
 import numpy as np
 import pytest
-
-from asgdbench.barrier import STOP_SEEN, barrier_wait
-from asgdbench.gates import Actor, GateBoard
 from conftest import assert_probe_exact, run_watched
+
+from asgdbench.engine.barrier import STOP_SEEN, barrier_wait
+from asgdbench.engine.gates import Actor, GateBoard
 
 GENERATION = 1 << 32
 _BOARDS: list[tuple[GateBoard, np.ndarray]] = []

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from asgdbench.registry import available_strategies, load_plugin_file
+from asgdbench.plugins.files import load_plugin_file
+from asgdbench.plugins.strategies import available_strategies
 from asgdbench.testing import check_strategy
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -15,7 +16,7 @@ PLUGINS = Path(__file__).parent / "plugins"
 @pytest.fixture(autouse=True)
 def _forget_test_plugins():
     """The broken strategies leave the registry as they found it."""
-    from asgdbench import registry
+    from asgdbench.plugins import strategies as registry
 
     before = set(registry.available_strategies())  # the built-ins load lazily: not in the test
     yield
@@ -56,7 +57,7 @@ def test_a_broken_strategy_fails_on_the_property_it_breaks(plugin, name, broken)
 
 
 def test_the_check_command_names_the_failing_property_and_exits_1(capsys):
-    from asgdbench.cli import main
+    from asgdbench.study.cli import main
 
     code = main(["check", "--plugin", str(PLUGINS / "no_budget.py"), "no-budget",
                  "--threads", "4", "--updates", "500", "--timeout", "4"])
@@ -66,7 +67,7 @@ def test_the_check_command_names_the_failing_property_and_exits_1(capsys):
 
 
 def test_the_check_command_passes_a_built_in(capsys):
-    from asgdbench.cli import main
+    from asgdbench.study.cli import main
 
     assert main(["check", "lock", "--threads", "4", "--updates", "500"]) == 0
     assert "FAIL" not in capsys.readouterr().out

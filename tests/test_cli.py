@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from asgdbench import grid
-from asgdbench.cli import main
+from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import ConfigError
-from asgdbench.result import RunResult
+from asgdbench.study import grid
+from asgdbench.study.cli import main
 from asgdbench.workloads import get_workload
 
 REPO = Path(__file__).resolve().parent.parent

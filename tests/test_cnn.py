@@ -11,13 +11,13 @@ import math
 
 import numpy as np
 import pytest
+from conftest import run_watched
+from test_layers import central_differences, numpy_conv, numpy_maxpool
 
 from asgdbench.errors import DataError
 from asgdbench.workloads import Workload, datasets, load_workload, mlp
 from asgdbench.workloads.catalog import CNN, LENET
 from asgdbench.workloads.network import Conv, Dense, MaxPool, Network, ReLU, gradient
-from conftest import run_watched
-from test_layers import central_differences, numpy_conv, numpy_maxpool
 
 SMALL = (Conv(3, 3), ReLU(), MaxPool(), Conv(4, 2), ReLU(), MaxPool(), Dense(6), ReLU(), Dense(3))
 SMALL_INPUT = (2, 11, 10)  # odd sizes: 11x10 -> 9x8 -> 4x4 -> 3x3 -> 1x1

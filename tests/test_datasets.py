@@ -28,13 +28,12 @@ import platformdirs
 import pytest
 
 from asgdbench.errors import ConfigError, DataError, UserError
-from asgdbench.workloads import datasets
+from asgdbench.workloads import datasets, download
 from asgdbench.workloads.datasets import (
     CIFAR10_MD5,
     DATASETS,
     MNIST_FILES,
     Dataset,
-    download_mnist,
     load_cifar10,
     load_digits,
     load_fashion_mnist,
@@ -42,6 +41,7 @@ from asgdbench.workloads.datasets import (
     load_synthetic,
     resolve_data_dir,
 )
+from asgdbench.workloads.download import download_mnist
 
 REMEDY = "asgdbench download mnist"
 
@@ -459,7 +459,7 @@ def test_download_needs_a_mirror(tmp_path: pathlib.Path) -> None:
 @pytest.fixture(autouse=True)
 def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Downloads try each URL once: pooch's waits between retries would only slow the tests."""
-    monkeypatch.setattr(datasets, "DOWNLOAD_RETRIES", 0)
+    monkeypatch.setattr(download, "DOWNLOAD_RETRIES", 0)
 
 
 def test_download_retries_a_transient_failure(
@@ -478,9 +478,9 @@ def test_download_retries_a_transient_failure(
 
     (tmp_path / "www").mkdir()
     shutil.copy(payload.path, tmp_path / "www" / CIFAR_ARCHIVE)
-    monkeypatch.setattr(datasets, "DOWNLOAD_RETRIES", 1)
+    monkeypatch.setattr(download, "DOWNLOAD_RETRIES", 1)
     with serve(tmp_path / "www", FlakyHandler) as base:
-        folder = datasets.download_cifar10(tmp_path / "dest", url=f"{base}/{CIFAR_ARCHIVE}",
+        folder = download.download_cifar10(tmp_path / "dest", url=f"{base}/{CIFAR_ARCHIVE}",
                                            md5=payload.md5, timeout=5)
     assert len(requests_seen) == 2
     assert load_cifar10(tmp_path / "dest").y_test.tolist() == payload.test_labels.tolist()
@@ -517,7 +517,7 @@ def test_fashion_mnist_download_checks_its_own_checksums(
     base, served = local_server
     shutil.copytree(real_mnist_dir, served / "mnist", ignore=shutil.ignore_patterns("*.md", "SHA256SUMS*"))
     with pytest.raises(DataError) as excinfo:
-        datasets.download_fashion_mnist(tmp_path, mirrors=[f"{base}/mnist/"], timeout=5)
+        download.download_fashion_mnist(tmp_path, mirrors=[f"{base}/mnist/"], timeout=5)
     assert_one_line_data_error(excinfo, "fails its checksum", "Fashion-MNIST")
     assert final_and_partial_files(tmp_path / "fashion-mnist") == set()
 
@@ -584,7 +584,7 @@ def test_cifar10_download_unpacks_the_batches_and_keeps_nothing_else(
     payload = cifar_tarball(served / CIFAR_ARCHIVE)
     dest = tmp_path / "dest"
 
-    folder = datasets.download_cifar10(dest, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
+    folder = download.download_cifar10(dest, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
 
     assert final_and_partial_files(dest / "cifar10") == {datasets.CIFAR10_FOLDER}  # no archive, no staging
     assert final_and_partial_files(folder) == {*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST}
@@ -596,7 +596,7 @@ def test_cifar10_download_unpacks_the_batches_and_keeps_nothing_else(
     np.testing.assert_array_equal(data.y_train, payload.train_records[:, 0])
     np.testing.assert_array_equal(data.y_test, payload.test_labels)
     # intact batches are kept: the dead URL is never asked
-    assert datasets.download_cifar10(dest, url=dead_url(), md5=payload.md5, timeout=2) == folder
+    assert download.download_cifar10(dest, url=dead_url(), md5=payload.md5, timeout=2) == folder
 
 
 @pytest.mark.parametrize("damage", ["wrong-checksum", "truncated", "truncated-with-its-checksum"])
@@ -617,7 +617,7 @@ def test_cifar10_download_of_a_bad_archive_leaves_nothing(
     dest = tmp_path / "dest"
 
     with pytest.raises(DataError) as excinfo:
-        datasets.download_cifar10(dest, url=f"{base}/{CIFAR_ARCHIVE}", md5=md5, timeout=5)
+        download.download_cifar10(dest, url=f"{base}/{CIFAR_ARCHIVE}", md5=md5, timeout=5)
 
     expected = "damaged" if damage == "truncated-with-its-checksum" else "hash"
     assert_one_line_data_error(excinfo, "CIFAR-10", expected)
@@ -627,7 +627,7 @@ def test_cifar10_download_of_a_bad_archive_leaves_nothing(
 def test_cifar10_download_with_the_server_down(no_proxies: None, tmp_path: pathlib.Path) -> None:
     url = dead_url()
     with pytest.raises(DataError) as excinfo:
-        datasets.download_cifar10(tmp_path, url=url, md5=CIFAR10_MD5, timeout=2)
+        download.download_cifar10(tmp_path, url=url, md5=CIFAR10_MD5, timeout=2)
     assert_one_line_data_error(excinfo, "could not download CIFAR-10", url.rsplit("/", 1)[0])
     assert list(tmp_path.iterdir()) == [], "a failed download left an empty cifar10/ behind"
 
@@ -637,14 +637,14 @@ def test_cifar10_download_replaces_a_damaged_batch(
 ) -> None:
     base, served = local_server
     payload = cifar_tarball(served / CIFAR_ARCHIVE)
-    folder = datasets.download_cifar10(tmp_path, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
+    folder = download.download_cifar10(tmp_path, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
     damaged = folder / datasets.CIFAR10_TEST
     damaged.write_bytes(damaged.read_bytes()[:-1])
     with pytest.raises(DataError) as excinfo:
         load_cifar10(tmp_path)
     assert_one_line_data_error(excinfo, str(damaged), "truncated", "asgdbench download cifar10")
 
-    datasets.download_cifar10(tmp_path, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
+    download.download_cifar10(tmp_path, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
 
     assert load_cifar10(tmp_path).y_test.tolist() == payload.test_labels.tolist()
 
@@ -676,7 +676,7 @@ def test_load_real_cifar10() -> None:
 
 def test_download_rejects_an_unknown_data_set(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ConfigError):
-        datasets.download("imagenet", tmp_path)
+        download.download("imagenet", tmp_path)
 
 
 @pytest.mark.parametrize("server_up", [True, False], ids=["served", "server-down"])
@@ -685,13 +685,13 @@ def test_download_command(
     capsys: pytest.CaptureFixture, server_up: bool
 ) -> None:
     """`asgdbench download cifar10`: the folder on stdout, or one error line and exit code 2."""
-    from asgdbench.cli import main
+    from asgdbench.study.cli import main
 
     base, served = local_server
     payload = cifar_tarball(served / CIFAR_ARCHIVE)
     url = f"{base}/{CIFAR_ARCHIVE}" if server_up else dead_url()
-    monkeypatch.setitem(datasets.DOWNLOADS, "cifar10",
-                        functools.partial(datasets.download_cifar10, url=url, md5=payload.md5, timeout=5))
+    monkeypatch.setitem(download.DOWNLOADS, "cifar10",
+                        functools.partial(download.download_cifar10, url=url, md5=payload.md5, timeout=5))
 
     code = main(["download", "cifar10", "--data-dir", str(tmp_path / "data")])
 

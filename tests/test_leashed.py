@@ -1,7 +1,7 @@
 """Leashed-SGD under the interleavings that break lock-free code, replayed exactly.
 
 Each test drives the real kernels from real threads and parks them at the
-test-only gate points (:mod:`asgdbench.gates`) to force one schedule step by
+test-only gate points (:mod:`asgdbench.engine.gates`) to force one schedule step by
 step. The evidence is memory itself: a vector of version v is ``-v * 2^-8`` in
 every component (zero start, gradient 0.5, step 2^-7, float64: exact), so a
 reader's vector either is the version its token names, unchanged until it lets
@@ -18,16 +18,35 @@ import pytest
 
 from asgdbench.algorithms import leashed
 from asgdbench.algorithms.leashed import (
-    BEFORE_PUBLISH, COUNT_MASK, LINE, MAX_VERSION, PIN_CHECKED, PIN_LOADED_LATEST, PIN_PINNED,
-    POP_LOADED, SLOT_BITS, TAKING_SPARE,
-    pack, pop_free, push_free, read, retire, update,
+    BEFORE_PUBLISH,
+    COUNT_MASK,
+    LINE,
+    MAX_VERSION,
+    PIN_CHECKED,
+    PIN_LOADED_LATEST,
+    PIN_PINNED,
+    POP_LOADED,
+    SLOT_BITS,
+    TAKING_SPARE,
+    pack,
+    pop_free,
+    push_free,
+    read,
+    retire,
+    update,
 )
+from asgdbench.engine.gates import Actor, GateBoard
+from asgdbench.engine.protocol import (
+    APPLIED,
+    CONTROL_CELLS,
+    DROPPED,
+    MAX_UPDATES,
+    NOT_READ,
+    STOP,
+    STOP_FLAG,
+)
+from asgdbench.engine.runner import UNLIMITED_UPDATES, run
 from asgdbench.errors import ConfigError
-from asgdbench.gates import Actor, GateBoard
-from asgdbench.protocol import (
-    APPLIED, CONTROL_CELLS, DROPPED, MAX_UPDATES, NOT_READ, STOP, STOP_FLAG,
-)
-from asgdbench.runner import UNLIMITED_UPDATES, run
 from asgdbench.testing import GRADIENT, STEP, UPDATE_VALUE
 
 N_PARAMS = 64

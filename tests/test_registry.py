@@ -1,4 +1,4 @@
-"""asgdbench.registry: spec strings, their errors, and strategies from plugin files."""
+"""asgdbench.plugins.strategies: spec strings, their errors, and strategies from plugin files."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import textwrap
 
 import pytest
 
-from asgdbench import registry
+from asgdbench.engine.runner import run
 from asgdbench.errors import ConfigError
-from asgdbench.registry import available_strategies, get_strategy, load_plugin_file, parse_spec
-from asgdbench.runner import run
+from asgdbench.plugins import strategies as registry
+from asgdbench.plugins.files import load_plugin_file
+from asgdbench.plugins.strategies import available_strategies, get_strategy, parse_spec
 
 BUILTINS = ("hogwild", "leashed", "lock", "seq", "sync")
 PLUGIN_NAME = "plugin-hogwild"
@@ -89,8 +90,8 @@ def test_seq_refuses_more_than_one_thread():
 PLUGIN_SOURCE = f'''
 """A drop-in strategy for the tests: HOGWILD!'s kernels under another name."""
 from asgdbench.algorithms import hogwild
-from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import retire_nothing
+from asgdbench.plugins.strategies import Strategy, register_strategy
+from asgdbench.engine.steps import retire_nothing
 
 register_strategy(Strategy(
     name={PLUGIN_NAME!r},
@@ -155,7 +156,7 @@ BAD_PLUGINS = {
 
 @pytest.mark.parametrize("kind", sorted(BAD_PLUGINS))
 def test_a_broken_plugin_is_one_line_naming_the_file_and_exit_2(kind, tmp_path, capsys):
-    from asgdbench.cli import main
+    from asgdbench.study.cli import main
 
     source, fragment = BAD_PLUGINS[kind]
     path = tmp_path / f"bad_{kind}.py"
@@ -172,7 +173,7 @@ def test_a_broken_plugin_is_one_line_naming_the_file_and_exit_2(kind, tmp_path, 
 
 
 def test_kernels_that_do_not_compile_are_one_line_naming_the_plugin(tmp_path, capsys):
-    from asgdbench.cli import main
+    from asgdbench.study.cli import main
 
     path = tmp_path / "mistyped.py"
     path.write_text(PLUGIN_SOURCE.replace("make_state=hogwild.make_state",
@@ -194,9 +195,9 @@ def test_a_broken_entry_point_is_reported_once_and_the_rest_works(monkeypatch, c
         def load(self):
             raise ImportError("No module named 'oops'")
 
-    from asgdbench import plugins
+    from asgdbench.plugins import registry as plugin_registry
 
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [BrokenEntryPoint()])
+    monkeypatch.setattr(plugin_registry, "entry_points", lambda group: [BrokenEntryPoint()])
     monkeypatch.setattr(registry.STRATEGIES, "_discovered", False)
     monkeypatch.setattr(registry.STRATEGIES, "_broken", [])
     assert "lock" in available_strategies() and "lock" in available_strategies()
@@ -246,7 +247,7 @@ def test_a_plugin_file_registers_a_workload_that_runs(tmp_path):
     ("bad name", 0.0078125, "name must be"),
 ])
 def test_a_bad_workload_plugin_is_one_line_and_exit_2(tmp_path, capsys, name, lr, fragment):
-    from asgdbench.cli import main
+    from asgdbench.study.cli import main
     from asgdbench.workloads import WORKLOADS
 
     try:
@@ -268,7 +269,7 @@ def test_the_plugin_api_is_one_import():
 
 
 def test_debug_shows_the_plugins_own_traceback_and_version_is_printed(tmp_path, capsys):
-    from asgdbench.cli import main
+    from asgdbench.study.cli import main
 
     path = tmp_path / "bad_raises.py"
     path.write_text("raise RuntimeError('no GPU here')\n")

@@ -1,4 +1,4 @@
-"""Tests for asgdbench.report (runs into table rows, and rendering) and reading runs back.
+"""Tests for asgdbench.study.report (runs into table rows, and rendering) and reading runs back.
 
 Runs are synthetic RunResult dicts, so every expected figure is computed here
 from the inputs, independently of any timing.
@@ -13,14 +13,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from asgdbench.engine.run_result import RunResult
+from asgdbench.engine.statistics import histogram_summary
 from asgdbench.errors import UserError
-from asgdbench.report import (
-    NOT_CONVERGED, column_names, default_columns, describe_run, render, render_comparison,
+from asgdbench.study.report import (
+    NOT_CONVERGED,
+    column_names,
+    default_columns,
+    describe_run,
+    render,
+    render_comparison,
     summarize,
 )
-from asgdbench.result import RunResult
-from asgdbench.results import ResultStore
-from asgdbench.telemetry import histogram_summary
+from asgdbench.study.result_folder import ResultStore
 
 
 def fake_run(algorithm: str = "hogwild", threads: int = 2, *, lr: float = 0.01, seed: int = 0,
@@ -332,7 +337,7 @@ def test_comparison_of_fixed_budget_cells_uses_the_final_loss():
     assert "loss" in line and "- 0.50x" in line and "0.500 (0.400-0.600)" in line
 
 
-# -- reading runs back (asgdbench.results) ------------------------------------------
+# -- reading runs back (asgdbench.study.result_folder) ------------------------------------------
 
 def test_store_drops_a_run_cut_off_mid_line(tmp_path):
     runs_file = tmp_path / "runs.jsonl"
@@ -352,11 +357,11 @@ def test_store_rejects_a_corrupt_line_that_is_not_the_last(tmp_path):
         ResultStore(tmp_path).load()
 
 
-# -- figures (asgdbench.plots) --------------------------------------------------------
+# -- figures (asgdbench.study.plots) --------------------------------------------------------
 
 def test_histogram_figures_draw_no_flat_panels():
     pytest.importorskip("matplotlib")
-    from asgdbench import plots
+    from asgdbench.study import plots
 
     plt = plots.require_matplotlib()
     runs = [fake_run("seq", 1, staleness={0: 100}), fake_run("hogwild", 2, staleness={0: 90, 5: 10}),
@@ -372,7 +377,7 @@ def test_histogram_figures_draw_no_flat_panels():
 
 def test_a_diverged_run_does_not_stretch_the_loss_axis():
     pytest.importorskip("matplotlib")
-    from asgdbench import plots
+    from asgdbench.study import plots
 
     plt = plots.require_matplotlib()
     fine = fake_run(seed=0)

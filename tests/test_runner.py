@@ -1,4 +1,4 @@
-"""asgdbench.runner: stop rules, configuration errors, telemetry and convergence."""
+"""asgdbench.engine.runner: stop rules, configuration errors, telemetry and convergence."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
-
-from asgdbench import blas, preflight
-from asgdbench.errors import ConfigError
-from asgdbench.registry import available_strategies, parse_spec
-from asgdbench.result import RunResult
-from asgdbench.runner import configure, run
-from asgdbench.worker import LossLog, ThreadTelemetry
-from asgdbench.workloads import get_workload, load_workload
 from conftest import run_watched
+
+from asgdbench.engine import blas, preflight
+from asgdbench.engine.run_result import RunResult
+from asgdbench.engine.runner import configure, run
+from asgdbench.engine.worker import LossLog, ThreadTelemetry
+from asgdbench.errors import ConfigError
+from asgdbench.plugins.strategies import available_strategies, parse_spec
+from asgdbench.workloads import get_workload, load_workload
 
 DIGITS = get_workload("mlp-digits").defaults
 
@@ -127,7 +127,7 @@ def test_one_thread_has_no_staleness_and_no_cas_failure():
 
 def test_staleness_mean_is_exact_beyond_the_histogram():
     """The histogram clips at its last bin; the mean and max come from exact sums."""
-    from asgdbench.telemetry import histogram_summary
+    from asgdbench.engine.statistics import histogram_summary
 
     histogram = np.zeros(8, np.int64)
     histogram[[0, 1, 7]] = [2, 1, 1]  # values 0, 0, 1 and one value of 50,004 clipped into bin 7
@@ -249,7 +249,7 @@ def test_threads_at_the_blas_limit_run_and_one_above_is_refused(tmp_path):
 def test_without_the_limit_twice_as_many_threads_overflow_openblas():
     """Why the limit exists: past it OpenBLAS's table overflows (and the process usually dies)."""
     threads = 2 * (BLAS_LIMIT.threads + 1)
-    script = ("from asgdbench import preflight, runner\n"
+    script = ("from asgdbench.engine import preflight, runner\n"
               "preflight.check_blas_threads = lambda threads: None\n"
               f"runner.run('mlp-digits', 'hogwild', {threads}, target_loss=None, max_time=5)\n")
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -269,7 +269,7 @@ def test_threads_the_process_cannot_start_are_refused():
     # can then not be mapped, and starting threads fails as it does at the system's limit.
     script = (
         "import resource, sys\n"
-        "from asgdbench import preflight\n"
+        "from asgdbench.engine import preflight\n"
         "from asgdbench.errors import ConfigError\n"
         "size = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
         "resource.setrlimit(resource.RLIMIT_AS, (size + 64 * 2**20, resource.RLIM_INFINITY))\n"
@@ -324,7 +324,10 @@ def test_a_run_larger_than_the_memory_left_is_refused(monkeypatch):
 
 def test_the_package_re_exports_the_api():
     import asgdbench
-    from asgdbench import registry, report, result, runner
+    from asgdbench.engine import run_result as result
+    from asgdbench.engine import runner
+    from asgdbench.plugins import strategies as registry
+    from asgdbench.study import report
 
     assert asgdbench.run is runner.run
     assert asgdbench.RunResult is result.RunResult

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_probe_exact, probe_run, run_watched
 
-from asgdbench.registry import available_strategies
-from asgdbench.rng import sample_batch, thread_states
+from asgdbench.engine.rng import sample_batch, thread_states
+from asgdbench.plugins.strategies import available_strategies
 from asgdbench.testing import consistency_stress
 from asgdbench.workloads import load_workload
-from conftest import assert_probe_exact, probe_run, run_watched
 
 CONSISTENT = tuple(name for name, s in available_strategies().items()
                    if s.consistent and s.max_threads != 1)

@@ -8,12 +8,12 @@ import time
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import load
-from asgdbench.monitor import APPLIED_SEEN, FILLED, NEXT_ENTRY, LossMonitor, _scan
-from asgdbench.protocol import APPLIED, CONTROL_CELLS, DROPPED, LOG_CURSOR, READY, STOP
-from asgdbench.registry import Strategy, StrategySpec
-from asgdbench.runner import run
-from asgdbench.worker import LossLog, claim_entry, commit_entry
+from asgdbench.engine.atomics import load
+from asgdbench.engine.monitor import APPLIED_SEEN, FILLED, NEXT_ENTRY, LossMonitor, _scan
+from asgdbench.engine.protocol import APPLIED, CONTROL_CELLS, DROPPED, LOG_CURSOR, READY, STOP
+from asgdbench.engine.runner import run
+from asgdbench.engine.worker import LossLog, claim_entry, commit_entry
+from asgdbench.plugins.strategies import Strategy, StrategySpec
 
 # -- the loss log ----------------------------------------------------------------------
 
@@ -75,8 +75,8 @@ def test_an_entry_whose_slot_is_busy_is_dropped_and_skipped_not_waited_for():
 
 def test_an_entry_rewritten_while_the_monitor_reads_it_is_dropped():
     """The monitor checked entry 0's sequence, then a writer lapping the 1-slot ring replaced it."""
-    from asgdbench.gates import Actor, GateBoard
-    from asgdbench.monitor import ENTRY_SEEN, LOST_ENTRIES
+    from asgdbench.engine.gates import Actor, GateBoard
+    from asgdbench.engine.monitor import ENTRY_SEEN, LOST_ENTRIES
 
     log = LossLog.allocate(capacity=1)
     control = np.zeros(CONTROL_CELLS, np.int64)
@@ -179,7 +179,7 @@ def test_ctrl_c_before_the_start_barrier_opens_leaves_no_worker_behind(monkeypat
     """Interrupted between starting the threads and opening the barrier: every worker ends."""
     import pytest
 
-    from asgdbench import runner
+    from asgdbench.engine import runner
 
     def interrupted(self, threads):
         while self.control[READY] < len(threads):  # all are waiting at the start barrier
@@ -200,7 +200,7 @@ def test_a_ctrl_c_that_something_swallows_still_stops_the_run(monkeypatch):
 
     import pytest
 
-    from asgdbench import runner
+    from asgdbench.engine import runner
 
     compile_kernels = runner._Run._compile
 

@@ -8,14 +8,13 @@ needs this interface, so a workload other than an MLP is one more entry here.
 from __future__ import annotations
 
 import importlib
-
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from asgdbench.errors import ConfigError, PluginError
-from asgdbench.plugins import Registry
+from asgdbench.plugins.registry import Registry
 
 ENTRY_POINT_GROUP = "asgdbench.workloads"
 
@@ -125,7 +124,7 @@ def workloads_by_group() -> dict[str, list[WorkloadSpec]]:
 
 
 def register_workload(spec: WorkloadSpec) -> WorkloadSpec:
-    """Add ``spec`` to the registry after checking it; a name is taken once (see :mod:`asgdbench.plugins`)."""
+    """Add ``spec`` to the registry after checking it; a name is taken once (see :mod:`asgdbench.plugins.registry`)."""
     return WORKLOADS.register(spec)
 
 

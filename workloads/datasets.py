@@ -14,21 +14,17 @@ import hashlib
 import math
 import os
 import pathlib
-import shutil
-import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import platformdirs
 
-from asgdbench.errors import ConfigError, DataError
+from asgdbench.errors import ConfigError, DataError, one_line
 
 DATA_ENV_VAR = "ASGDBENCH_DATA"
 
-DOWNLOAD_RETRIES = 2
 """Further attempts per URL after a failed or corrupt transfer (pooch waits 1 s, 2 s, ... between);
 read when a download starts, so tests can set it to 0."""
 
@@ -207,7 +203,7 @@ def _split(
         )
     except ValueError as err:
         raise ConfigError(
-            f"cannot split {name} with test_fraction={test_fraction}: {_one_line(err)}"
+            f"cannot split {name} with test_fraction={test_fraction}: {one_line(err)}"
         ) from err
     return Dataset(
         name=name,
@@ -264,9 +260,9 @@ def _load_idx_split(folder: pathlib.Path, prefix: str, checksums: Mapping[str, s
     """Images (n, 784) in [0, 1] and labels (n,) of one split, checked to belong together."""
     images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = folder / f"{prefix}-labels-idx1-ubyte.gz"
-    images = _parse_idx(_read_verified(images_path, checksums, title), _IMAGES_MAGIC,
+    images = _parse_idx(read_verified(images_path, checksums, title), _IMAGES_MAGIC,
                         f"{title} file {images_path}")
-    labels = _parse_idx(_read_verified(labels_path, checksums, title), _LABELS_MAGIC,
+    labels = _parse_idx(read_verified(labels_path, checksums, title), _LABELS_MAGIC,
                         f"{title} file {labels_path}")
     if images.shape[1:] != _IDX_IMAGE_SHAPE:
         raise DataError(
@@ -288,34 +284,34 @@ def _scaled_pixels(pixels: np.ndarray, dtype) -> np.ndarray:
     return X
 
 
-def _read_verified(path: pathlib.Path, checksums: Mapping[str, str], title: str = "MNIST") -> bytes:
+def read_verified(path: pathlib.Path, checksums: Mapping[str, str], title: str = "MNIST") -> bytes:
     """The decompressed content of an IDX .gz file, after checking it is the published file."""
-    raw = _gunzip(_read_bytes(path, title), f"{title} file {path}")
-    _check_sha256(raw, path.name.removesuffix(".gz"), f"{title} file {path}", checksums)
+    raw = gunzip(read_bytes(path, title), f"{title} file {path}")
+    check_sha256(raw, path.name.removesuffix(".gz"), f"{title} file {path}", checksums)
     return raw
 
 
-def _read_bytes(path: pathlib.Path, title: str) -> bytes:
+def read_bytes(path: pathlib.Path, title: str) -> bytes:
     """File content, with a missing or unreadable file reported as a DataError."""
     try:
         return path.read_bytes()
     except FileNotFoundError as err:
         raise DataError(f"{title} file {path} is missing") from err
     except OSError as err:
-        raise DataError(f"{title} file {path} cannot be read ({_one_line(err)})") from err
+        raise DataError(f"{title} file {path} cannot be read ({one_line(err)})") from err
 
 
-def _gunzip(data: bytes, source: str) -> bytes:
+def gunzip(data: bytes, source: str) -> bytes:
     """Decompressed gzip bytes; a cut-off or damaged stream becomes a DataError naming the source."""
     try:
         return gzip.decompress(data)
     except EOFError as err:
         raise DataError(f"{source} is truncated (the gzip stream ends early)") from err
     except (gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"{source} is not a valid gzip file ({_one_line(err)})") from err
+        raise DataError(f"{source} is not a valid gzip file ({one_line(err)})") from err
 
 
-def _check_sha256(raw: bytes, name: str, source: str, checksums: Mapping[str, str]) -> None:
+def check_sha256(raw: bytes, name: str, source: str, checksums: Mapping[str, str]) -> None:
     """Reject content that is not the published file `name`, whatever its gzip wrapping."""
     expected = checksums[name]
     actual = hashlib.sha256(raw).hexdigest()
@@ -374,8 +370,8 @@ def load_cifar10(data_dir: str | os.PathLike | None = None,
     """
     folder = resolve_data_dir(data_dir) / "cifar10" / CIFAR10_FOLDER
     try:
-        train = [_read_cifar10_batch(folder / name) for name in CIFAR10_TRAIN]
-        X_test, y_test = _read_cifar10_batch(folder / CIFAR10_TEST)
+        train = [read_cifar10_batch(folder / name) for name in CIFAR10_TRAIN]
+        X_test, y_test = read_cifar10_batch(folder / CIFAR10_TEST)
     except DataError as err:
         raise DataError(f"{err}; {_GET_CIFAR10}") from err
     X_train = np.concatenate([images for images, _ in train])
@@ -385,9 +381,9 @@ def load_cifar10(data_dir: str | os.PathLike | None = None,
                    image_shape=CIFAR10_IMAGE_SHAPE)
 
 
-def _read_cifar10_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar10_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     """Pixels (n, 3072) as uint8 and labels (n,) of one binary batch file."""
-    raw = _read_bytes(path, "CIFAR-10")
+    raw = read_bytes(path, "CIFAR-10")
     if not raw or len(raw) % _CIFAR10_RECORD:
         raise DataError(f"CIFAR-10 file {path} is truncated or corrupt ({len(raw)} bytes is not a "
                         f"whole number of {_CIFAR10_RECORD}-byte records)")
@@ -396,232 +392,6 @@ def _read_cifar10_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     if labels.max() > 9:
         raise DataError(f"CIFAR-10 file {path} is corrupt (label {labels.max()} is not 0..9)")
     return records[:, 1:], labels
-
-
-# --- downloading ------------------------------------------------------------------------
-
-
-def download(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = False
-             ) -> pathlib.Path:
-    """Fetch the data set ``name`` (see :data:`DOWNLOADS`) into the data folder; its folder."""
-    if name not in DOWNLOADS:
-        raise ConfigError(f"unknown data set {name!r} (valid: {', '.join(DOWNLOADS)})")
-    return DOWNLOADS[name](data_dir, progress=progress)
-
-
-def download_mnist(data_dir: str | os.PathLike | None = None, mirrors: Sequence[str] = MNIST_MIRRORS,
-                   timeout: float = 30.0, *, retries: int | None = None,
-                   progress: bool = False) -> pathlib.Path:
-    """Fetch the four MNIST files into <data_dir>/mnist/ and return that folder."""
-    return download_idx_set(MNIST, data_dir, mirrors, timeout, retries=retries, progress=progress)
-
-
-def download_fashion_mnist(data_dir: str | os.PathLike | None = None,
-                           mirrors: Sequence[str] = FASHION_MNIST.mirrors, timeout: float = 30.0, *,
-                           retries: int | None = None, progress: bool = False) -> pathlib.Path:
-    """Fetch the four Fashion-MNIST files into <data_dir>/fashion-mnist/ and return that folder."""
-    return download_idx_set(FASHION_MNIST, data_dir, mirrors, timeout, retries=retries,
-                            progress=progress)
-
-
-def download_idx_set(source: IdxSource, data_dir: str | os.PathLike | None,
-                     mirrors: Sequence[str], timeout: float, *, retries: int | None = None,
-                     progress: bool = False) -> pathlib.Path:
-    """Fetch an IDX data set's four files into <data_dir>/<name>/ and return that folder.
-
-    Files already there and intact are kept. Each file comes from the first
-    mirror that serves a copy with the right content; it is moved under its
-    final name only once verified.
-    """
-    if not mirrors:
-        raise ConfigError(f"no {source.title} mirrors given; pass at least one base URL")
-    with _new_folder(resolve_data_dir(data_dir) / source.name, source.title) as folder:
-        _download_idx_files(source, folder, mirrors, timeout, retries, progress)
-    return folder
-
-
-def _download_idx_files(source: IdxSource, folder: pathlib.Path, mirrors: Sequence[str],
-                        timeout: float, retries: int | None, progress: bool) -> None:
-    for file_name in source.files:
-        target = folder / file_name
-        if _is_intact(target, source):
-            continue
-        with _staging(folder) as staging:
-            problems: list[str] = []
-            for mirror in mirrors:
-                url = (mirror if mirror.endswith("/") else f"{mirror}/") + file_name
-                try:
-                    fetched = _fetch(url, staging, None, timeout, retries, progress)
-                    raw = _gunzip(_read_bytes(fetched, source.title), url)
-                    _check_sha256(raw, file_name.removesuffix(".gz"), url, source.sha256)
-                except DataError as err:
-                    problems.append(str(err))
-                    shutil.rmtree(staging, ignore_errors=True)  # the next mirror starts afresh
-                    staging.mkdir()
-                    continue
-                _move_into_place(fetched, target)
-                break
-            else:
-                raise DataError(
-                    f"could not download {file_name} from any mirror ({'; '.join(problems)}); "
-                    f"check the network connection, or copy the {source.title} .gz files into {folder}"
-                )
-
-
-def download_cifar10(data_dir: str | os.PathLike | None = None, url: str = CIFAR10_URL,
-                     md5: str = CIFAR10_MD5, timeout: float = 60.0, *,
-                     retries: int | None = None, progress: bool = False) -> pathlib.Path:
-    """Fetch the CIFAR-10 binary archive, check its MD5 and unpack it into <data_dir>/cifar10/.
-
-    Returns the folder holding the batch files. Nothing is fetched if they are
-    already there and readable; the 170 MB archive is not kept once unpacked.
-    """
-    with _new_folder(resolve_data_dir(data_dir) / "cifar10", "CIFAR-10") as root:
-        return _download_cifar10_into(root, url, md5, timeout, retries, progress)
-
-
-def _download_cifar10_into(root: pathlib.Path, url: str, md5: str, timeout: float,
-                           retries: int | None, progress: bool) -> pathlib.Path:
-    target = root / CIFAR10_FOLDER
-    if _cifar10_is_intact(target):
-        return target
-    with _staging(root) as staging:
-        try:
-            archive = _fetch(url, staging, f"md5:{md5}", timeout, retries, progress)
-        except DataError as err:
-            raise DataError(f"could not download CIFAR-10 ({err}); check the network connection, "
-                            f"or unpack cifar-10-binary.tar.gz into {root}") from err
-        unpacked = _unpack_cifar10(archive, staging / "unpacked")
-        if target.exists():
-            shutil.rmtree(target)
-        _move_into_place(unpacked, target)
-    return target
-
-
-def _unpack_cifar10(archive: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
-    """Extract the batch files of the archive (nothing else, nothing outside ``into``); check them."""
-    wanted = {f"{CIFAR10_FOLDER}/{name}" for name in (*CIFAR10_TRAIN, CIFAR10_TEST)}
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = [m for m in tar.getmembers() if m.name in wanted and m.isfile()]
-            missing = wanted - {m.name for m in members}
-            if missing:
-                raise DataError(f"the CIFAR-10 archive {archive.name} lacks {', '.join(sorted(missing))}")
-            for member in members:
-                source = tar.extractfile(member)
-                destination = into / member.name
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with source, open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        raise DataError(f"the CIFAR-10 archive {archive.name} is damaged ({_one_line(err)})") from err
-    for name in (*CIFAR10_TRAIN, CIFAR10_TEST):  # raises on a damaged batch, saying which
-        _read_cifar10_batch(into / CIFAR10_FOLDER / name)
-    return into / CIFAR10_FOLDER
-
-
-def _cifar10_is_intact(folder: pathlib.Path) -> bool:
-    """Whether every batch file is there with whole records and valid labels."""
-    try:
-        for name in (*CIFAR10_TRAIN, CIFAR10_TEST):
-            _read_cifar10_batch(folder / name)
-    except DataError:
-        return False
-    return True
-
-
-def _fetch(url: str, staging: pathlib.Path, known_hash: str | None, timeout: float, retries: int | None,
-           progress: bool) -> pathlib.Path:
-    """Download ``url`` into ``staging`` with pooch (hash check, retries); network errors as DataError."""
-    import pooch  # only when downloading
-    import requests
-
-    if retries is None:
-        retries = DOWNLOAD_RETRIES
-    pooch.get_logger().setLevel("WARNING")
-    file_name = url.rsplit("/", 1)[-1]
-    fetcher = pooch.create(path=staging, base_url="", registry={file_name: known_hash},
-                           urls={file_name: url}, retry_if_failed=retries)
-    try:
-        return pathlib.Path(fetcher.fetch(
-            file_name, downloader=pooch.HTTPDownloader(progressbar=progress, timeout=timeout)))
-    except (ValueError, OSError, requests.RequestException) as err:
-        # pooch reports a checksum mismatch as ValueError; requests its HTTP and connection errors
-        raise DataError(f"{url}: {_one_line(err)}") from err
-
-
-class _staging:
-    """A fresh hidden folder inside ``folder`` for one download, removed whatever happens.
-
-    Downloads land there first, on the same file system as their target, so
-    the final move is a rename; an error or Ctrl-C leaves nothing behind.
-    """
-
-    def __init__(self, folder: pathlib.Path) -> None:
-        self.path = folder / f".download-{os.getpid()}"
-
-    def __enter__(self) -> pathlib.Path:
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir()
-        return self.path
-
-    def __exit__(self, *exc_info: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-@contextmanager
-def _new_folder(folder: pathlib.Path, title: str) -> Iterator[pathlib.Path]:
-    """``folder``, created if need be; if the block fails, the folders it created go again.
-
-    A failed download (no network, a bad checksum, Ctrl-C) leaves the data
-    folder as it found it, not with an empty ``mnist/`` in it.
-    """
-    created = [parent for parent in [folder, *folder.parents] if not parent.exists()]
-    _make_folder(folder, title)
-    try:
-        yield folder
-    except BaseException:
-        for path in created:  # deepest first
-            try:
-                path.rmdir()  # only if empty: never removes anything the user had
-            except OSError:
-                break
-        raise
-
-
-def _make_folder(folder: pathlib.Path, title: str) -> pathlib.Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(
-            f"cannot create the {title} folder {folder} ({_one_line(err)}); "
-            f"pass another folder or set {DATA_ENV_VAR}"
-        ) from err
-    return folder
-
-
-def _is_intact(path: pathlib.Path, source: IdxSource) -> bool:
-    """Whether a file is already there with the published content, so need not be downloaded."""
-    try:
-        _read_verified(path, source.sha256, source.title)
-    except DataError:
-        return False
-    return True
-
-
-def _move_into_place(source: pathlib.Path, target: pathlib.Path) -> None:
-    """Rename a verified download to its final name (same file system: atomic)."""
-    try:
-        os.replace(source, target)
-    except OSError as err:
-        raise DataError(
-            f"cannot write {target} ({_one_line(err)}); check the folder's permissions and free space"
-        ) from err
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's text collapsed onto one line, because user-facing errors are one line."""
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -633,9 +403,3 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 FILE_DATASETS = frozenset({"mnist", "fashion-mnist", "cifar10"})
 """The data sets read from the data folder: their loaders take ``(data_dir, dtype=...)``."""
-
-DOWNLOADS: dict[str, Callable[..., pathlib.Path]] = {
-    "cifar10": download_cifar10,
-    "fashion-mnist": download_fashion_mnist,
-    "mnist": download_mnist,
-}

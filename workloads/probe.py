@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import fetch_add
+from asgdbench.engine.atomics import fetch_add
 from asgdbench.workloads.base import Defaults, Workload, WorkloadSpec, register_workload
 
 GRADIENT_VALUE = 0.5  # c: a power of two

@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = r'''
 import inspect, json, time
 import numpy as np
-from asgdbench.protocol import CONTROL_CELLS, MAX_UPDATES
-from asgdbench.registry import get_strategy
-from asgdbench.runner import run
+from asgdbench.engine.protocol import CONTROL_CELLS, MAX_UPDATES
+from asgdbench.plugins.strategies import get_strategy
+from asgdbench.engine.runner import run
 
 def median_time(fn, repeats=200, inner=20):
     times = []

@@ -28,14 +28,14 @@ from typing import Any, Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from perf_targets import interleaved_medians
 from tabulate import tabulate
 
-from asgdbench.runner import single_threaded_blas
-from asgdbench.telemetry import environment
+from asgdbench.engine.machine import environment
+from asgdbench.engine.runner import single_threaded_blas
 from asgdbench.workloads import layers as L
 from asgdbench.workloads.catalog import CNN, LENET
 from asgdbench.workloads.network import Conv, Dense, MaxPool, Network, ReLU, gradient
-from perf_targets import interleaved_medians
 
 CASES = [("cnn", CNN, (1, 28, 28), 16), ("cnn", CNN, (1, 28, 28), 128),
          ("cnn", CNN, (1, 28, 28), 512), ("lenet", LENET, (1, 28, 28), 128)]

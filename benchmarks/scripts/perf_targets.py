@@ -30,10 +30,10 @@ from typing import Any, Callable
 import numpy as np
 from tabulate import tabulate
 
-from asgdbench.protocol import CONTROL_CELLS, MAX_UPDATES
-from asgdbench.registry import get_strategy
-from asgdbench.runner import UNLIMITED_UPDATES, run, single_threaded_blas
-from asgdbench.telemetry import environment
+from asgdbench.engine.machine import environment
+from asgdbench.engine.protocol import CONTROL_CELLS, MAX_UPDATES
+from asgdbench.engine.runner import UNLIMITED_UPDATES, run, single_threaded_blas
+from asgdbench.plugins.strategies import get_strategy
 from asgdbench.workloads import load_workload, mlp
 from asgdbench.workloads.base import Defaults, WorkloadSpec
 from asgdbench.workloads.catalog import build_mlp
@@ -175,7 +175,7 @@ def publish_step(n_params: int, repeats: int) -> dict[str, Any]:
 # -- 4. compile time, cold and warm -------------------------------------------------------
 
 def compile_times() -> dict[str, Any]:
-    code = ("import json, time; t = time.perf_counter(); from asgdbench.runner import run; "
+    code = ("import json, time; t = time.perf_counter(); from asgdbench.engine.runner import run; "
             "r = run('mlp-digits', 'leashed', 2, max_updates=200, target_loss=None); "
             "print(json.dumps({'compile_s': r.compile_s, 'process_s': time.perf_counter() - t}))")
     with tempfile.TemporaryDirectory() as cache:

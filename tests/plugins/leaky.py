@@ -3,10 +3,27 @@
 from numba import njit
 
 from asgdbench.api import (
-    APPLIED, DROPPED, LINE, MAX_UPDATES, NO_SLOT, NOT_PINNED, SLOT_BITS, SLOT_MASK, STOP,
-    Strategy, cas, leashed, pack, pin_latest, register_strategy, sgd_step_into, store,
-    take_spare, unpin,
+    APPLIED,
+    DROPPED,
+    LINE,
+    MAX_UPDATES,
+    NO_SLOT,
+    NOT_PINNED,
+    SLOT_BITS,
+    SLOT_MASK,
+    STOP,
+    Strategy,
+    cas,
+    leashed,
+    pack,
+    pin_latest,
+    register_strategy,
+    sgd_step_into,
+    store,
+    take_spare,
+    unpin,
 )
+
 NEVER_GIVE_UP, PERSISTENCE, SPARE = leashed.NEVER_GIVE_UP, leashed.PERSISTENCE, leashed.SPARE
 
 

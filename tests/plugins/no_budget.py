@@ -3,10 +3,10 @@
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import fetch_add, load
-from asgdbench.protocol import APPLIED
-from asgdbench.registry import Strategy, register_strategy
-from asgdbench.steps import sgd_step_inplace
+from asgdbench.engine.atomics import fetch_add, load
+from asgdbench.engine.protocol import APPLIED
+from asgdbench.engine.steps import sgd_step_inplace
+from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
 def make_state(init_params, n_threads):

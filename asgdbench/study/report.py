@@ -24,10 +24,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from tabulate import tabulate
 
-from asgdbench import blas
+from asgdbench.engine import blas
+from asgdbench.engine.run_result import RunResult
+from asgdbench.engine.statistics import histogram_summary
 from asgdbench.errors import UserError
-from asgdbench.result import RunResult
-from asgdbench.telemetry import histogram_summary
 
 SEQ, LOCK = "seq", "lock"  # the baselines every row is compared with
 MISSING = "—"

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from asgdbench import blas
+from asgdbench.engine import blas
+from asgdbench.engine.run_result import RunConfig
+from asgdbench.engine.worker import LossLog, ThreadTelemetry
 from asgdbench.errors import ConfigError
-from asgdbench.registry import StrategySpec
-from asgdbench.result import RunConfig
-from asgdbench.worker import LossLog, ThreadTelemetry
+from asgdbench.plugins.strategies import StrategySpec
 from asgdbench.workloads import Workload
 
 MEMORY_HEADROOM = 0.9
@@ -31,7 +31,7 @@ MEMORY_HEADROOM = 0.9
 def check(workload: Workload, spec: StrategySpec, config: RunConfig) -> None:
     """Refuse ``config`` on ``workload`` if the process or the machine cannot run it.
 
-    The BLAS thread limit needs no workload, so :func:`asgdbench.runner.validate_config`
+    The BLAS thread limit needs no workload, so :func:`asgdbench.engine.runner.validate_config`
     checks it (:func:`check_blas_threads`) with the rest of a configuration, before
     any data is loaded.
     """
@@ -48,7 +48,7 @@ def check_batch_size(workload: Workload, batch_size: int) -> None:
 
 
 def check_blas_threads(threads: int) -> None:
-    """At most as many threads as the loaded BLAS can serve at once (see :mod:`asgdbench.blas`)."""
+    """At most as many threads as the loaded BLAS can serve at once (see :mod:`asgdbench.engine.blas`)."""
     limit = blas.thread_limit()
     if limit is not None and threads > limit.threads:
         raise ConfigError(f"{threads} threads is more than this process can run: at most "

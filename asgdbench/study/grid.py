@@ -6,7 +6,7 @@ hour in. Runs execute one at a time, never concurrently: two runs sharing the
 cores would measure each other. A cell's identity is ``RunConfig.key()``, which
 is how an interrupted grid resumes without redoing finished runs; a resume
 under other stop rules is refused, since its runs would not be repeats.
-Before the first run, every distinct cell passes :mod:`~asgdbench.preflight`.
+Before the first run, every distinct cell passes :mod:`~asgdbench.engine.preflight`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Callable, Collection, Sequence
 
 from tqdm import tqdm
 
-from asgdbench import preflight
+from asgdbench.engine import preflight
+from asgdbench.engine.run_result import RunConfig, RunResult
+from asgdbench.engine.runner import WORKLOAD_DEFAULT, configure, run
 from asgdbench.errors import ConfigError
-from asgdbench.registry import parse_spec
-from asgdbench.result import RunConfig, RunResult
-from asgdbench.runner import WORKLOAD_DEFAULT, configure, run
+from asgdbench.plugins.strategies import parse_spec
 from asgdbench.workloads import Workload, WorkloadSpec
 
 DEFAULT_WORKLOAD = "mlp-digits"
@@ -130,7 +130,7 @@ def _rule_text(value: float | None) -> str:
 
 
 def check_can_run(workload: Workload, cells: Sequence[RunConfig]) -> None:
-    """Refuse the grid before its first run if any cell cannot run here (see :mod:`~asgdbench.preflight`).
+    """Refuse the grid before its first run if any cell cannot run here (see :mod:`~asgdbench.engine.preflight`).
 
     Cells that differ only in step size or seed need the same resources, so
     each distinct (strategy, threads, batch size) is checked once.

@@ -17,9 +17,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import UserError
-from asgdbench.report import Row
-from asgdbench.result import RunResult
+from asgdbench.study.report import Row
 
 RUNS_FILE = "runs.jsonl"
 SUMMARY_CSV = "summary.csv"

@@ -1,6 +1,6 @@
 """Plugin registration and discovery, one set of rules for every kind of plugin.
 
-Strategies (:mod:`asgdbench.registry`) and workloads (:mod:`asgdbench.workloads`)
+Strategies (:mod:`asgdbench.plugins.strategies`) and workloads (:mod:`asgdbench.workloads`)
 are both a :class:`Registry`: a name is letters, digits, ``-`` and ``_``; an
 item is checked when it registers, before anything compiles; a name is taken
 once (the same source registering it again, say a plugin file loaded twice, is
@@ -17,7 +17,6 @@ breaks every command.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import re
@@ -25,7 +24,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from asgdbench.errors import ConfigError, PluginError
@@ -143,42 +141,6 @@ class Registry(Generic[T]):
         """Unregister ``name`` (for tests that register throw-away items)."""
         self._items.pop(name, None)
         self._sources.pop(name, None)
-
-
-def load_plugin_file(path: str | Path) -> None:
-    """Execute a drop-in plugin file, which registers its strategies or workloads on import.
-
-    Every failure (no such file, a syntax error, an exception while importing,
-    a bad registration) is a :class:`PluginError` naming the file; the original
-    exception is its ``__cause__`` (``--debug`` shows it).
-    """
-    from asgdbench.registry import available_strategies
-    from asgdbench.workloads import available_workloads
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"plugin file {str(path)!r} does not exist")
-    available_strategies()  # discover the built-ins first, so that a clash is seen
-    available_workloads()
-    module_name = f"asgdbench_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"plugin file {str(path)!r} is not a Python module")
-    source = {"kind": "file", "path": str(path.resolve()),
-              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        with registering_from(source):
-            spec.loader.exec_module(module)
-    except PluginError:
-        raise
-    except SyntaxError as error:
-        raise PluginError(f"plugin file {path}: syntax error at line {error.lineno}: "
-                          f"{error.msg}") from error
-    except Exception as error:
-        raise PluginError(f"plugin file {path} failed while importing: "
-                          f"{type(error).__name__}: {error}") from error
 
 
 def import_package_modules(package: str) -> None:

@@ -11,13 +11,13 @@ oversubscribed (more threads than cores).
 
 from numba import njit
 
-from asgdbench.atomics import cas, cpu_pause, load, os_yield
-from asgdbench.gates import gate
+from asgdbench.engine.atomics import cas, cpu_pause, load, os_yield
+from asgdbench.engine.gates import gate
 
 _COUNT_MASK = (1 << 32) - 1
 _SPINS_BEFORE_YIELD = 64
 
-# test-only gate points (see asgdbench.gates)
+# test-only gate points (see asgdbench.engine.gates)
 STOP_SEEN = 10  # a waiter saw the stop flag and has not yet tried to withdraw
 
 

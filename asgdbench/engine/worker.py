@@ -1,6 +1,6 @@
 """The worker loop every thread runs, in nopython code without the GIL.
 
-It is the harness's half of the strategy contract (:mod:`asgdbench.protocol`):
+It is the harness's half of the strategy contract (:mod:`asgdbench.engine.protocol`):
 the loop owns minibatch sampling, the gradient, timing and telemetry, and
 calls the strategy's ``read`` / ``update`` / ``retire`` kernels, which numba
 inlines as first-class function arguments. Each finished gradient appends one
@@ -24,13 +24,21 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from asgdbench.atomics import cas, fetch_add, load, store
-from asgdbench.barrier import spin_wait_hint
-from asgdbench.clock import monotonic_ns
-from asgdbench.protocol import (
-    APPLIED, DROPPED, GO, LOG_CURSOR, MERGED, NOT_READ, READY, STOP, STOP_FLAG,
+from asgdbench.engine.atomics import cas, fetch_add, load, store
+from asgdbench.engine.barrier import spin_wait_hint
+from asgdbench.engine.clock import monotonic_ns
+from asgdbench.engine.protocol import (
+    APPLIED,
+    DROPPED,
+    GO,
+    LOG_CURSOR,
+    MERGED,
+    NOT_READ,
+    READY,
+    STOP,
+    STOP_FLAG,
 )
-from asgdbench.rng import sample_batch
+from asgdbench.engine.rng import sample_batch
 
 # columns of the per-thread counter rows (a row is one cache line)
 (COMPUTED, APPLIED_COUNT, DROPPED_COUNT, MERGED_COUNT, STALENESS_SUM, STALENESS_MAX,

@@ -1,7 +1,7 @@
 """The ``asgdbench`` command line: list, run, compare, report and download.
 
-Thin on purpose: it parses arguments, calls :mod:`~asgdbench.grid`,
-:mod:`~asgdbench.results`, :mod:`~asgdbench.report` and :mod:`~asgdbench.plots`,
+Thin on purpose: it parses arguments, calls :mod:`~asgdbench.study.grid`,
+:mod:`~asgdbench.study.result_folder`, :mod:`~asgdbench.study.report` and :mod:`~asgdbench.study.plots`,
 and prints. Every mistake a user can make (a bad name or value, missing data,
 an unwritable folder, a malformed command line) ends as one line on stderr and
 exit code 2, found before the first run starts.
@@ -19,17 +19,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from asgdbench import grid, plots, report
+from asgdbench.engine.run_result import RunResult
+from asgdbench.engine.runner import WORKLOAD_DEFAULT
 from asgdbench.errors import UserError
-from asgdbench.registry import available_strategies, load_plugin_file
-from asgdbench.result import RunResult
-from asgdbench.results import RUNS_FILE, SUMMARY_CSV, SUMMARY_MD, ResultStore
-from asgdbench.runner import WORKLOAD_DEFAULT
+from asgdbench.plugins.files import load_plugin_file
+from asgdbench.plugins.strategies import available_strategies
+from asgdbench.study import grid, plots, report
+from asgdbench.study.result_folder import RUNS_FILE, SUMMARY_CSV, SUMMARY_MD, ResultStore
 from asgdbench.version import __version__
 from asgdbench.workloads import (
-    WORKLOAD_GROUPS, available_workloads, get_workload, load_workload, workloads_by_group,
+    WORKLOAD_GROUPS,
+    available_workloads,
+    get_workload,
+    load_workload,
+    workloads_by_group,
 )
-from asgdbench.workloads.datasets import DATA_ENV_VAR, DOWNLOADS, download, resolve_data_dir
+from asgdbench.workloads.datasets import DATA_ENV_VAR, resolve_data_dir
+from asgdbench.workloads.download import DOWNLOADS, download
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -388,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from asgdbench.registry import parse_spec
+    from asgdbench.plugins.strategies import parse_spec
     from asgdbench.testing import check_strategy
 
     spec = parse_spec(args.spec)

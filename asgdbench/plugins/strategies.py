@@ -11,77 +11,17 @@ A spec string picks a strategy and its parameters: ``leashed:tp=inf``,
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from asgdbench.engine.steps import retire_nothing
 from asgdbench.errors import ConfigError, PluginError
-from asgdbench.plugins import (  # noqa: F401  (load_plugin_file, describe_source: re-exported)
-    Registry, describe_source, import_package_modules, load_plugin_file,
-)
-from asgdbench.steps import retire_nothing
+from asgdbench.plugins.params import Param, bind, split_spec
+from asgdbench.plugins.registry import Registry, import_package_modules
 
 ENTRY_POINT_GROUP = "asgdbench.algorithms"
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-def _parse_int_or_inf(text: str) -> int | float:
-    return math.inf if text.lower() in ("inf", "infinity") else int(text)
-
-
-_CONVERTERS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "int": (int, "an integer"),
-    "int_or_inf": (_parse_int_or_inf, "an integer or inf"),
-    "float": (float, "a number"),
-    "bool": (_parse_bool, "true or false"),
-}
-
-
-@dataclass(frozen=True)
-class Param:
-    """One typed, documented parameter of a strategy.
-
-    ``kind`` is ``"int"``, ``"float"``, ``"bool"`` or ``"int_or_inf"`` (an
-    integer, or ``inf`` for "unbounded").
-    """
-
-    name: str
-    kind: str
-    default: Any
-    doc: str
-    minimum: float | None = None
-
-    def parse(self, text: str) -> Any:
-        """Turn the text of a spec value into a checked Python value."""
-        value = self._convert(text.strip())
-        if self.minimum is not None and value < self.minimum:
-            raise ConfigError(f"parameter {self.name}={text} must be >= {self.minimum:g}")
-        return value
-
-    def _convert(self, text: str) -> Any:
-        converter, expected = _CONVERTERS[self.kind]
-        try:
-            return converter(text)
-        except ValueError:
-            raise ConfigError(f"parameter {self.name}={text!r} is not {expected}") from None
-
-    def format(self, value: Any) -> str:
-        """The canonical spec text of ``value``."""
-        if value == math.inf:
-            return "inf"
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _first_array(state: tuple) -> np.ndarray:
@@ -117,7 +57,7 @@ class Strategy:
       which ``update`` gets back; ``protocol.NOT_READ`` if the run stopped
       while the read waited;
     - ``update(state, tid, token, grad, lr, control) -> (outcome, staleness, attempts)``
-      with ``outcome`` one of the codes in :mod:`asgdbench.protocol`;
+      with ``outcome`` one of the codes in :mod:`asgdbench.engine.protocol`;
     - ``retire(state, tid)``: give back what the thread still holds, at exit
       (default: nothing to give back);
     - ``final_params(state) -> ndarray`` and ``peak_param_vectors(state, n_threads) -> int``
@@ -268,14 +208,6 @@ def parse_spec(spec: str | StrategySpec) -> StrategySpec:
     """Parse ``name:p1=v1:p2=v2``; unset parameters take their defaults."""
     if isinstance(spec, StrategySpec):
         return spec
-    name, *assignments = spec.strip().split(":")
-    strategy = get_strategy(name.strip())
-    given: dict[str, Any] = {}
-    for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"bad parameter {assignment!r} in {spec!r}: write name=value")
-        param = strategy.param(key.strip())
-        given[param.name] = param.parse(text)
-    values = tuple((p.name, given.get(p.name, p.default)) for p in strategy.params)
-    return StrategySpec(strategy, values)
+    name, given = split_spec(spec)
+    strategy = get_strategy(name)
+    return StrategySpec(strategy, bind(strategy.params, given, f"strategy {name!r}"))

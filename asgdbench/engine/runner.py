@@ -23,25 +23,43 @@ import numpy as np
 from numba.core.errors import NumbaError
 from threadpoolctl import threadpool_limits
 
-from asgdbench import blas, preflight
+from asgdbench.engine import blas, preflight
+from asgdbench.engine.machine import environment
+from asgdbench.engine.monitor import (
+    DIVERGED,
+    EVENT_TIME_NS,
+    EVENT_UPDATES,
+    FILLED,
+    NEXT_ENTRY,
+    REACHED,
+    LossMonitor,
+    StopRule,
+)
+from asgdbench.engine.protocol import CONTROL_CELLS, ERROR, GO, MAX_UPDATES, READY, STOP_FLAG
+from asgdbench.engine.rng import thread_states
+from asgdbench.engine.run_result import RunConfig, RunResult
+from asgdbench.engine.statistics import downsample_trace, histogram_summary
+from asgdbench.engine.worker import (
+    APPLIED_COUNT,
+    ATTEMPTS_SUM,
+    COMPUTED,
+    DROPPED_COUNT,
+    LOG_LOST,
+    STALENESS_MAX,
+    STALENESS_SUM,
+    LossLog,
+    ThreadTelemetry,
+    worker_loop,
+)
 from asgdbench.errors import ConfigError, PluginError
-from asgdbench.monitor import (
-    DIVERGED, EVENT_TIME_NS, EVENT_UPDATES, FILLED, NEXT_ENTRY, REACHED, LossMonitor, StopRule,
+from asgdbench.plugins.registry import describe_source
+from asgdbench.plugins.strategies import (
+    StrategySpec,
+    available_strategies,
+    parse_spec,
+    strategy_source,
 )
-from asgdbench.protocol import CONTROL_CELLS, ERROR, GO, MAX_UPDATES, READY, STOP_FLAG
-from asgdbench.registry import (
-    StrategySpec, available_strategies, describe_source, parse_spec, strategy_source,
-)
-from asgdbench.result import RunConfig, RunResult
-from asgdbench.rng import thread_states
-from asgdbench.telemetry import downsample_trace, environment, histogram_summary
-from asgdbench.worker import (
-    APPLIED_COUNT, ATTEMPTS_SUM, COMPUTED, DROPPED_COUNT, LOG_LOST, STALENESS_MAX, STALENESS_SUM,
-    LossLog, ThreadTelemetry, worker_loop,
-)
-from asgdbench.workloads import (
-    WORKLOADS, Defaults, Workload, available_workloads, load_workload,
-)
+from asgdbench.workloads import WORKLOADS, Defaults, Workload, available_workloads, load_workload
 
 UNLIMITED_UPDATES = 1 << 62
 STOP_GRACE_S = 30.0

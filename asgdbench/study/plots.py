@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import UserError
-from asgdbench.report import Row, pooled_histogram
-from asgdbench.result import RunResult
+from asgdbench.study.report import Row, pooled_histogram
 
 INSTALL_HINT = "pip install 'asgdbench[plot]'"
 EXACT_BINS_UP_TO = 8

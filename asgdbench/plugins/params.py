@@ -1,0 +1,97 @@
+"""The parameter grammar shared by every plugin kind: typed parameters and spec strings.
+
+A spec string names a plugin and binds some of its parameters,
+``name:p1=v1:p2=v2`` (``leashed:tp=inf``, ``tail:amplitude=0.5``); every value
+is parsed and checked by the :class:`Param` that declares it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from asgdbench.errors import ConfigError
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _parse_int_or_inf(text: str) -> int | float:
+    return math.inf if text.lower() in ("inf", "infinity") else int(text)
+
+
+_CONVERTERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "int": (int, "an integer"),
+    "int_or_inf": (_parse_int_or_inf, "an integer or inf"),
+    "float": (float, "a number"),
+    "bool": (_parse_bool, "true or false"),
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed, documented parameter of a strategy.
+
+    ``kind`` is ``"int"``, ``"float"``, ``"bool"`` or ``"int_or_inf"`` (an
+    integer, or ``inf`` for "unbounded").
+    """
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    minimum: float | None = None
+
+    def parse(self, text: str) -> Any:
+        """Turn the text of a spec value into a checked Python value."""
+        value = self._convert(text.strip())
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"parameter {self.name}={text} must be >= {self.minimum:g}")
+        return value
+
+    def _convert(self, text: str) -> Any:
+        converter, expected = _CONVERTERS[self.kind]
+        try:
+            return converter(text)
+        except ValueError:
+            raise ConfigError(f"parameter {self.name}={text!r} is not {expected}") from None
+
+    def format(self, value: Any) -> str:
+        """The canonical spec text of ``value``."""
+        if value == math.inf:
+            return "inf"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def split_spec(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """``"name:p1=v1:p2=v2"`` as ``("name", [("p1", "v1"), ("p2", "v2")])``, unparsed."""
+    name, *assignments = spec.strip().split(":")
+    pairs = []
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad parameter {assignment!r} in {spec!r}: write name=value")
+        pairs.append((key.strip(), text))
+    return name.strip(), pairs
+
+
+def bind(params: tuple[Param, ...], given: list[tuple[str, str]], owner: str
+         ) -> tuple[tuple[str, Any], ...]:
+    """Every parameter of ``params`` with its value: parsed from ``given``, else its default."""
+    by_name = {p.name: p for p in params}
+    values: dict[str, Any] = {}
+    for key, text in given:
+        if key not in by_name:
+            valid = ", ".join(by_name) or "none"
+            raise ConfigError(f"{owner} has no parameter {key!r} (valid: {valid})")
+        values[key] = by_name[key].parse(text)
+    return tuple((p.name, values.get(p.name, p.default)) for p in params)
