@@ -7,10 +7,16 @@ reads can be inconsistent and concurrent writes to a component can be lost.
     loop:
         x  <- params                      (shared, read while others write)
         g  <- gradient(x, minibatch)
-        for i: params[i] <- params[i] - lr * g[i]     (racy)
+        τ  <- tickets taken since x was read
+        for i: params[i] <- params[i] - step(lr, τ) * g[i]     (racy)
 
 An atomic ticket counter only numbers the updates, for the update budget and
-for staleness; it orders nothing.
+for staleness; it orders nothing. Its τ, for the step rule and the staleness
+telemetry, is approximate: the counter is read when the read starts and
+ticked when the apply starts, while the vector itself is written component
+by component by overlapping applies, so the vector a gradient saw is not
+exactly "version token" and the updates between read and apply are not
+exactly τ.
 """
 
 import numpy as np
@@ -18,7 +24,7 @@ from numba import njit
 
 from asgdbench.engine.atomics import fetch_add, load
 from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.engine.steps import sgd_step_inplace
+from asgdbench.engine.steps import rule_step, sgd_step_inplace
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
@@ -33,14 +39,16 @@ def read(state, tid, control):
     return params, load(tickets, 0, "monotonic")
 
 
-@njit(nogil=True, cache=True)
-def update(state, tid, token, grad, lr, control):
+@njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
+def update(state, tid, token, grad, lr, control, rule, rule_state):
     params, tickets = state
     ticket = fetch_add(tickets, 0, 1)
     if ticket >= control[MAX_UPDATES]:
-        return STOP, 0, 0
-    sgd_step_inplace(params, grad, lr)
-    return APPLIED, ticket - token, 1
+        return STOP, 0, 0, lr
+    staleness = ticket - token
+    step = rule_step(rule, rule_state, lr, staleness, tid)
+    sgd_step_inplace(params, grad, step)
+    return APPLIED, staleness, 1, step
 
 
 register_strategy(Strategy(

@@ -9,7 +9,8 @@ The model is a chain of immutable, versioned parameter vectors; one shared word
         s <- a spare vector                    (this thread's, kept across attempts)
         repeat at most tp + 1 times:           (persistence bound; tp=inf: forever)
             b <- pin(latest)
-            s <- b - lr * g                    (stamped version(b) + 1)
+            τ <- version(b) - version(x)       (this attempt's staleness)
+            s <- b - step(lr, τ) * g           (stamped version(b) + 1)
             if CAS(latest, b, s): unpin(b) twice; return applied
             unpin(b)                           (lost the race: retry on the new latest)
         drop g, keep s for next time
@@ -39,6 +40,9 @@ never matches S's reference word once S was recycled (``tests/test_leashed.py``
 replays the schedule that broke the earlier pin-then-take order), and a free
 slot (count 0) never matches at all.
 
+The step rule is asked once per attempt, with the τ of the base that attempt
+builds on: a retry builds on a newer base, so its τ and its step are new.
+
 Versions have 47 bits: the kernels publish no version above
 :data:`MAX_VERSION` (about 1.4e14 updates, over a year at 4 M updates/s) and
 stop the run there, as on an update budget. Every wait observes the run's stop
@@ -62,7 +66,7 @@ from asgdbench.engine.protocol import (
     STOP,
     STOP_FLAG,
 )
-from asgdbench.engine.steps import sgd_step_into
+from asgdbench.engine.steps import rule_step, sgd_step_into
 from asgdbench.plugins.strategies import Param, Strategy, register_strategy
 
 SLOT_BITS = 16
@@ -220,8 +224,8 @@ def read(state, tid, control):
     return pool[word & SLOT_MASK], word >> SLOT_BITS
 
 
-@njit(nogil=True, cache=True)
-def update(state, tid, token, grad, lr, control):
+@njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
+def update(state, tid, token, grad, lr, control, rule, rule_state):
     pool, latest, refs, next_free, mine, meta, gates = state
     held = mine[tid * LINE + HELD]
     if held != NO_SLOT:  # done computing on the read vector
@@ -231,28 +235,30 @@ def update(state, tid, token, grad, lr, control):
     persistence = meta[PERSISTENCE]
     spare = take_spare(state, tid, control)  # before the pin: invariant (I)
     if spare == NO_SLOT:
-        return STOP, 0, 0
+        return STOP, 0, 0, lr
     attempts = 0
     while True:
         base = pin_latest(state, tid, control)
         if base == NOT_PINNED:
-            return STOP, 0, attempts
+            return STOP, 0, attempts, lr
         base_slot = base & SLOT_MASK
         base_version = base >> SLOT_BITS
         if base_version >= limit:
             unpin(state, base_slot, 1)
-            return STOP, 0, attempts
-        sgd_step_into(pool[spare], pool[base_slot], grad, lr)
+            return STOP, 0, attempts, lr
+        staleness = base_version - token  # against this attempt's base
+        step = rule_step(rule, rule_state, lr, staleness, tid)
+        sgd_step_into(pool[spare], pool[base_slot], grad, step)
         store(refs, spare * LINE, pack(base_version + 1, 1), "release")
         attempts += 1
         gate(gates, BEFORE_PUBLISH, tid)
         if cas(latest, 0, base, pack(base_version + 1, spare)) == base:
             state[MINE][tid * LINE + SPARE] = NO_SLOT
             unpin(state, base_slot, 2)  # our pin, and the reference of ``latest``
-            return APPLIED, base_version - token, attempts
+            return APPLIED, staleness, attempts, step
         unpin(state, base_slot, 1)
         if persistence != NEVER_GIVE_UP and attempts > persistence:
-            return DROPPED, 0, attempts
+            return DROPPED, 0, attempts, lr
 
 
 @njit(nogil=True, cache=True)
@@ -301,6 +307,19 @@ def slots_used(state: tuple, n_threads: int) -> int:
     return int(state[5][SLOTS_USED])
 
 
+def live_slots(state: tuple, n_threads: int) -> int:
+    """Vectors alive now: slots with a reference (latest, pinned) or held as a thread's spare.
+
+    Called while the threads run (the monitor samples it), so the words are
+    read racily: a sample, never used for a decision.
+    """
+    pool, latest, refs, next_free, mine, meta, gates = state
+    used = min(int(meta[SLOTS_USED]), pool.shape[0])
+    referenced = np.flatnonzero(refs[:used * LINE:LINE] & COUNT_MASK)
+    spares = mine[SPARE::LINE]
+    return len(set(referenced.tolist()) | set(spares[spares >= 0].tolist()))
+
+
 def inspect(state: tuple) -> dict:
     """The pool after a run: every slot but the latest should be free again."""
     return {"latest_version": latest_version(state), "free_slots": len(free_slots(state)),
@@ -321,6 +340,7 @@ register_strategy(Strategy(
     retire=retire,
     final_params=final_params,
     peak_param_vectors=slots_used,
+    live_param_vectors=live_slots,
     inspect=inspect,
     uses_cas=True,
     consistent=True,

@@ -3,7 +3,9 @@
     loop:
         lock;  x_local <- params;  unlock          (consistent copy)
         g <- gradient(x_local, minibatch)
-        lock;  params <- params - lr * g;  unlock
+        lock;  τ <- updates since the read;  params <- params - step(lr, τ) * g;  unlock
+
+τ is exact: both the read and the update count updates under the mutex.
 
 The mutex is a pthread mutex, as the paper's ``std::mutex``: a waiting thread
 sleeps in the kernel, so a preempted lock holder stalls everyone behind it. A
@@ -15,7 +17,7 @@ from numba import njit
 
 from asgdbench.engine.atomics import mutex_lock, mutex_unlock, new_mutex, store
 from asgdbench.engine.protocol import APPLIED, ERROR, MAX_UPDATES, NOT_READ, STOP
-from asgdbench.engine.steps import copy_into, sgd_step_inplace
+from asgdbench.engine.steps import copy_into, rule_step, sgd_step_inplace
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
@@ -38,21 +40,22 @@ def read(state, tid, control):
     return local_copies[tid], version
 
 
-@njit(nogil=True, cache=True)
-def update(state, tid, token, grad, lr, control):
+@njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
+def update(state, tid, token, grad, lr, control, rule, rule_state):
     params, local_copies, mutex, updates = state
     if mutex_lock(mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
-        return STOP, 0, 0
-    outcome, staleness = STOP, 0
+        return STOP, 0, 0, lr
+    outcome, staleness, step = STOP, 0, lr
     if updates[0] < control[MAX_UPDATES]:
-        sgd_step_inplace(params, grad, lr)
         staleness = updates[0] - token
+        step = rule_step(rule, rule_state, lr, staleness, tid)
+        sgd_step_inplace(params, grad, step)
         updates[0] += 1
         outcome = APPLIED
     if mutex_unlock(mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
-    return outcome, staleness, 1 if outcome == APPLIED else 0
+    return outcome, staleness, 1 if outcome == APPLIED else 0, step
 
 
 register_strategy(Strategy(

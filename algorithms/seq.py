@@ -3,14 +3,17 @@
     loop:
         x  <- params                      (no copy: nobody else writes)
         g  <- gradient(x, minibatch)
-        params <- params - lr * g
+        params <- params - step(lr, τ=0) * g
+
+τ is always 0 (nothing is published between the read and the apply), so the
+step rule is a constant: its value at τ = 0.
 """
 
 import numpy as np
 from numba import njit
 
 from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.engine.steps import sgd_step_inplace
+from asgdbench.engine.steps import rule_step, sgd_step_inplace
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
@@ -25,14 +28,15 @@ def read(state, tid, control):
     return params, updates[0]
 
 
-@njit(nogil=True, cache=True)
-def update(state, tid, token, grad, lr, control):
+@njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
+def update(state, tid, token, grad, lr, control, rule, rule_state):
     params, updates = state
     if updates[0] >= control[MAX_UPDATES]:
-        return STOP, 0, 0
-    sgd_step_inplace(params, grad, lr)
+        return STOP, 0, 0, lr
+    step = rule_step(rule, rule_state, lr, 0, tid)
+    sgd_step_inplace(params, grad, step)
     updates[0] += 1
-    return APPLIED, 0, 1
+    return APPLIED, 0, 1, step
 
 
 register_strategy(Strategy(

@@ -7,12 +7,18 @@ applies the average of the m gradients to its own slice of the vector:
         x  <- params                      (all threads see the same version)
         g_t <- gradient(x, minibatch_t);  publish g_t
         barrier
-        params[my slice] <- params[my slice] - lr * mean_t(g_t)[my slice]
+        params[my slice] <- params[my slice] - step(lr, τ=0) * mean_t(g_t)[my slice]
         barrier
 
 One round is one update (an effective minibatch m times larger), counted by
 thread 0; the other threads' gradients are MERGED into it. A thread that sees
 the run stopping withdraws from the first barrier, so nobody waits forever.
+
+τ is always 0: every gradient of a round was computed on the vector the round
+updates. So the step rule is a constant, its value at τ = 0. Every thread asks
+the rule once per round (so per-thread rule state, such as a warm-up count,
+advances alike on every thread), but only thread 0's answer, published before
+the first barrier, is the round's step: all slices take the same one.
 """
 
 import numpy as np
@@ -20,7 +26,7 @@ from numba import njit
 
 from asgdbench.engine.barrier import barrier_wait
 from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, MERGED, NEVER, STOP, STOP_FLAG
-from asgdbench.engine.steps import copy_into
+from asgdbench.engine.steps import copy_into, in_type_of, rule_step
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 GRADIENTS_IN = 0  # barrier cell: every gradient of the round is published
@@ -33,35 +39,40 @@ def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
     rounds = np.zeros(1, dtype=np.int64)  # written by thread 0 between the barriers
     inv_threads = np.array([1.0 / n_threads], dtype=init_params.dtype)
     gates = None  # a test puts a GateBoard's array here
-    return (init_params.copy(), grads, barriers, rounds, inv_threads, gates)
+    round_step = np.zeros(1, dtype=np.float64)  # thread 0's rule answer, before the first barrier
+    return (init_params.copy(), grads, barriers, rounds, inv_threads, gates, round_step)
 
 
 @njit(nogil=True, cache=True)
 def read(state, tid, control):
-    params, grads, barriers, rounds, inv_threads, gates = state
+    params, grads, barriers, rounds, inv_threads, gates, round_step = state
     return params, rounds[0]
 
 
-@njit(nogil=True, cache=True)
-def update(state, tid, token, grad, lr, control):
-    params, grads, barriers, rounds, inv_threads, gates = state
+@njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
+def update(state, tid, token, grad, lr, control, rule, rule_state):
+    params, grads, barriers, rounds, inv_threads, gates, round_step = state
     n_threads = grads.shape[0]
     if rounds[0] >= control[MAX_UPDATES]:  # every thread decides alike: rounds is stable here
-        return STOP, 0, 0
+        return STOP, 0, 0, lr
     copy_into(grads[tid], grad)
+    mine = rule_step(rule, rule_state, lr, 0, tid)
+    if tid == 0:
+        state[6][0] = mine  # read by all after the barrier, which orders it
     if not barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, gates, tid):
-        return STOP, 0, 0
+        return STOP, 0, 0, lr
     n = params.shape[0]
     lo = tid * n // n_threads
     hi = (tid + 1) * n // n_threads
-    step = lr * inv_threads[0]
+    applied_step = in_type_of(round_step[0], lr)
+    step = applied_step * inv_threads[0]
     for t in range(n_threads):
         for i in range(lo, hi):
             params[i] -= step * grads[t, i]
     if tid == 0:
         rounds[0] += 1
     barrier_wait(barriers, UPDATED, n_threads, control, NEVER, gates, tid)
-    return (APPLIED if tid == 0 else MERGED), 0, 1
+    return (APPLIED if tid == 0 else MERGED), 0, 1, applied_step
 
 
 register_strategy(Strategy(

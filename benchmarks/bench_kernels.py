@@ -22,8 +22,12 @@ from numba import njit
 from asgdbench.engine.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES
 from asgdbench.engine.rng import sample_batch, thread_states
 from asgdbench.engine.runner import UNLIMITED_UPDATES, single_threaded_blas
+from asgdbench.engine.steps import sgd_step_inplace, sgd_step_into
+from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import parse_spec
 from asgdbench.workloads import Workload, load_workload
+from asgdbench.workloads.network import Network, mlp_layers
+from asgdbench.workloads.network import gradient as network_gradient
 from benchmarks import current_scale
 
 STEPS_PER_CALL = 1000
@@ -40,12 +44,12 @@ def gradient_steps(gradient, params, data, rows, work, grad, steps):
 
 
 @njit(nogil=True)
-def read_update_steps(read, update, state, grad, lr, control, steps):
+def read_update_steps(read, update, rule, rule_state, state, grad, lr, control, steps):
     """``steps`` read + update pairs as thread 0 of the worker loop makes them; returns updates applied."""
     applied = 0
     for _ in range(steps):
         _, token = read(state, 0, control)
-        outcome, _, _ = update(state, 0, token, grad, lr, control)
+        outcome = update(state, 0, token, grad, lr, control, rule, rule_state)[0]
         applied += outcome == APPLIED
     return applied
 
@@ -78,7 +82,7 @@ SCALE = current_scale()
 
 
 class GradientStep:
-    """The MLP's forward + backward pass on one minibatch (``workloads.mlp.gradient``)."""
+    """A workload's forward + backward pass on one minibatch (``workloads.network.gradient``)."""
 
     params = [list(SCALE.workloads)]
     param_names = ["workload"]
@@ -117,7 +121,9 @@ class StrategyStep:
     def setup(self, workload: str, strategy: str) -> None:
         batch = PreparedBatch.load(workload)
         spec = parse_spec(strategy)
-        self.kernels = (spec.strategy.read, spec.strategy.update)
+        constant = parse_step_spec(None)  # the default rule: the step is lr
+        self.kernels = (spec.strategy.read, spec.strategy.update, constant.rule.step,
+                        constant.make_state(1))
         self.state = spec.strategy.make_state(batch.params, 1, **spec.kwargs)
         self.grad = batch.grad
         self.lr = batch.workload.dtype.type(batch.workload.defaults.lr)
@@ -126,9 +132,142 @@ class StrategyStep:
         self.steps(1)  # compiles
 
     def steps(self, count: int) -> int:
-        read, update = self.kernels
-        return read_update_steps(read, update, self.state, self.grad, self.lr, self.control, count)
+        read, update, rule, rule_state = self.kernels
+        return read_update_steps(read, update, rule, rule_state, self.state, self.grad, self.lr,
+                                 self.control, count)
 
     def time_read_update(self, workload: str, strategy: str) -> None:
         """1,000 read + update pairs: asv's milliseconds are microseconds per pair."""
         self.steps(STEPS_PER_CALL)
+
+
+# -- Leashed-SGD's publish against the memory limit (issue 13) -----------------------------
+
+PUBLISH_SIZES = (134_794, 1 << 20)
+"""mlp-mnist's parameter count (the paper's network) and a round million."""
+PUBLISHES_PER_CALL = 100
+
+
+@njit(nogil=True)
+def step_into_passes(destination, source, grad, lr, passes):
+    """``passes`` calls of the publish step's vector loop alone (no atomics, no pool)."""
+    for _ in range(passes):
+        sgd_step_into(destination, source, grad, lr)
+
+
+class PublishVectors:
+    """One vector size's three contenders: Leashed-SGD's read + publish, its step loop alone, np.copyto.
+
+    The publish runs with one thread (nothing contends, every CAS succeeds), and
+    each publish builds the next version from the last: base and gradient read,
+    new vector written, three memory streams against copy's two.
+    """
+
+    def __init__(self, n_params: int, dtype: str, lr: float = 2.0 ** -10) -> None:
+        dtype_ = np.dtype(dtype)
+        spec, constant = parse_spec("leashed:tp=inf"), parse_step_spec(None)
+        self.kernels = (spec.strategy.read, spec.strategy.update, constant.rule.step,
+                        constant.make_state(1))
+        self.state = spec.strategy.make_state(np.zeros(n_params, dtype_), 1, **spec.kwargs)
+        self.final_params = spec.strategy.final_params
+        self.grad = np.full(n_params, 0.5, dtype_)
+        self.lr = dtype_.type(lr)
+        self.control = np.zeros(CONTROL_CELLS, np.int64)
+        self.control[MAX_UPDATES] = UNLIMITED_UPDATES
+        self.source, self.destination = np.ones(n_params, dtype_), np.empty(n_params, dtype_)
+        self.step_kernel(1)  # compiles; publish compiles on its first call
+
+    def publish(self, count: int) -> int:
+        """``count`` read + publish pairs; returns how many were applied."""
+        read, update, rule, rule_state = self.kernels
+        return read_update_steps(read, update, rule, rule_state, self.state, self.grad, self.lr,
+                                 self.control, count)
+
+    def step_kernel(self, count: int) -> None:
+        step_into_passes(self.destination, self.source, self.grad, self.lr, count)
+
+    def copyto(self, count: int) -> None:
+        for _ in range(count):
+            np.copyto(self.destination, self.source)
+
+
+class PublishStep:
+    """Leashed-SGD's publish vs np.copyto of the same vector, one thread; 100 per call.
+
+    asv's milliseconds are tens of microseconds per publish (or per copy). The
+    issue's target is publish <= 1.5x copyto at both sizes; the ratio is printed
+    by ``benchmarks/scripts/perf_targets.py``.
+    """
+
+    params = [list(PUBLISH_SIZES), ["float32", "float64"]]
+    param_names = ["n_params", "dtype"]
+    timeout = 120.0
+
+    def setup(self, n_params: int, dtype: str) -> None:
+        self.vectors = PublishVectors(n_params, dtype)
+        self.vectors.publish(1)  # compiles
+
+    def time_publish(self, n_params: int, dtype: str) -> None:
+        self.vectors.publish(PUBLISHES_PER_CALL)
+
+    def time_step_kernel(self, n_params: int, dtype: str) -> None:
+        self.vectors.step_kernel(PUBLISHES_PER_CALL)
+
+    def time_copyto(self, n_params: int, dtype: str) -> None:
+        self.vectors.copyto(PUBLISHES_PER_CALL)
+
+
+# -- one SEQ update of the paper's MLP at batch 16 (issue 13 item 3) -------------------------
+
+SMALL_BATCH_LAYERS = (784, 128, 128, 128, 10)
+"""mlp-mnist's network; the data is random with MNIST's shape, so no download is needed."""
+UPDATES_PER_CALL = 1000
+
+
+@njit(nogil=True)
+def seq_updates(gradient, params, data, n_samples, rows, rng, work, grad, lr, updates):
+    """``updates`` SEQ steps as the worker loop makes them: draw rows, gradient, step in place."""
+    total = 0.0
+    for _ in range(updates):
+        sample_batch(rng, n_samples, rows)
+        total += gradient(params, data, rows, work, grad)
+        sgd_step_inplace(params, grad, lr)
+    return total
+
+
+class PerUpdateSmallBatch:
+    """Per-update time of SEQ on the 784-128-128-128-10 MLP at batch 16 (1,000 per call).
+
+    asv's milliseconds are microseconds per update. The issue's target is <= 0.10 ms per
+    update in float32 on the reference machine; ``benchmarks/scripts/perf_targets.py``
+    prints it against the arithmetic at the core's GEMM rate.
+    """
+
+    params = [["float32", "float64"]]
+    param_names = ["dtype"]
+    timeout = 120.0
+
+    def setup(self, dtype: str) -> None:
+        dtype_ = np.dtype(dtype)
+        sizes = SMALL_BATCH_LAYERS
+        model = Network((sizes[0], 1, 1), mlp_layers(sizes[1:-1], sizes[-1]), dtype_)
+        data_rng = np.random.default_rng(SEED)
+        X = data_rng.random((10_000, sizes[0])).astype(dtype_)
+        self.data = (X, data_rng.integers(0, sizes[-1], X.shape[0]), model.table)
+        self.params = model.init_params(SEED)
+        self.rows = np.zeros(16, np.int64)
+        self.rng = thread_states(SEED, 1)[0].copy()
+        self.work, self.grad = model.make_workspace(16), np.empty_like(self.params)
+        self.lr = dtype_.type(0.01)
+        self.blas = single_threaded_blas()
+        self.updates(1)  # compiles
+
+    def teardown(self, dtype: str) -> None:
+        self.blas.restore_original_limits()
+
+    def updates(self, count: int) -> float:
+        return seq_updates(network_gradient, self.params, self.data, self.data[0].shape[0],
+                           self.rows, self.rng, self.work, self.grad, self.lr, count)
+
+    def time_seq_update(self, dtype: str) -> None:
+        self.updates(UPDATES_PER_CALL)

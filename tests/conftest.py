@@ -63,7 +63,10 @@ def probe_run(algorithm: str, threads: int, updates: int, **kwargs: Any) -> RunR
 # -- a plain NumPy MLP ---------------------------------------------------------------
 
 class NumpyMLP:
-    """The MLP of :mod:`asgdbench.workloads.mlp` written the obvious way, for reference.
+    """The MLP workloads' network written the obvious way, for reference.
+
+    The workloads build it as a Dense/ReLU layer list
+    (:func:`asgdbench.workloads.network.mlp_layers`).
 
     Same flat layout (per layer: W as fan_in x fan_out, then b), ReLU hidden
     layers, softmax cross-entropy averaged over the batch.

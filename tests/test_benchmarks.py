@@ -10,6 +10,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from asv_runner.discovery import disc_benchmarks
 
@@ -24,7 +25,7 @@ from benchmarks import bench_kernels, bench_training  # noqa: E402
 
 BENCHMARK_CLASSES = (bench_training.Convergence, bench_training.Execution,
                      bench_training.Contention, bench_kernels.GradientStep,
-                     bench_kernels.StrategyStep)
+                     bench_kernels.StrategyStep, bench_kernels.PublishStep)
 
 
 def test_discovery_imports_bench_modules_only():
@@ -34,7 +35,7 @@ def test_discovery_imports_bench_modules_only():
     imported = {name for name in set(sys.modules) - before if name.startswith("benchmarks.")}
     assert {name.split(".")[0] for name in names} == {"bench_kernels", "bench_training"}
     assert not any("scripts" in name for name in imported)
-    assert len(names) == 9  # 8 for the scale grid, 1 for the cnn-fashion grid
+    assert len(names) == 13  # 8 for the scale grid, 1 for the cnn-fashion grid, 3 publish, 1 per-update
 
 
 @pytest.mark.parametrize("cls", BENCHMARK_CLASSES, ids=lambda cls: cls.__name__)
@@ -146,3 +147,15 @@ def test_strategy_driver_applies_one_update_per_pair(strategy):
     bench = bench_kernels.StrategyStep()
     bench.setup("mlp-digits", strategy)
     assert bench.steps(50) == 50
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_publish_driver_builds_each_version_from_the_last(dtype):
+    """k publishes of gradient 0.5 at lr 2^-10 leave -k * 2^-11 everywhere (exact in binary)."""
+    vectors = bench_kernels.PublishVectors(64, dtype)
+    assert vectors.publish(7) == 7
+    np.testing.assert_array_equal(vectors.final_params(vectors.state), np.full(64, -7 * 2.0 ** -11))
+    vectors.step_kernel(2)  # rebuilds the same vector from an unchanged source
+    np.testing.assert_array_equal(vectors.destination, np.full(64, 1 - 2.0 ** -11))
+    vectors.copyto(1)
+    np.testing.assert_array_equal(vectors.destination, vectors.source)

@@ -9,7 +9,6 @@ and --resume completes the grid, and that user errors are one line with exit 2.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import shutil
@@ -20,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import in_process, key_of, read_runs
 
-from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import ConfigError
 from asgdbench.study import grid
 from asgdbench.study.cli import main
@@ -39,22 +38,6 @@ def asgdbench(*args: str | Path, cwd: Path, env: dict | None = None,
     return subprocess.run([sys.executable, "-m", "asgdbench", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env=env, stdin=subprocess.DEVNULL)
-
-
-def in_process(capsys, *args: str | Path) -> subprocess.CompletedProcess:
-    """``asgdbench ARGS`` through :func:`main` in this process: no interpreter start-up to pay."""
-    capsys.readouterr()
-    code = main([str(arg) for arg in args])
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
-
-
-def read_runs(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
-
-
-def key_of(run: dict) -> tuple:
-    return RunResult.from_dict(run).config.key()
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

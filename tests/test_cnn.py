@@ -15,7 +15,7 @@ from conftest import run_watched
 from test_layers import central_differences, numpy_conv, numpy_maxpool
 
 from asgdbench.errors import DataError
-from asgdbench.workloads import Workload, datasets, load_workload, mlp
+from asgdbench.workloads import Workload, datasets, load_workload
 from asgdbench.workloads.catalog import CNN, LENET
 from asgdbench.workloads.network import Conv, Dense, MaxPool, Network, ReLU, gradient
 
@@ -103,12 +103,11 @@ def test_float32_gradient_agrees_with_float64(small_problem):
 
 
 def test_an_mlp_is_a_layer_list(numpy_mlp):
-    """Dense/ReLU layers give the MLP's loss and gradient, in the MLP's parameter layout."""
+    """Dense/ReLU layers give the MLP's loss and gradient, in the MLP's parameter layout
+    (``tests/test_mlp.py`` has the MLP's own tests)."""
     sizes = (8, 6, 5, 3)
     rng = np.random.default_rng(1)
     model = Network((sizes[0], 1, 1), (Dense(6), ReLU(), Dense(5), ReLU(), Dense(3)), np.dtype(np.float64))
-    assert model.n_params == mlp.MLP(sizes).n_params
-    np.testing.assert_array_equal(model.init_params(4), mlp.MLP(sizes, np.dtype(np.float64)).init_params(4))
     params = rng.normal(0, 0.5, model.n_params)
     X, y = rng.normal(size=(20, 8)), rng.integers(0, 3, 20)
     loss, grad = kernel_loss_and_gradient(model, params, X, y)

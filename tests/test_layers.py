@@ -158,6 +158,22 @@ def test_conv_float32_agrees_with_float64(how):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("how", CONV_KERNELS)
+def test_conv_forward_with_fused_relu_is_relu_of_the_output(how):
+    """The ``relu`` flag (a following ReLU fused into the copy-out) gives max(conv, 0)."""
+    x, w, b = conv_problem(CONV_SHAPES[1])
+    batch, in_c, height, width = x.shape
+    out_c, _, k, _ = w.shape
+    forward, _, scratch_size = CONV_KERNELS[how]
+    out = np.full((batch, out_c, height - k + 1, width - k + 1), np.nan)
+    scratch = np.full(scratch_size(in_c, height, width, out_c, k), np.nan)
+    forward(x.ravel(), w.ravel(), b, out.reshape(-1), scratch, batch, in_c, height, width, out_c,
+            k, True)
+    expected = np.maximum(numpy_conv(x, w, b), 0)
+    assert (expected == 0).any() and (expected > 0).any()
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
 # -- max pooling --------------------------------------------------------------------------
 
 POOL_SHAPES = [(2, 3, 6, 6), (1, 2, 5, 7), (2, 1, 2, 3)]  # odd sizes are floored
@@ -190,6 +206,23 @@ def test_maxpool_backward_matches_central_differences(shape):
     np.testing.assert_allclose(d_x, numeric, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("shape", POOL_SHAPES)
+def test_maxpool_backward_given_its_relu_input_is_relu_backward_after_it(shape):
+    """Passing the pool's input (a ReLU's output) fuses the ReLU's backward: the same deltas
+    as the pool's backward followed by :func:`relu_backward` on the full map."""
+    x = np.maximum(RNG.normal(size=shape), 0)  # a ReLU's output
+    x[0, 0, :2, :2] = 0  # one window whose winner is not positive
+    out, argmax = run_pool(x)
+    probe = RNG.normal(size=out.shape)
+    expected = np.full(x.shape, np.nan)
+    L.maxpool_backward(probe.reshape(-1), argmax, expected.reshape(-1), out.size, x.size)
+    L.relu_backward(x.reshape(-1), expected.reshape(-1), x.size)
+    fused = np.full(x.shape, np.nan)
+    L.maxpool_backward(probe.reshape(-1), argmax, fused.reshape(-1), out.size, x.size, x.reshape(-1))
+    assert (out == 0).any()  # some window's winner is not positive
+    np.testing.assert_array_equal(fused, expected)
+
+
 # -- ReLU -------------------------------------------------------------------------------------
 
 def test_relu_forward_and_backward():
@@ -205,20 +238,24 @@ def test_relu_forward_and_backward():
 
 # -- dense and the loss ---------------------------------------------------------------------
 
-def test_dense_forward_matches_numpy_and_backward_matches_central_differences():
-    batch, fan_in, fan_out = 5, 7, 4
+@pytest.mark.parametrize("fan_out", [4, 40])  # 40: wide enough for the transposed forward
+@pytest.mark.parametrize("scratch_size", [0, 5 * 40], ids=["plain", "transposed"])
+def test_dense_forward_matches_numpy_and_backward_matches_central_differences(fan_out, scratch_size):
+    """Both orientations (``x @ W`` and ``(W^T x^T)^T``, chosen by batch, width and scratch)."""
+    batch, fan_in = 5, 7
     x, w, b = RNG.normal(size=(batch, fan_in)), RNG.normal(size=(fan_in, fan_out)), RNG.normal(size=fan_out)
     probe = RNG.normal(size=(batch, fan_out))
+    scratch = np.full(scratch_size, np.nan)
 
     def forward() -> np.ndarray:
         out = np.full(batch * fan_out, np.nan)
-        L.dense_forward(x.reshape(-1), w.reshape(-1), b, out, batch, fan_in, fan_out)
+        L.dense_forward(x.reshape(-1), w.reshape(-1), b, out, scratch, batch, fan_in, fan_out)
         return out.reshape(batch, fan_out)
 
     np.testing.assert_allclose(forward(), x @ w + b, rtol=1e-12)
     d_w, d_b, d_x = np.full(w.shape, np.nan), np.full(fan_out, np.nan), np.full(x.shape, np.nan)
     L.dense_backward(x.reshape(-1), w.reshape(-1), probe.reshape(-1), d_w.reshape(-1), d_b,
-                     d_x.reshape(-1), batch, fan_in, fan_out, True)
+                     d_x.reshape(-1), scratch, batch, fan_in, fan_out, True)
     loss = lambda: float(np.sum(forward() * probe))  # noqa: E731
     for analytic, values in ((d_w, w), (d_b, b), (d_x, x)):
         np.testing.assert_allclose(analytic, central_differences(loss, values), rtol=1e-6, atol=1e-8)

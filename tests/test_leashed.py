@@ -47,6 +47,7 @@ from asgdbench.engine.protocol import (
 )
 from asgdbench.engine.runner import UNLIMITED_UPDATES, run
 from asgdbench.errors import ConfigError
+from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.testing import GRADIENT, STEP, UPDATE_VALUE
 
 N_PARAMS = 64
@@ -68,7 +69,7 @@ def _stop_every_model():
 class Model:
     """A Leashed state with gates, and the kernels called as thread ``tid`` would."""
 
-    def __init__(self, threads: int, tp: float = float("inf")) -> None:
+    def __init__(self, threads: int, tp: float = float("inf"), step: str | None = None) -> None:
         _MODELS.append(self)
         self.board = GateBoard(threads)
         state = leashed.make_state(np.zeros(N_PARAMS), threads, tp)
@@ -76,14 +77,18 @@ class Model:
         self.control = np.zeros(CONTROL_CELLS, np.int64)
         self.control[MAX_UPDATES] = UNLIMITED_UPDATES
         self.grad = np.full(N_PARAMS, GRADIENT)
+        rule = parse_step_spec(step)
+        self.rule, self.rule_state = rule.rule.step, rule.make_state(threads)
 
     def read(self, tid: int) -> tuple[np.ndarray, int]:
         return read(self.state, tid, self.control)
 
-    def update(self, tid: int, token: int) -> tuple[int, int, int]:
-        return update(self.state, tid, token, self.grad, STEP, self.control)
+    def update(self, tid: int, token: int) -> tuple[int, int, int, float]:
+        """(outcome, staleness, attempts, step), as the kernel returns them."""
+        return update(self.state, tid, token, self.grad, STEP, self.control, self.rule,
+                      self.rule_state)
 
-    def step(self, tid: int) -> tuple[int, int, int]:
+    def step(self, tid: int) -> tuple[int, int, int, float]:
         """One whole read + update by thread ``tid``."""
         _, token = self.read(tid)
         return self.update(tid, token)
@@ -310,13 +315,32 @@ def test_a_lost_race_drops_or_retries_as_the_bound_says(tp, outcome, attempts):
     assert m.step(B)[0] == APPLIED  # B publishes first: A's CAS must fail
     m.board.disarm(A)
     m.board.release(A)
-    got, staleness, tries = publisher.result()
+    got, staleness, tries, _ = publisher.result()
     assert (got, tries) == (outcome, attempts)
     if outcome == APPLIED:
         assert staleness == 1  # built on B's update, read before it
     retire(m.state, A)
     retire(m.state, B)
     m.assert_quiescent(applied=1 + (outcome == APPLIED))
+
+
+def test_a_retry_recomputes_staleness_and_step_against_its_new_base():
+    """With ``inverse``: A's first attempt builds on v0 (τ 0, full step); B publishes v1
+    first; A's retry builds on v1, so its τ is 1 and it publishes with half the step."""
+    m = Model(threads=2, step="inverse")
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)  # attempt 1 written: v0 - STEP * g
+    assert m.step(B) == (APPLIED, 0, 1, STEP)  # v1 = -UPDATE_VALUE
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (APPLIED, 1, 2, STEP / 2)
+    version, slot = m.latest()
+    assert version == 2
+    # v2 = v1 - (STEP / 2) * g: the retry's step, not the first attempt's (that would be -2 UPDATE_VALUE)
+    np.testing.assert_array_equal(m.state[0][slot], -1.5 * UPDATE_VALUE)
 
 
 # -- the free list -------------------------------------------------------------------

@@ -50,8 +50,8 @@ def test_seq_reproduces_numpy_sgd(numpy_mlp):
     result = run_watched("mlp-digits", "seq", 1, seed=seed, max_updates=updates,
                          target_loss=None, max_time=None, dtype="float64", window=window)
     workload = load_workload("mlp-digits", dtype="float64")
-    X, y, layers = workload.train_data
-    reference = numpy_mlp(layers)
+    X, y, _ = workload.train_data
+    reference = numpy_mlp(workload.description["layer_sizes"])
     params = workload.init_params(seed)
     rng = thread_states(seed, 1)[0].copy()
     rows = np.empty(result.config.batch_size, np.int64)

@@ -151,11 +151,11 @@ def _read(state, tid, control):
 
 
 @njit(nogil=True)
-def _update_that_hangs(state, tid, token, grad, lr, control):
+def _update_that_hangs(state, tid, token, grad, lr, control, rule, rule_state):
     """Spins until the test lets it go, never looking at the stop flag (a broken plugin)."""
     while load(state[1], 0, "acquire") == 0:
         pass
-    return STOP, 0, 0
+    return STOP, 0, 0, lr
 
 
 def test_a_stuck_strategy_becomes_an_error_result_not_a_hung_process():

@@ -51,6 +51,16 @@ class Dense:
 
 Layer = Conv | MaxPool | ReLU | Dense
 
+
+def mlp_layers(hidden: tuple[int, ...], n_classes: int) -> tuple[Layer, ...]:
+    """A multilayer perceptron as a layer list: ``Dense, ReLU`` per hidden layer, then ``Dense``.
+
+    On input shape ``(n_features, 1, 1)`` its parameter layout and initialisation are the
+    classic MLP's (per layer ``W`` as fan_in x fan_out, then ``b``).
+    """
+    return (*(layer for units in hidden for layer in (Dense(units), ReLU())), Dense(n_classes))
+
+
 # layer kinds, and the columns of the layer table
 CONV, POOL, RELU, DENSE = range(4)
 (KIND, IN_C, IN_H, IN_W, OUT_C, OUT_H, OUT_W, KERNEL, PARAMS_AT, N_WEIGHTS, IN_AT, OUT_AT,
@@ -92,10 +102,22 @@ def _output_of(table, layer, acts, batch):
 
 
 @njit(nogil=True, cache=True)
+def _in_place_relu(table, layer):
+    """Whether ``layer`` exists and is a ReLU that overwrites its input."""
+    return (0 <= layer < table.shape[0] and table[layer, KIND] == RELU
+            and table[layer, IN_AT] == table[layer, OUT_AT])
+
+
+@njit(nogil=True, cache=True)
 def forward(params, table, xb, acts, argmax, scratch, batch):
-    """Run every layer on the ``batch`` samples in ``xb``; returns the logits (batch x classes)."""
+    """Run every layer on the ``batch`` samples in ``xb``; returns the logits (batch x classes).
+
+    A ReLU right after a conv or dense layer is fused into that layer's output pass.
+    """
+    fused = False
     for layer in range(table.shape[0]):
         row = table[layer]
+        relu_next = _in_place_relu(table, layer + 1)
         x = _input_of(table, layer, xb, acts, batch)
         out = _output_of(table, layer, acts, batch)
         w_at, n_w = row[PARAMS_AT], row[N_WEIGHTS]
@@ -103,31 +125,40 @@ def forward(params, table, xb, acts, argmax, scratch, batch):
         if kind == CONV and row[BY_GEMM]:
             L.conv_forward_gemm(x, params[w_at:w_at + n_w],
                                 params[w_at + n_w:w_at + n_w + row[OUT_C]], out, scratch, batch,
-                                row[IN_C], row[IN_H], row[IN_W], row[OUT_C], row[KERNEL])
+                                row[IN_C], row[IN_H], row[IN_W], row[OUT_C], row[KERNEL], relu_next)
         elif kind == CONV:
             L.conv_forward(x, params[w_at:w_at + n_w], params[w_at + n_w:w_at + n_w + row[OUT_C]],
                            out, scratch, batch, row[IN_C], row[IN_H], row[IN_W], row[OUT_C],
-                           row[KERNEL])
+                           row[KERNEL], relu_next)
         elif kind == POOL:
             at = batch * row[ARGMAX_AT]
             L.maxpool_forward(x, out, argmax[at:at + out.shape[0]], batch, row[IN_C], row[IN_H],
                               row[IN_W])
         elif kind == RELU:
+            if fused:  # already applied by the layer before
+                fused = False
+                continue
             if row[IN_AT] != row[OUT_AT]:  # only a network that starts with a ReLU
                 out[:] = x
             L.relu_forward(out, out.shape[0])
         else:
             fan_in, fan_out = _size(table, layer, 0), row[OUT_C]
             L.dense_forward(x, params[w_at:w_at + n_w], params[w_at + n_w:w_at + n_w + fan_out],
-                            out, batch, fan_in, fan_out)
+                            out, scratch, batch, fan_in, fan_out, relu_next)
+        fused = relu_next and kind != POOL
     last = table.shape[0] - 1
     return _output_of(table, last, acts, batch).reshape((batch, table[last, OUT_C]))
 
 
 @njit(nogil=True, cache=True)
 def backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad):
-    """Backpropagate ``deltas[0]`` (d loss / d logits) through every layer into ``grad``."""
+    """Backpropagate ``deltas[0]`` (d loss / d logits) through every layer into ``grad``.
+
+    A max-pool that reads a ReLU's output applies that ReLU's backward while it routes the
+    gradient (only winners that are positive get one), so the ReLU's map is not passed over.
+    """
     current = 0
+    fused = False
     for layer in range(table.shape[0] - 1, -1, -1):
         row = table[layer]
         kind = row[KIND]
@@ -139,7 +170,9 @@ def backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad):
         w_at, n_w = row[PARAMS_AT], row[N_WEIGHTS]
         b_at = w_at + n_w
         if kind == RELU:
-            L.relu_backward(_output_of(table, layer, acts, batch), d_out, n_out)
+            if not fused:
+                L.relu_backward(_output_of(table, layer, acts, batch), d_out, n_out)
+            fused = False
             continue  # in place: the delta stays in the same buffer
         if kind == CONV and row[BY_GEMM]:
             L.conv_backward_gemm(x, params[w_at:b_at], d_out, grad[w_at:b_at],
@@ -151,11 +184,16 @@ def backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad):
                             row[KERNEL], need_d_x)
         elif kind == POOL:
             at = batch * row[ARGMAX_AT]
-            L.maxpool_backward(d_out, argmax[at:at + n_out], d_x, n_out, n_in)
+            if _in_place_relu(table, layer - 1):
+                L.maxpool_backward(d_out, argmax[at:at + n_out], d_x, n_out, n_in, x)
+                fused = True
+            else:
+                L.maxpool_backward(d_out, argmax[at:at + n_out], d_x, n_out, n_in)
         else:
             fan_in = _size(table, layer, 0)
             L.dense_backward(x, params[w_at:b_at], d_out, grad[w_at:b_at],
-                             grad[b_at:b_at + row[OUT_C]], d_x, batch, fan_in, row[OUT_C], need_d_x)
+                             grad[b_at:b_at + row[OUT_C]], d_x, scratch, batch, fan_in, row[OUT_C],
+                             need_d_x)
         current = 1 - current
 
 
@@ -289,7 +327,8 @@ class Network:
                 np.empty(batch_size, np.int64),
                 np.empty(batch_size * n_acts, self.dtype),
                 np.empty(batch_size * n_argmax, np.int64),
-                np.empty(self._conv_scratch_size(), self.dtype),
+                np.empty(max(self._conv_scratch_size(), self._dense_scratch_size(batch_size)),
+                         self.dtype),
                 np.empty((2, batch_size * widest), self.dtype))
 
     def _conv_scratch_size(self) -> int:
@@ -301,6 +340,10 @@ class Network:
                                                  row[KERNEL]) if row[BY_GEMM]
                              else int(row[IN_H] * row[IN_W]))
         return int(max(sizes))
+
+    def _dense_scratch_size(self, batch_size: int) -> int:
+        widths = [max(_size_of(row, 0), _size_of(row, 1)) for row in self.table if row[KIND] == DENSE]
+        return L.dense_scratch_size(batch_size, max(widths))
 
     def evaluate(self, params: np.ndarray, X: np.ndarray, y: np.ndarray,
                  chunk: int = 1024) -> tuple[float, float]:

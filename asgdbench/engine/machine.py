@@ -1,4 +1,4 @@
-"""The machine and software a result was measured on: CPU, cores, packages, commit, BLAS."""
+"""The machine and software a result was measured on: host, CPU, cores, packages, commit, BLAS."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def _machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
+        "host": platform.node(),  # which node of a cluster ran it (see asgdbench.study.cluster)
         "cpu_model": _cpu_model(),
         "cpu_cores": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

@@ -131,3 +131,39 @@ def _scan(log, cells, ring, sums, target, divergence_limit, gates=None):
                 cells[EVENT_TIME_NS] = time_ns
                 cells[EVENT_UPDATES] = cells[APPLIED_SEEN]
     return cells[EVENT]
+
+
+@dataclass
+class LiveVectorSampler:
+    """Time-averaged live parameter vectors, from samples the runner takes while it polls.
+
+    Each sample holds until the next one (a step function), so the mean weighs
+    every count by how long it lasted; the peak a strategy reports after the
+    run says how high it went, this says where it stayed.
+    """
+
+    points: list[tuple[float, int]]
+
+    @classmethod
+    def empty(cls) -> "LiveVectorSampler":
+        return cls([])
+
+    def sample(self, seconds: float, count: int) -> None:
+        self.points.append((seconds, int(count)))
+
+    def summary(self, end_s: float, trace_limit: int = 200) -> dict:
+        """``mean`` (time-weighted), ``max`` sampled, ``samples``, and a ``trace`` of [s, count]."""
+        if not self.points:
+            return {}
+        weighted, last_count = 0.0, self.points[-1][1]
+        for (start, count), (stop, _) in zip(self.points, self.points[1:]):
+            weighted += count * (stop - start)
+        span = max(end_s, self.points[-1][0]) - self.points[0][0]
+        weighted += last_count * (span - (self.points[-1][0] - self.points[0][0]))
+        mean = weighted / span if span > 0 else float(last_count)
+        step = max(1, -(-len(self.points) // trace_limit))
+        trace = [list(point) for point in self.points[::step]]
+        if trace[-1] != list(self.points[-1]):
+            trace.append(list(self.points[-1]))
+        return {"mean": mean, "max": max(count for _, count in self.points),
+                "samples": len(self.points), "trace": trace}

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from asgdbench.plugins.step_rules import combined_label
+
 STATUSES = ("converged", "diverged", "timeout", "budget", "error")
 
 
@@ -25,11 +27,18 @@ class RunConfig:
     max_time: float | None
     max_updates: int | None
     dtype: str = "float32"
+    step: str = "constant"
+    """The step rule's canonical spec (runs recorded before step rules existed: constant)."""
 
     def key(self) -> tuple:
         """Identity of a grid cell, for resuming a grid without redoing runs."""
-        return (self.workload, self.algorithm, self.threads, float(self.lr), self.batch_size,
-                self.seed, self.dtype)
+        return (self.workload, self.algorithm, self.step, self.threads, float(self.lr),
+                self.batch_size, self.seed, self.dtype)
+
+    @property
+    def label(self) -> str:
+        """Strategy and step rule, as tables show them: ``leashed:tp=inf+inverse``."""
+        return combined_label(self.algorithm, self.step)
 
 
 @dataclass
@@ -61,6 +70,8 @@ class RunResult:
     test_loss: float | None
     test_accuracy: float | None
     compile_s: float
+    step_rule: dict[str, Any] = field(default_factory=dict)
+    """The steps applied: mean step, mean/min/max factor (step / lr), a histogram of factors."""
     evaluation: dict[str, Any] = field(default_factory=dict)
     strategy_state: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +89,13 @@ class RunResult:
     """Where the strategy came from: built-in, a plugin file (path and SHA-256), an entry point."""
     workload_source: dict[str, Any] = field(default_factory=dict)
     """Where the workload came from, likewise."""
+    step_source: dict[str, Any] = field(default_factory=dict)
+    """Where the step rule came from, likewise."""
+    live_param_vectors: dict[str, Any] = field(default_factory=dict)
+    """Parameter vectors alive during the run, sampled by the monitor every poll: ``mean``
+    (time-weighted), ``max`` (of the samples), ``samples``, ``trace`` ([seconds, count])."""
+    mean_live_param_bytes: float | None = None
+    """``live_param_vectors["mean"]`` times the bytes of one vector."""
 
     @property
     def converged(self) -> bool:

@@ -32,6 +32,7 @@ from asgdbench.engine.monitor import (
     FILLED,
     NEXT_ENTRY,
     REACHED,
+    LiveVectorSampler,
     LossMonitor,
     StopRule,
 )
@@ -44,15 +45,26 @@ from asgdbench.engine.worker import (
     ATTEMPTS_SUM,
     COMPUTED,
     DROPPED_COUNT,
+    FACTOR_BIN_WIDTH,
+    FACTOR_MAX,
+    FACTOR_MIN,
     LOG_LOST,
     STALENESS_MAX,
     STALENESS_SUM,
+    STEP_SUM,
     LossLog,
     ThreadTelemetry,
     worker_loop,
 )
 from asgdbench.errors import ConfigError, PluginError
 from asgdbench.plugins.registry import describe_source
+from asgdbench.plugins.step_rules import (
+    StepSpec,
+    available_step_rules,
+    check_rule_state,
+    parse_step_spec,
+    step_rule_source,
+)
 from asgdbench.plugins.strategies import (
     StrategySpec,
     available_strategies,
@@ -82,6 +94,7 @@ def run(
     algorithm: str | StrategySpec,
     threads: int,
     *,
+    step: str | StepSpec | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -97,6 +110,7 @@ def run(
 ) -> RunResult:
     """Train ``workload`` with ``threads`` threads under ``algorithm`` until a stop rule fires.
 
+    ``step`` is the step-rule spec (default ``constant``: every apply takes ``lr``).
     ``target_loss``/``max_time`` default to the workload's; pass None to disable
     one. ``max_updates`` is an exact update budget. ``window`` is how many
     minibatch losses the smoothed loss averages (default: about 2048 samples).
@@ -104,9 +118,10 @@ def run(
     are reported as stuck: the result then has status ``error``.
     """
     spec = parse_spec(algorithm)
+    step_spec = parse_step_spec(step)
     if isinstance(workload, str):
         workload = load_workload(workload, data_dir=data_dir, dtype=dtype)
-    config = configure(workload.name, workload.defaults, spec, threads, lr=lr,
+    config = configure(workload.name, workload.defaults, spec, threads, step=step_spec, lr=lr,
                        batch_size=batch_size, seed=seed, target_loss=target_loss,
                        max_time=max_time, max_updates=max_updates, dtype=workload.dtype.name)
     preflight.check(workload, spec, config)  # before any state exists
@@ -114,7 +129,8 @@ def run(
         window = max(16, math.ceil(2048 / config.batch_size))
     rule = StopRule(config.target_loss, config.max_time, config.max_updates, diverge_factor, window)
     with single_threaded_blas(), interrupts_kept():
-        return _Run(workload, spec, config, rule, poll_interval, stop_grace_s).execute()
+        return _Run(workload, spec, step_spec, config, rule, poll_interval,
+                    stop_grace_s).execute()
 
 
 _INTERRUPTED = threading.Event()
@@ -168,11 +184,13 @@ def raise_if_interrupted() -> None:
 
 
 def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: int, *,
-              lr: float | None = None, batch_size: int | None = None, seed: int = 0,
+              step: str | StepSpec | None = None, lr: float | None = None, batch_size: int | None = None, seed: int = 0,
               target_loss: float | None = WORKLOAD_DEFAULT,
               max_time: float | None = WORKLOAD_DEFAULT, max_updates: int | None = None,
               dtype: str = "float32") -> RunConfig:
     """The run's full configuration, the workload's defaults filled in; raises ConfigError if invalid."""
+    step_spec = parse_step_spec(step)
+    step_spec.make_state(threads)  # a rule refuses bad parameters here, before any run
     config = RunConfig(
         workload=workload,
         algorithm=spec.label,
@@ -184,6 +202,7 @@ def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: in
         max_time=defaults.max_time if max_time is WORKLOAD_DEFAULT else max_time,
         max_updates=max_updates,
         dtype=dtype,
+        step=step_spec.label,
     )
     validate_config(config, spec)
     return config
@@ -229,9 +248,13 @@ class _ThreadSetup:
 class _Run:
     """The mechanics of one run: state, threads, monitoring, result."""
 
-    def __init__(self, workload: Workload, spec: StrategySpec, config: RunConfig,
-                 rule: StopRule, poll_interval: float, stop_grace_s: float) -> None:
+    def __init__(self, workload: Workload, spec: StrategySpec, step_spec: StepSpec,
+                 config: RunConfig, rule: StopRule, poll_interval: float,
+                 stop_grace_s: float) -> None:
         self.workload, self.spec, self.config, self.rule = workload, spec, config, rule
+        self.step_spec = step_spec
+        self.rule_state = check_rule_state(step_spec.make_state(config.threads),
+                                           step_spec.name)
         self.poll_interval, self.stop_grace_s = poll_interval, stop_grace_s
         strategy = spec.strategy
         self.kernels = (strategy.read, strategy.update, strategy.retire, workload.gradient)
@@ -252,6 +275,7 @@ class _Run:
         self.log = LossLog.allocate()
         self.telemetry = ThreadTelemetry.allocate(config.threads)
         self.monitor = LossMonitor.for_window(rule.window)
+        self.live = LiveVectorSampler.empty()
         self.trace: list[tuple[float, int, float]] = []
         self.errors: list[BaseException] = []
         self.stuck_threads = 0
@@ -315,8 +339,11 @@ class _Run:
             if isinstance(error, (NumbaError, TypeError)):  # kernels that do not type-check
                 source = describe_source(strategy_source(self.spec.name)) \
                     if self.spec.name in available_strategies() else "an unregistered strategy"
+                step_source = describe_source(step_rule_source(self.step_spec.name)) \
+                    if self.step_spec.name in available_step_rules() else "unregistered"
                 first = next((line for line in str(error).splitlines() if line.strip()), "")
-                raise PluginError(f"strategy {self.spec.label!r} ({source}) or workload "
+                raise PluginError(f"strategy {self.spec.label!r} ({source}), step rule "
+                                  f"{self.step_spec.label!r} ({step_source}) or workload "
                                   f"{self.workload.name!r}: kernels do not compile: "
                                   f"{first.strip()}") from error
             raise error
@@ -329,9 +356,9 @@ class _Run:
         try:
             worker_loop(read, update, retire, gradient, self.state, tid,
                         self.workload.train_data, self.workload.n_samples, setup.work,
-                        setup.grad, setup.rows, setup.rng, self.lr, control,
-                        self.log.arrays(), self.telemetry.counters, self.telemetry.staleness,
-                        self.telemetry.attempts, setup.timespec)
+                        setup.grad, setup.rows, setup.rng, self.lr, self.step_spec.rule.step,
+                        self.rule_state, control, self.log.arrays(), self.telemetry.arrays(),
+                        setup.timespec)
         except BaseException as error:  # reported by the main thread
             self.errors.append(error)
             control[STOP_FLAG] = 1
@@ -349,11 +376,13 @@ class _Run:
     def _watch(self, threads: list[threading.Thread], start_ns: int, limit: float) -> str | None:
         """Poll the log until the threads end or the stop flag is up; the rule that fired, if any."""
         stopped_by = None
+        self._sample_live(0.0)
         while any(t.is_alive() for t in threads) and not self.control[STOP_FLAG]:
             time.sleep(self.poll_interval)
             raise_if_interrupted()
             event = self._scan(limit, start_ns)
             elapsed = (time.monotonic_ns() - start_ns) / 1e9
+            self._sample_live(elapsed)
             if stopped_by is None:
                 if event == REACHED:
                     stopped_by = "converged"
@@ -366,6 +395,11 @@ class _Run:
                 if stopped_by is not None:
                     self.control[STOP_FLAG] = 1
         return stopped_by
+
+    def _sample_live(self, elapsed: float) -> None:
+        """Record how many parameter vectors the strategy holds now (a racy read, a sample)."""
+        self.live.sample(elapsed, self.spec.strategy.live_vectors_now(self.state,
+                                                                      self.config.threads))
 
     def _scan(self, limit: float, start_ns: int) -> int:
         target = -math.inf if self.rule.target_loss is None else self.rule.target_loss
@@ -425,11 +459,15 @@ class _Run:
             cas=self._cas_summary() if strategy.uses_cas else None,
             peak_param_vectors=peak_vectors,
             peak_param_bytes=peak_vectors * self.workload.n_params * self.workload.dtype.itemsize,
+            live_param_vectors=self.live.summary(wall_s),
+            mean_live_param_bytes=(self.live.summary(wall_s).get("mean", peak_vectors)
+                                   * self.workload.n_params * self.workload.dtype.itemsize),
             initial_loss=initial_loss,
             final_loss=self.monitor.smoothed_loss,
             test_loss=evaluation.get("test_loss"),
             test_accuracy=evaluation.get("test_accuracy"),
             compile_s=compile_s,
+            step_rule=self._step_summary(),
             evaluation=evaluation,
             strategy_state=inspected,
             environment=environment(),
@@ -442,7 +480,33 @@ class _Run:
                              if available_strategies().get(self.spec.name) is strategy else {}),
             workload_source=(WORKLOADS.source(self.workload.name)
                              if self.workload.name in available_workloads() else {}),
+            step_source=(step_rule_source(self.step_spec.name)
+                         if available_step_rules().get(self.step_spec.name)
+                         is self.step_spec.rule else {}),
         )
+
+    def _step_summary(self) -> dict[str, Any]:
+        """What the step rule did to the applied updates: mean step, factor range and histogram."""
+        steps, applied = self.telemetry.steps, int(self.telemetry.counters[:, APPLIED_COUNT].sum())
+        summary: dict[str, Any] = {"rule": self.step_spec.label, "params": self.step_spec.kwargs,
+                                   "lr": self.config.lr,
+                                   "state": self.step_spec.rule.inspect(self.rule_state)}
+        if applied == 0:
+            return summary | {"step_sum": 0.0, "mean_step": None, "mean_factor": None,
+                              "factor_min": None, "factor_max": None, "factors": {}}
+        step_sum = float(steps[:, STEP_SUM].sum())
+        mean_step = step_sum / applied
+        counts = self.telemetry.factors.sum(axis=0)
+        return summary | {
+            "step_sum": step_sum,  # of the applied updates: exact where the steps are dyadic
+            "mean_step": mean_step,
+            "mean_factor": mean_step / self.config.lr,
+            "factor_min": float(steps[:, FACTOR_MIN].min()),
+            "factor_max": float(steps[:, FACTOR_MAX].max()),
+            "factor_bin_width": FACTOR_BIN_WIDTH,
+            # bin i: factors in [i, i + 1) * width; the last bin also holds everything above
+            "factors": {f"{i * FACTOR_BIN_WIDTH:g}": int(counts[i]) for i in np.flatnonzero(counts)},
+        }
 
     def _cas_summary(self) -> dict[str, Any]:
         attempts = self.telemetry.attempts.sum(axis=0)

@@ -5,11 +5,22 @@ of the same loop, and so that the benchmarks can time the steps alone.
 """
 
 from numba import njit
+from numba.extending import overload
 
 
 @njit(nogil=True, cache=True, inline="always")
 def sgd_step_into(destination, source, grad, lr):
-    """``destination = source - lr * grad`` (the publish step of Leashed-SGD)."""
+    """``destination = source - lr * grad`` (the publish step of Leashed-SGD).
+
+    One pass, vectorised by LLVM (two loads, a multiply, a subtract and a store
+    per SIMD lane group), bit for bit NumPy's ``source - lr * grad``: no
+    ``fastmath``, so nothing contracts the multiply and subtract into an FMA,
+    which rounds once and would change the result (tests/test_steps.py checks
+    the code and the bits). The pass is memory-bound, so neither FMA nor wider
+    unrolling would speed it up; non-temporal stores measured slower here (the
+    new vector is read again at once, and the three vectors fit in L3).
+    ``destination`` may be ``source`` (then it is ``sgd_step_inplace``).
+    """
     for i in range(destination.shape[0]):
         destination[i] = source[i] - lr * grad[i]
 
@@ -32,3 +43,31 @@ def copy_into(destination, source):
 def retire_nothing(state, tid):
     """Default ``retire`` kernel, for strategies whose threads hold nothing at exit."""
     return
+
+
+def in_type_of(value, template):
+    """``value`` converted to ``template``'s scalar type (nopython only; see its overload)."""
+    return value
+
+
+@overload(in_type_of)
+def _in_type_of(value, template):
+    target = template  # a numba scalar type: calling it converts
+
+    def convert(value, template):
+        return target(value)
+    return convert
+
+
+# Not cached on disk: a kernel taking a first-class kernel (the rule) is
+# specialised on it, and numba's cache misses on such a signature in every new
+# process and writes another file each time (measured). Strategies' ``update``
+# kernels, which take the rule too, are uncached for the same reason.
+@njit(nogil=True)
+def rule_step(rule, rule_state, lr, staleness, tid):
+    """The step of one apply: the step rule at this apply's staleness, in ``lr``'s type.
+
+    The cast keeps a float32 model's update loop in float32 whatever the rule
+    computes in (``lr / (tau + 1)`` is float64 in numba).
+    """
+    return in_type_of(rule(lr, staleness, tid, rule_state), lr)

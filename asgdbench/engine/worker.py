@@ -3,7 +3,8 @@
 It is the harness's half of the strategy contract (:mod:`asgdbench.engine.protocol`):
 the loop owns minibatch sampling, the gradient, timing and telemetry, and
 calls the strategy's ``read`` / ``update`` / ``retire`` kernels, which numba
-inlines as first-class function arguments. Each finished gradient appends one
+inlines as first-class function arguments, and hands ``update`` the step rule
+(its kernel and state) that decides the step of each apply. Each finished gradient appends one
 entry (loss, time, outcome) to a shared ring-buffer log that the monitor reads.
 
 The log never blocks a worker. An entry number comes from a fetch-add on the
@@ -48,6 +49,12 @@ COUNTER_COLUMNS = 8
 STALENESS_BINS = 4096  # the last bin collects everything at or above it
 ATTEMPT_BINS = 64
 
+# columns of the per-thread step rows (float64, a row is one cache line)
+STEP_SUM, FACTOR_MIN, FACTOR_MAX = range(3)
+STEP_COLUMNS = 8
+FACTOR_BINS = 64
+FACTOR_BIN_WIDTH = 1.0 / 32  # bin i holds factors in [i, i + 1) / 32; the last, all above
+
 
 @dataclass
 class LossLog:
@@ -82,12 +89,22 @@ class ThreadTelemetry:
     counters: np.ndarray
     staleness: np.ndarray
     attempts: np.ndarray
+    steps: np.ndarray
+    """Per thread, over applied updates: the sum of steps, the least and greatest factor."""
+    factors: np.ndarray
+    """Per thread, applied updates by step factor (step / lr), in FACTOR_BIN_WIDTH bins."""
 
     @classmethod
     def allocate(cls, n_threads: int) -> "ThreadTelemetry":
+        steps = np.zeros((n_threads, STEP_COLUMNS), np.float64)
+        steps[:, FACTOR_MIN], steps[:, FACTOR_MAX] = np.inf, -np.inf
         return cls(np.zeros((n_threads, COUNTER_COLUMNS), np.int64),
                    np.zeros((n_threads, STALENESS_BINS), np.int64),
-                   np.zeros((n_threads, ATTEMPT_BINS), np.int64))
+                   np.zeros((n_threads, ATTEMPT_BINS), np.int64),
+                   steps, np.zeros((n_threads, FACTOR_BINS), np.int64))
+
+    def arrays(self) -> tuple:
+        return (self.counters, self.staleness, self.attempts, self.steps, self.factors)
 
 
 @njit(nogil=True, cache=True)
@@ -138,14 +155,31 @@ def _raise_to(cells, index, value):
 
 
 @njit(nogil=True, cache=True)
-def _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, attempts_hist,
-            log, control, timespec):
+def factor_bin(factor):
+    """The histogram bin of a step factor: below 0 in the first, NaN, inf and above in the last."""
+    scaled = factor / FACTOR_BIN_WIDTH
+    if scaled < 0.0:
+        return 0
+    if not scaled < FACTOR_BINS - 1:  # also true for NaN
+        return FACTOR_BINS - 1
+    return int(scaled)
+
+
+@njit(nogil=True, cache=True)
+def _record(tid, loss, outcome, staleness, attempts, step, lr, telemetry, log, control,
+            timespec):
+    counters, staleness_hist, attempts_hist, steps, factors = telemetry
     counters[tid, COMPUTED] += 1
     if outcome == APPLIED:
         counters[tid, APPLIED_COUNT] += 1
         counters[tid, STALENESS_SUM] += staleness
         counters[tid, STALENESS_MAX] = max(counters[tid, STALENESS_MAX], staleness)
         staleness_hist[tid, min(staleness, STALENESS_BINS - 1)] += 1
+        factor = np.float64(step) / np.float64(lr)
+        steps[tid, STEP_SUM] += step
+        steps[tid, FACTOR_MIN] = min(steps[tid, FACTOR_MIN], factor)
+        steps[tid, FACTOR_MAX] = max(steps[tid, FACTOR_MAX], factor)
+        factors[tid, factor_bin(factor)] += 1
     elif outcome == DROPPED:
         counters[tid, DROPPED_COUNT] += 1
     elif outcome == MERGED:
@@ -163,8 +197,11 @@ def _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, a
 # loop calls are cached, so compiling the loop itself takes about a second.
 @njit(nogil=True)
 def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, work, grad, rows,
-                rng, lr, control, log, counters, staleness_hist, attempts_hist, timespec):
-    """Train until the stop flag is set or the strategy says STOP."""
+                rng, lr, rule, rule_state, control, log, telemetry, timespec):
+    """Train until the stop flag is set or the strategy says STOP.
+
+    ``telemetry`` is :meth:`ThreadTelemetry.arrays`.
+    """
     _wait_for_start(control)
     while load(control, STOP_FLAG, "monotonic") == 0:
         sample_batch(rng, n_samples, rows)
@@ -172,10 +209,11 @@ def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, wor
         if token == NOT_READ:
             break
         loss = gradient(params, data, rows, work, grad)
-        outcome, staleness, attempts = update(state, tid, token, grad, lr, control)
+        outcome, staleness, attempts, step = update(state, tid, token, grad, lr, control,
+                                                    rule, rule_state)
         if outcome == STOP:
             break
-        _record(tid, loss, outcome, staleness, attempts, counters, staleness_hist, attempts_hist,
-                log, control, timespec)
+        _record(tid, loss, outcome, staleness, attempts, step, lr, telemetry, log, control,
+                timespec)
     retire(state, tid)
 

@@ -7,6 +7,7 @@ is parsed and checked by the :class:`Param` that declares it.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -87,11 +88,40 @@ def split_spec(spec: str) -> tuple[str, list[tuple[str, str]]]:
 def bind(params: tuple[Param, ...], given: list[tuple[str, str]], owner: str
          ) -> tuple[tuple[str, Any], ...]:
     """Every parameter of ``params`` with its value: parsed from ``given``, else its default."""
-    by_name = {p.name: p for p in params}
-    values: dict[str, Any] = {}
-    for key, text in given:
-        if key not in by_name:
-            valid = ", ".join(by_name) or "none"
-            raise ConfigError(f"{owner} has no parameter {key!r} (valid: {valid})")
-        values[key] = by_name[key].parse(text)
+    values = {key: find_param(params, key, owner).parse(text) for key, text in given}
     return tuple((p.name, values.get(p.name, p.default)) for p in params)
+
+
+def find_param(params: tuple[Param, ...], name: str, owner: str) -> Param:
+    """The parameter called ``name``; a ConfigError listing the valid ones if there is none."""
+    for param in params:
+        if param.name == name:
+            return param
+    valid = ", ".join(p.name for p in params) or "none"
+    raise ConfigError(f"{owner} has no parameter {name!r} (valid: {valid})")
+
+
+def spec_label(name: str, params: tuple[Param, ...], values: tuple[tuple[str, Any], ...]) -> str:
+    """The canonical spec string: the name, then every bound parameter, in schema order."""
+    by_name = {p.name: p for p in params}
+    return ":".join([name, *(f"{key}={by_name[key].format(value)}" for key, value in values)])
+
+
+def make_state_problem(make_state: Any, params: tuple[Param, ...], fixed: tuple[str, ...]
+                       ) -> str | None:
+    """Why ``make_state(*fixed, **params)`` cannot be called as declared; None if it can."""
+    if not callable(make_state):
+        return "make_state must be a function"
+    signature = inspect.signature(make_state)
+    if len(signature.parameters) < len(fixed):
+        return f"make_state must take ({', '.join(fixed)}, **params)"
+    declared = {p.name for p in params}
+    for param in list(signature.parameters.values())[len(fixed):]:
+        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        if param.name not in declared and param.default is param.empty:
+            return f"make_state needs {param.name!r}, which is not one of its declared params"
+    if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+        for name in sorted(declared - set(signature.parameters)):
+            return f"parameter {name!r} is declared but make_state does not take it"
+    return None

@@ -17,8 +17,15 @@ from typing import Any, Callable
 import numpy as np
 
 from asgdbench.engine.steps import retire_nothing
-from asgdbench.errors import ConfigError, PluginError
-from asgdbench.plugins.params import Param, bind, split_spec
+from asgdbench.errors import PluginError
+from asgdbench.plugins.params import (
+    Param,
+    bind,
+    find_param,
+    make_state_problem,
+    spec_label,
+    split_spec,
+)
 from asgdbench.plugins.registry import Registry, import_package_modules
 
 ENTRY_POINT_GROUP = "asgdbench.algorithms"
@@ -56,12 +63,21 @@ class Strategy:
       compute the gradient on, and its version (updates applied before it),
       which ``update`` gets back; ``protocol.NOT_READ`` if the run stopped
       while the read waited;
-    - ``update(state, tid, token, grad, lr, control) -> (outcome, staleness, attempts)``
+    - ``update(state, tid, token, grad, lr, control, rule, rule_state)
+      -> (outcome, staleness, attempts, step)``
       with ``outcome`` one of the codes in :mod:`asgdbench.engine.protocol`;
+      it asks the step rule for the step of its apply, at apply time and with
+      that apply's staleness: ``step = steps.rule_step(rule, rule_state, lr,
+      staleness, tid)``, and returns the step it applied (``lr`` if none).
+      Not ``cache=True``: a kernel taking the rule cannot be cached on disk;
     - ``retire(state, tid)``: give back what the thread still holds, at exit
       (default: nothing to give back);
     - ``final_params(state) -> ndarray`` and ``peak_param_vectors(state, n_threads) -> int``
       (plain Python, after the run; defaults: ``state[0]``, and one vector);
+    - ``live_param_vectors(state, n_threads) -> int``: how many parameter vectors
+      are alive right now (plain Python, called by the runner's monitor every few
+      milliseconds *while the threads run*: a racy read is fine, it is a sample;
+      default: ``peak_param_vectors``, right for a strategy whose memory is fixed);
     - ``inspect(state) -> dict``: invariants worth reporting once the threads are
       gone (Leashed-SGD: its free list and latest version), JSON-ready.
     - ``max_param_vectors(n_threads) -> int``: the most parameter vectors the
@@ -85,6 +101,8 @@ class Strategy:
     final_params: Callable[[tuple], np.ndarray] = _first_array
     peak_param_vectors: Callable[[tuple, int], int] = _one_vector
     inspect: Callable[[tuple], dict[str, Any]] = _nothing_to_inspect
+    live_param_vectors: Callable[[tuple, int], int] | None = None
+    """Vectors alive now, sampled during the run; None: ``peak_param_vectors`` (fixed memory)."""
     params: tuple[Param, ...] = ()
     uses_cas: bool = False
     consistent: bool = False
@@ -93,12 +111,13 @@ class Strategy:
     max_param_vectors: Callable[[int], int] = _at_most_a_pool
     doc: str = field(default="", compare=False)
 
+    def live_vectors_now(self, state: tuple, n_threads: int) -> int:
+        """The live-vector sample the monitor records (see ``live_param_vectors``)."""
+        count = (self.live_param_vectors or self.peak_param_vectors)(state, n_threads)
+        return int(count)
+
     def param(self, name: str) -> Param:
-        for param in self.params:
-            if param.name == name:
-                return param
-        valid = ", ".join(p.name for p in self.params) or "none"
-        raise ConfigError(f"strategy {self.name!r} has no parameter {name!r} (valid: {valid})")
+        return find_param(self.params, name, f"strategy {self.name!r}")
 
 
 @dataclass(frozen=True)
@@ -119,16 +138,14 @@ class StrategySpec:
     @property
     def label(self) -> str:
         """Canonical spec string: the name, then every parameter, in schema order."""
-        parts = [self.strategy.name]
-        parts += [f"{n}={self.strategy.param(n).format(v)}" for n, v in self.values]
-        return ":".join(parts)
+        return spec_label(self.strategy.name, self.strategy.params, self.values)
 
     def __str__(self) -> str:
         return self.label
 
 
 # parameters of the kernels, as the harness calls them
-_KERNEL_ARITY = {"read": 3, "update": 6, "retire": 2}
+_KERNEL_ARITY = {"read": 3, "update": 8, "retire": 2}
 
 
 def _check(strategy: Strategy, where: str) -> None:
@@ -144,21 +161,10 @@ def _check(strategy: Strategy, where: str) -> None:
         if len(inspect.signature(python).parameters) != arity:
             fail(f"{kernel} must take {arity} arguments, not "
                  f"{len(inspect.signature(python).parameters)} (see Strategy's docstring)")
-    if not callable(strategy.make_state):
-        fail("make_state must be a function")
-    signature = inspect.signature(strategy.make_state)
-    if len(signature.parameters) < 2:
-        fail("make_state must take (init_params, n_threads, **params)")
-    declared = {p.name for p in strategy.params}
-    for param in list(signature.parameters.values())[2:]:
-        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        if param.name not in declared and param.default is param.empty:
-            fail(f"make_state needs {param.name!r}, which is not one of its declared params")
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
-    for name in declared - set(signature.parameters):
-        if not accepts_any:
-            fail(f"parameter {name!r} is declared but make_state does not take it")
+    problem = make_state_problem(strategy.make_state, strategy.params,
+                                 ("init_params", "n_threads"))
+    if problem:
+        fail(problem)
     for limit in ("max_threads", "max_updates"):
         value = getattr(strategy, limit)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -168,6 +174,8 @@ def _check(strategy: Strategy, where: str) -> None:
 STRATEGIES: Registry[Strategy] = Registry(
     "strategy", ENTRY_POINT_GROUP, _check,
     defined_in=lambda strategy: getattr(strategy.make_state, "__module__", "") or "",
+    # also imports the subpackage algorithms/step_rules, whose __init__ registers nothing:
+    # its rules register with the step-rule registry, which imports them itself
     builtins=lambda: import_package_modules("asgdbench.algorithms"),
     builtin_prefix="asgdbench.algorithms.",
 )

@@ -1,4 +1,4 @@
-"""The ``asgdbench`` command line: list, run, compare, report and download.
+"""The ``asgdbench`` command line: list, run, compare, reproduce, report, check and download.
 
 Thin on purpose: it parses arguments, calls :mod:`~asgdbench.study.grid`,
 :mod:`~asgdbench.study.result_folder`, :mod:`~asgdbench.study.report` and :mod:`~asgdbench.study.plots`,
@@ -23,8 +23,15 @@ from asgdbench.engine.run_result import RunResult
 from asgdbench.engine.runner import WORKLOAD_DEFAULT
 from asgdbench.errors import UserError
 from asgdbench.plugins.files import load_plugin_file
+from asgdbench.plugins.step_rules import (
+    DEFAULT_STEP,
+    available_step_rules,
+    combined_label,
+    parse_step_spec,
+)
 from asgdbench.plugins.strategies import available_strategies
-from asgdbench.study import grid, plots, report
+from asgdbench.study import claims as claims_module
+from asgdbench.study import cluster, grid, plots, report, reproduce
 from asgdbench.study.result_folder import RUNS_FILE, SUMMARY_CSV, SUMMARY_MD, ResultStore
 from asgdbench.version import __version__
 from asgdbench.workloads import (
@@ -76,6 +83,13 @@ def _list(args: argparse.Namespace) -> int:
         for param in strategy.params:
             print(f"  {'':<{width}}  {param.name}={param.format(param.default)} "
                   f"({param.kind.replace('_', ' ')}): {param.doc}")
+    print("\nStep rules (--step NAME[:PARAM=VALUE...]; τ: the apply's staleness):")
+    for name, rule in available_step_rules().items():
+        mark = " [default]" if name == DEFAULT_STEP else ""
+        print(f"  {name:<{width}}{rule.summary}{mark}")
+        for param in rule.params:
+            print(f"  {'':<{width}}  {param.name}={param.format(param.default)} "
+                  f"({param.kind.replace('_', ' ')}): {param.doc}")
     print("\nWorkloads (--workload NAME), by model:")
     for group, specs in workloads_by_group().items():
         print(f"  {WORKLOAD_GROUPS.get(group, group)}:")
@@ -93,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     spec = get_workload(args.workload)
     [config] = grid.expand(spec, [args.algorithm], [args.threads],
                            None if args.lr is None else [args.lr], first_seed=args.seed,
-                           **_settings(args))
+                           steps=[args.step], **_settings(args))
     workload = load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype)
     grid.check_can_run(workload, [config])
     store = None if args.out is None else ResultStore.open_for_writing(args.out, append=True)
@@ -115,13 +129,14 @@ def _compare(args: argparse.Namespace) -> int:
         plots.require_matplotlib()
     spec = get_workload(args.workload)
     cells = grid.expand(spec, args.algorithms, args.threads, args.lr, args.repeats,
-                        first_seed=args.seed, **_settings(args))
-    repeated = grid.repeated_entries(args.algorithms, args.threads, args.lr)
+                        first_seed=args.seed, steps=args.steps, **_settings(args))
+    repeated = grid.repeated_entries(args.algorithms, args.threads, args.lr, args.steps)
     if repeated:
         _note(f"note: listed twice, run once: {', '.join(repeated)} (a repeat would only "
               f"rerun the same seeds)")
-    workload = load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype)
-    grid.check_can_run(workload, cells)
+    workload = (None if args.cluster else
+                load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype))
+    grid.check_can_run(workload, cells, cluster=args.cluster)
     store = ResultStore.open_for_writing(args.out or _new_results_folder(), append=args.resume)
     if store.partial_line is not None:
         _note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
@@ -132,7 +147,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"asgdbench: {len(todo)} of {len(cells)} runs to do on {spec.name}; "
           f"results go to {store.folder}", file=sys.stderr)
     try:
-        grid.run_grid(workload, todo, store.append)
+        grid.run_grid(workload, todo, store.append, cluster=args.cluster)
     except KeyboardInterrupt:
         kept = len(store.load()) if store.runs_path.exists() else 0
         if kept == 0:
@@ -158,9 +173,63 @@ def _report(args: argparse.Namespace) -> int:
         print(f"before: {args.folders[0]}\nafter:  {args.folders[1]}\n")
         print(report.render_comparison(before, after))
         return 0
+    if reproduce.is_reproduce_folder(args.folders[0]):
+        return _render_reproduce(ResultStore(args.folders[0]),
+                                 reproduce.read_plan(args.folders[0]))
     if args.plot:
         plots.require_matplotlib()
     _summarize(ResultStore(args.folders[0]), plot=args.plot, columns=_columns(args))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    """Run the experiment of every claim asked for (or finish it), then write the report."""
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out DIR, the folder of the reproduce run to finish")
+    scale = reproduce.get_scale(args.scale)
+    claims = reproduce.parse_claims(args.claims) if args.claims else claims_module.CLAIM_NUMBERS
+    for name in args.workloads or []:
+        get_workload(name)  # an unknown name fails here, before anything runs
+    plots.require_matplotlib()
+    workloads = tuple(args.workloads or reproduce.default_workloads(scale, _data_dir(args)))
+    if not workloads:
+        raise UserError(f"none of the {scale.name} scale's workloads "
+                        f"({', '.join(scale.workloads)}) can load here; name some with --workloads")
+    cores = reproduce.physical_cores()
+    plan = reproduce.make_plan(scale, claims, workloads, cores)
+    store = ResultStore.open_for_writing(args.out or _new_results_folder(), append=args.resume)
+    if store.partial_line is not None:
+        _note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
+              f"it was being written; that run will be done again")
+    finished = store.load() if store.runs_path.exists() else []
+    loaded = reproduce.check_plan(plan, finished, _data_dir(args), cluster=args.cluster)
+    reproduce.write_manifest(store, plan)
+    keys = {result.config.key() for result in finished}
+    todo, total = reproduce.count_pending(plan, keys)
+    print(f"asgdbench: {todo} of {total} runs to do for claims {','.join(map(str, claims))} "
+          f"({scale.name} scale) on {', '.join(workloads)}; {cores} physical cores, so thread "
+          f"counts {', '.join(map(str, claims_module.parallel_threads(cores, scale)))} get a "
+          f"core each; results go to {store.folder}", file=sys.stderr)
+    try:
+        reproduce.run_plan(plan, loaded, keys, store.append, cluster=args.cluster)
+    except KeyboardInterrupt:
+        kept = len(store.load()) if store.runs_path.exists() else 0
+        print(f"asgdbench: interrupted; {kept} finished run(s) are kept in {store.runs_path}; "
+              f"to finish, repeat the command with --resume --out {store.folder}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _render_reproduce(store, plan)
+
+
+def _render_reproduce(store: ResultStore, plan: reproduce.Plan) -> int:
+    """Judge the runs of a reproduce folder, write its report and print the verdicts."""
+    from asgdbench.study import claim_report
+
+    plots.require_matplotlib()
+    verdicts = claim_report.write_report(store.folder, plan, _load(store))
+    print(claim_report.verdict_table(verdicts))
+    print(f"\nreport in {store.folder / claim_report.REPORT_HTML} and "
+          f"{store.folder / claim_report.REPORT_MD}")
     return 0
 
 
@@ -316,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="strategy spec, e.g. lock or leashed:tp=inf (--algorithm: the same)")
     one.add_argument("--threads", type=_positive_int, required=True, metavar="N")
     one.add_argument("--lr", type=_positive_float, help="step size (default: the workload's)")
+    one.add_argument("--step", default=DEFAULT_STEP, metavar="RULE",
+                     help="step-size rule, e.g. inverse or tail:amplitude=0.5: the step of each "
+                          f"apply from its staleness (default: {DEFAULT_STEP}; see `asgdbench "
+                          "list`)")
     one.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     _add_run_settings(one)
     one.add_argument("--out", type=_folder, metavar="DIR",
@@ -337,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                          default=list(grid.DEFAULT_THREADS),
                          help=f"thread counts (default: {_joined(grid.DEFAULT_THREADS)}; "
                               "seq runs at 1 only)")
+    compare.add_argument("--step", "--steps", dest="steps", type=_list_of(str),
+                         default=[DEFAULT_STEP], metavar="RULE,RULE,...",
+                         help=f"step-size rules, a grid axis (default: {DEFAULT_STEP}; see "
+                              "`asgdbench list`)")
     compare.add_argument("--lr", type=_list_of(_positive_float), metavar="LR,LR,...",
                          help="step sizes (default: the workload's)")
     compare.add_argument("--repeats", type=_positive_int, default=grid.DEFAULT_REPEATS,
@@ -352,20 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--plot", action="store_true",
                          help=f"also draw PNG figures (needs {plots.INSTALL_HINT})")
     _add_table_options(compare)
-    compare.set_defaults(handler=_compare)
+    _add_cluster_option(compare)
+    compare.set_defaults(handler=on_cluster(_compare))
 
     again = commands.add_parser(
         "report", parents=[common], help="re-render a result folder, or compare two",
         description=f"Re-render the table (and with --plot the figures) from DIR/{RUNS_FILE}, "
                     f"without running anything. With two folders, compare them cell by cell "
                     f"(before, after): the ratio of median times with their min-max "
-                    f"intervals, as asv compare does.")
+                    f"intervals, as asv compare does. A folder made by `asgdbench reproduce` "
+                    f"gets its claims report (report.md, report.html) rendered again.")
     again.add_argument("folders", type=_folder, nargs="+", metavar="DIR",
                        help="a result folder; two: BEFORE AFTER")
     again.add_argument("--plot", action="store_true",
                        help=f"also draw PNG figures (needs {plots.INSTALL_HINT})")
     _add_table_options(again)
     again.set_defaults(handler=_report)
+
+    _add_reproduce_command(commands, common)
 
     fetch = commands.add_parser("download", parents=[common], help="download a data set",
                                 description="Download a data set into the data folder "
@@ -381,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "stops, a readable final vector): one PASS/FAIL line each; exit status 1 "
                     "if any fails.")
     conformance.add_argument("spec", metavar="SPEC", help="strategy spec, e.g. leashed:tp=1")
+    conformance.add_argument("--step", default=DEFAULT_STEP, metavar="RULE",
+                             help=f"step-size rule every check runs with (default: {DEFAULT_STEP})")
     conformance.add_argument("--threads", type=int, default=16,
                              help="threads, whatever the cores (default: 16)")
     conformance.add_argument("--updates", type=int, default=5_000,
@@ -398,14 +481,16 @@ def _check(args: argparse.Namespace) -> int:
     from asgdbench.testing import check_strategy
 
     spec = parse_spec(args.spec)
+    step = parse_step_spec(args.step)
     if args.threads < 1 or args.updates < 1 or not args.timeout > 0:
         raise UserError("--threads and --updates must be >= 1, --timeout > 0")
     checks = check_strategy(spec, threads=args.threads, updates=args.updates,
-                            watchdog_s=args.timeout)
+                            watchdog_s=args.timeout, step=step)
     for check in checks:
         print(check.line(), flush=True)
     failed = sum(check.passed is False for check in checks)
-    print(f"{spec.label}: {len(checks) - failed} of {len(checks)} checks hold"
+    label = combined_label(spec.label, step.label)
+    print(f"{label}: {len(checks) - failed} of {len(checks)} checks hold"
           + (f", {failed} FAILED" if failed else ""))
     return 1 if failed else 0
 
@@ -418,12 +503,39 @@ def _add_common(parser: argparse.ArgumentParser, *, prefix: str) -> None:
     """Options every command takes, also accepted before the command (``prefix``: their dest)."""
     parser.add_argument("--plugin", dest=f"{prefix}plugins", action="append", default=[],
                         metavar="FILE.py",
-                        help="load a drop-in strategy or workload file (repeatable)")
+                        help="load a drop-in strategy, step rule or workload file (repeatable)")
     parser.add_argument("--debug", dest=f"{prefix}debug", action="store_true",
                         help="on an error, print the full traceback before the one-line message")
     parser.add_argument("--data-dir", dest=f"{prefix}data_dir", metavar="DIR",
                         help=f"folder holding downloaded data sets, e.g. DIR/mnist/ "
                              f"(default: ${DATA_ENV_VAR}, else the user cache)")
+
+
+def _add_reproduce_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``asgdbench reproduce``: the paper's claims, run and judged here."""
+    numbers = _joined(claims_module.CLAIM_NUMBERS)
+    titles = "; ".join(f"{claim.number} {claim.title.lower()}" for claim in claims_module.CLAIMS)
+    again = commands.add_parser(
+        "reproduce", parents=[common], help="run and judge the paper's claims on this machine",
+        description=f"Run the experiment of each claim of the Leashed-SGD paper ({titles}), "
+                    f"judge each with its stated rule (supported, not supported, not testable "
+                    f"here) and write report.md and a self-contained report.html. Thread counts "
+                    f"follow this machine's physical cores.")
+    again.add_argument("--claims", metavar="N,N,...",
+                       help=f"claims to test (default: all, {numbers})")
+    again.add_argument("--scale", default="quick",
+                       help="quick (at most 15 min on 2 cores), standard (about an hour) or "
+                            "paper (the paper's grid) (default: %(default)s)")
+    again.add_argument("--workloads", type=_list_of(str), metavar="W,W,...",
+                       help="workloads (default: the scale's whose data is here; quick: "
+                            "mlp-digits)")
+    again.add_argument("--out", type=_folder, metavar="DIR",
+                       help=f"result folder (default: a new timestamped folder under "
+                            f"./{RESULTS_ROOT}/)")
+    again.add_argument("--resume", action="store_true",
+                       help=f"skip the runs already in --out DIR/{RUNS_FILE}")
+    _add_cluster_option(again)
+    again.set_defaults(handler=on_cluster(_reproduce))
 
 
 def _add_table_options(parser: argparse.ArgumentParser) -> None:
@@ -433,6 +545,49 @@ def _add_table_options(parser: argparse.ArgumentParser) -> None:
                          help=f"table columns after strategy and threads (default: those that "
                               f"fit 120 characters; any of: {_joined(report.column_names())})")
     columns.add_argument("--wide", action="store_true", help="every column")
+
+
+def _add_cluster_option(parser: argparse.ArgumentParser) -> None:
+    """``--cluster ADDRESS``: the grid's runs go to a dask cluster (see :func:`on_cluster`)."""
+    parser.add_argument("--cluster", dest="cluster_address", type=_cluster_address,
+                        metavar="ADDRESS",
+                        help="run the grid on a dask.distributed cluster: a scheduler address "
+                             "(tcp://host:8786) whose workers were started with "
+                             f"`{cluster.WORKER_COMMAND.format(address='ADDRESS')}`, or local:N "
+                             "for N worker processes here (to check the set-up: their timings "
+                             f"overlap); needs {cluster.INSTALL_HINT}")
+
+
+def _cluster_address(text: str) -> cluster.ClusterAddress:
+    try:
+        return cluster.parse_address(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def on_cluster(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``handler`` with ``args.cluster`` connected to ``--cluster`` (None without it).
+
+    Connecting, and the warnings about timed runs that share a machine, come
+    before the handler; the cluster (and a ``local:N`` one's processes) is
+    closed after it, however it ends. Grid commands pass ``args.cluster`` on
+    to :func:`grid.check_can_run` and :func:`grid.run_grid`.
+    """
+    def run_on_cluster(args: argparse.Namespace) -> int:
+        if args.cluster_address is None:
+            args.cluster = None
+            return handler(args)
+        with cluster.connect(args.cluster_address, data_dir=_data_dir(args),
+                             plugin_files=[*args.global_plugins, *args.plugins]) as connected:
+            workers = connected.wait_for_workers()
+            hosts = sorted(set(workers.values()))
+            _note(f"cluster {args.cluster_address.text}: {len(workers)} worker(s) with "
+                  f"{cluster.RESOURCE}=1 on {len(hosts)} host(s) ({', '.join(hosts)})")
+            for warning in connected.warnings(workers):
+                _note(warning)
+            args.cluster = connected
+            return handler(args)
+    return run_on_cluster
 
 
 def _add_run_settings(parser: argparse.ArgumentParser) -> None:

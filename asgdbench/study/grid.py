@@ -1,4 +1,4 @@
-"""The compare grid: strategies x thread counts x step sizes x repeats.
+"""The compare grid: strategies x step rules x thread counts x step sizes x repeats.
 
 A grid is a list of :class:`RunConfig`, one per run, built and validated in
 full before the first run starts so that a typo fails at once rather than an
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -20,8 +21,12 @@ from asgdbench.engine import preflight
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.runner import WORKLOAD_DEFAULT, configure, run
 from asgdbench.errors import ConfigError
+from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import parse_spec
 from asgdbench.workloads import Workload, WorkloadSpec
+
+if TYPE_CHECKING:
+    from asgdbench.study.cluster import Cluster
 
 DEFAULT_WORKLOAD = "mlp-digits"
 DEFAULT_ALGORITHMS = ("seq", "lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
@@ -42,8 +47,11 @@ def expand(
     max_time: float | None = WORKLOAD_DEFAULT,
     max_updates: int | None = None,
     dtype: str = "float32",
+    steps: Sequence[str] | None = None,
 ) -> list[RunConfig]:
-    """Every run of the grid, strategy-major, repeats (seeds) innermost.
+    """Every run of the grid, strategy-major, then step rule, repeats (seeds) innermost.
+
+    ``steps`` are step-rule specs (default: ``constant`` only).
 
     Thread counts a strategy cannot run with (``seq`` beyond 1) are skipped;
     a strategy left with none of the requested counts is an error. ``lrs``
@@ -53,6 +61,8 @@ def expand(
         raise ConfigError(f"repeats must be >= 1, not {repeats}")
     defaults = workload.defaults
     specs, _ = unique([parse_spec(text) for text in algorithms], key=lambda spec: spec.label)
+    step_specs, _ = unique([parse_step_spec(text) for text in steps or [None]],
+                           key=lambda spec: spec.label)
     threads, _ = unique(threads)
     lrs = unique(lrs)[0] if lrs else lrs
     cells = []
@@ -63,14 +73,15 @@ def expand(
             requested = ", ".join(str(count) for count in threads)
             raise ConfigError(f"strategy {spec.name!r} runs with at most {limit} thread(s), "
                               f"not {requested}")
-        for count in counts:
-            for lr in lrs or [defaults.lr]:
-                for seed in range(first_seed, first_seed + repeats):
-                    config = configure(workload.name, defaults, spec, count, lr=lr,
-                                       batch_size=batch_size, seed=seed,
-                                       target_loss=target_loss, max_time=max_time,
-                                       max_updates=max_updates, dtype=dtype)
-                    cells.append(config)
+        for step in step_specs:
+            for count in counts:
+                for lr in lrs or [defaults.lr]:
+                    for seed in range(first_seed, first_seed + repeats):
+                        config = configure(workload.name, defaults, spec, count, step=step,
+                                           lr=lr, batch_size=batch_size, seed=seed,
+                                           target_loss=target_loss, max_time=max_time,
+                                           max_updates=max_updates, dtype=dtype)
+                        cells.append(config)
     return cells
 
 
@@ -91,10 +102,13 @@ def unique(values: Sequence, key: Callable = lambda value: value) -> tuple[list,
 
 
 def repeated_entries(algorithms: Sequence[str], threads: Sequence[int],
-                     lrs: Sequence[float] | None) -> list[str]:
+                     lrs: Sequence[float] | None, steps: Sequence[str] | None = None
+                     ) -> list[str]:
     """What the user listed more than once, as ``--option value`` notes (see :func:`unique`)."""
     _, specs = unique(algorithms, key=lambda text: parse_spec(text).label)
     notes = [f"--strategies {spec}" for spec in specs]
+    notes += [f"--step {spec}" for spec in
+              unique(steps or [], key=lambda text: parse_step_spec(text).label)[1]]
     notes += [f"--threads {count}" for count in unique(threads)[1]]
     notes += [f"--lr {lr:g}" for lr in unique(lrs or [])[1]]
     return notes
@@ -129,12 +143,17 @@ def _rule_text(value: float | None) -> str:
     return "none" if value is None else f"{value:g}"
 
 
-def check_can_run(workload: Workload, cells: Sequence[RunConfig]) -> None:
+def check_can_run(workload: Workload | None, cells: Sequence[RunConfig], *,
+                  cluster: Cluster | None = None) -> None:
     """Refuse the grid before its first run if any cell cannot run here (see :mod:`~asgdbench.engine.preflight`).
 
     Cells that differ only in step size or seed need the same resources, so
-    each distinct (strategy, threads, batch size) is checked once.
+    each distinct (strategy, threads, batch size) is checked once. With a
+    ``cluster``, every worker checks on its own machine, with its own data.
     """
+    if cluster is not None:
+        cluster.check_can_run(cells)
+        return
     seen = set()
     for config in cells:
         need = (config.algorithm, config.threads, config.batch_size)
@@ -150,21 +169,27 @@ def pending(cells: Sequence[RunConfig], finished: Collection[tuple]) -> list[Run
 
 def run_cell(workload: Workload, config: RunConfig) -> RunResult:
     """Run one cell of a grid on an already loaded workload."""
-    return run(workload, config.algorithm, config.threads, lr=config.lr,
+    return run(workload, config.algorithm, config.threads, step=config.step, lr=config.lr,
                batch_size=config.batch_size, seed=config.seed, target_loss=config.target_loss,
                max_time=config.max_time, max_updates=config.max_updates)
 
 
-def run_grid(workload: Workload, cells: Sequence[RunConfig],
-             on_result: Callable[[RunResult], None]) -> None:
+def run_grid(workload: Workload | None, cells: Sequence[RunConfig],
+             on_result: Callable[[RunResult], None], *, cluster: Cluster | None = None) -> None:
     """Run the cells one after another, handing each result over as soon as it exists.
 
     A progress bar with an ETA goes to stderr. Ctrl-C stops the run in progress
-    and propagates; every result handed over before it is the caller's.
+    and propagates; every result handed over before it is the caller's. With a
+    ``cluster`` (:mod:`~asgdbench.study.cluster`) the cells run as tasks on its
+    workers, one per worker at a time, and results arrive as they finish, in
+    any order; ``workload`` may then be None (each worker loads its own).
     """
     with tqdm(total=len(cells), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+        if cluster is not None:
+            cluster.run_cells(cells, on_result, progress=bar)
+            return
         for config in cells:
-            bar.set_postfix_str(f"{config.algorithm} threads={config.threads} "
+            bar.set_postfix_str(f"{config.label} threads={config.threads} "
                                 f"lr={config.lr:g} seed={config.seed}", refresh=True)
             on_result(run_cell(workload, config))
             bar.update()

@@ -86,7 +86,7 @@ def _loss_vs_time(plt: ModuleType, results: Sequence[RunResult]):
         return None
     thread_counts = sorted({r.config.threads for r in traced})
     several_lrs = len({r.config.lr for r in traced}) > 1
-    labels = list(dict.fromkeys(_series_label(r.config.algorithm, r.config.lr, several_lrs)
+    labels = list(dict.fromkeys(_series_label(r.config.label, r.config.lr, several_lrs)
                                 for r in traced))
     colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}
     kept = [r for r in traced if r.status != "diverged"] or traced
@@ -96,7 +96,7 @@ def _loss_vs_time(plt: ModuleType, results: Sequence[RunResult]):
                                sharey=True)
     for ax, count in zip(axes, thread_counts, strict=True):
         for result in (r for r in traced if r.config.threads == count):
-            label = _series_label(result.config.algorithm, result.config.lr, several_lrs)
+            label = _series_label(result.config.label, result.config.lr, several_lrs)
             seconds, values = _finite_trace(result)
             if result.status == "diverged":
                 inside = [index for index, value in enumerate(values) if value <= top]
@@ -174,12 +174,12 @@ def _histograms(plt: ModuleType, results: Sequence[RunResult], summary_of, xlabe
     """
     if not results:
         return None
-    algorithms = list(dict.fromkeys(r.config.algorithm for r in results))
+    algorithms = list(dict.fromkeys(r.config.label for r in results))
     pooled = {algorithm: {threads: pooled_histogram(summary_of(r) for r in results
-                                                    if r.config.algorithm == algorithm
+                                                    if r.config.label == algorithm
                                                     and r.config.threads == threads)
                           for threads in sorted({r.config.threads for r in results
-                                                 if r.config.algorithm == algorithm})}
+                                                 if r.config.label == algorithm})}
               for algorithm in algorithms}
     constant = {algorithm: _single_value(by_threads) for algorithm, by_threads in pooled.items()}
     shown = [algorithm for algorithm in algorithms if constant[algorithm] is None]

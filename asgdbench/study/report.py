@@ -28,6 +28,7 @@ from asgdbench.engine import blas
 from asgdbench.engine.run_result import RunResult
 from asgdbench.engine.statistics import histogram_summary
 from asgdbench.errors import UserError
+from asgdbench.plugins.step_rules import DEFAULT_STEP
 
 SEQ, LOCK = "seq", "lock"  # the baselines every row is compared with
 MISSING = "—"
@@ -79,6 +80,12 @@ class Row:
     """The fewest cores any of the runs had (its CPU affinity)."""
     blas: str = ""
     """The BLAS libraries and kernels the runs used; several, separated by ``; ``, if they differ."""
+    machine: str = ""
+    """The machine description (CPU model, cores) of the runs; several, ``; ``-separated, if they differ."""
+    step_rule: str = DEFAULT_STEP
+    """The step rule's spec; ``algorithm`` already shows it (``lock+inverse``) unless constant."""
+    step_factor_mean: float | None = None
+    """Mean step of the applied updates over lr, all runs pooled (None: not recorded)."""
 
     @property
     def context(self) -> tuple:
@@ -123,11 +130,14 @@ def default_columns(rows: Sequence[Row]) -> list[str]:
     """
     targeted = any(row.target_loss is not None for row in rows)
     stopped = any(row.stopped for row in rows)
+    # with step rules in the table, the mean step they took replaces the CAS column
+    rules = any(row.step_rule != DEFAULT_STEP for row in rows)
+    execution = ["step-factor"] if rules else ["cas"]
     if targeted and stopped:  # both metrics: the execution figures make way (see --wide)
         return ["time", "vs-seq", "vs-lock", "converged", "final-loss", "final-test-acc"]
     if targeted:
-        return ["time", "vs-seq", "vs-lock", "converged", "updates", "cas", "test-acc"]
-    return ["runs", "final-loss", "final-test-loss", "final-test-acc", "updates", "cas"]
+        return ["time", "vs-seq", "vs-lock", "converged", "updates", *execution, "test-acc"]
+    return ["runs", "final-loss", "final-test-loss", "final-test-acc", "updates", *execution]
 
 
 def render(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
@@ -190,11 +200,26 @@ def _notes(rows: Sequence[Row]) -> list[str]:
     for row in mixed:
         notes.append(f"Warning: {row.algorithm} at {row.threads} threads mixes runs on "
                      f"different BLAS ({row.blas}); its times are not comparable.")
+    notes += _machine_notes(rows)
     kernels = {row.blas for row in rows if row.blas}
     if len(kernels) == 1 and not mixed:
         notes.append(f"BLAS: {kernels.pop()}.")
     elif len(kernels) > 1 and not mixed:
         notes.append(f"Warning: rows ran on different BLAS ({'; '.join(sorted(kernels))}); "
+                     f"ratios between them are not comparable.")
+    return notes
+
+
+def _machine_notes(rows: Sequence[Row]) -> list[str]:
+    """The machine the rows ran on, or warnings where runs of a cluster came from different ones."""
+    mixed = [row for row in rows if "; " in row.machine]
+    notes = [f"Warning: {row.algorithm} at {row.threads} threads mixes runs on different "
+             f"machines ({row.machine}); its times are not comparable." for row in mixed]
+    machines = sorted({row.machine for row in rows if row.machine})
+    if len(machines) == 1 and not mixed:
+        notes.append(f"Machine: {machines[0]}.")
+    elif len(machines) > 1 and not mixed:
+        notes.append(f"Warning: rows ran on different machines ({'; '.join(machines)}); "
                      f"ratios between them are not comparable.")
     return notes
 
@@ -280,7 +305,7 @@ def _interval(median: float, low: float, high: float) -> str:
 def describe_run(result: RunResult) -> str:
     """A short report of one run, for ``asgdbench run``."""
     config = result.config
-    title = (f"{config.workload}  {config.algorithm}  threads={config.threads}  "
+    title = (f"{config.workload}  {config.label}  threads={config.threads}  "
              f"lr={config.lr:g}  batch={config.batch_size}  seed={config.seed}")
     if result.converged:
         to_target = (f"{_number(result.time_to_target_s)} s ({result.steps_to_target:,} updates), "
@@ -297,6 +322,7 @@ def describe_run(result: RunResult) -> str:
         ("time to target", to_target),
         ("updates/s", f"{result.updates_per_s:,.0f} ({result.updates_applied:,} updates)"),
         ("staleness", _staleness_shape(result.staleness)),
+        ("step", _step_shape(result)),
         ("CAS failures", MISSING if result.cas is None else
          f"{_percent(result.cas['failure_rate'])} of {result.cas['total_attempts']:,} attempts"),
         ("dropped", _percent(_ratio(result.gradients_dropped, result.gradients_computed))),
@@ -325,6 +351,15 @@ def _final_loss(result: RunResult) -> str:
     return f"{loss:.4g} ({what})"
 
 
+def _step_shape(result: RunResult) -> str:
+    """The step rule and what it did: the mean step and the range of step / lr."""
+    steps = result.step_rule
+    if not steps or steps.get("mean_step") is None:
+        return f"{result.config.step} (no update applied)" if steps else result.config.step
+    return (f"{result.config.step}: mean {steps['mean_step']:.4g} = {steps['mean_factor']:.3f} "
+            f"x lr, factor {steps['factor_min']:.3g} to {steps['factor_max']:.3g}")
+
+
 def _staleness_shape(staleness: dict) -> str:
     """Where the staleness histogram's mass is: the share at 0 and its tail."""
     if staleness.get("mean") is None:
@@ -339,7 +374,7 @@ def _staleness_shape(staleness: dict) -> str:
 
 def _cell_key(result: RunResult) -> tuple:
     config = result.config
-    return (config.workload, config.batch_size, config.target_loss, config.algorithm,
+    return (config.workload, config.batch_size, config.target_loss, config.label,
             config.threads, float(config.lr))
 
 
@@ -356,7 +391,7 @@ def _aggregate(runs: list[RunResult]) -> Row:
         workload=config.workload,
         batch_size=config.batch_size,
         target_loss=config.target_loss,
-        algorithm=config.algorithm,
+        algorithm=config.label,
         threads=config.threads,
         lr=float(config.lr),
         runs=len(runs),
@@ -383,10 +418,22 @@ def _aggregate(runs: list[RunResult]) -> Row:
         final_test_loss=_median(run.test_loss for run in stopped),
         final_test_accuracy=_median(run.test_accuracy for run in stopped),
         staleness_p999=staleness.get("p999"),
+        step_rule=config.step,
+        step_factor_mean=_step_factor_mean(runs),
         cores=min((_cores(run.environment) for run in runs if _cores(run.environment)),
                   default=None),
         blas="; ".join(sorted({_blas_label(run.environment) for run in runs} - {""})),
+        machine="; ".join(sorted({machine_label(run.environment) for run in runs} - {""})),
     )
+
+
+def _step_factor_mean(runs: list[RunResult]) -> float | None:
+    """Mean step / lr over every applied update of the runs (runs without the record: skipped)."""
+    recorded = [run for run in runs if run.step_rule.get("mean_step") is not None]
+    applied = sum(run.updates_applied for run in recorded)
+    if not applied:
+        return None
+    return sum(run.step_rule["mean_factor"] * run.updates_applied for run in recorded) / applied
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -403,6 +450,15 @@ def _extreme(pick: Callable, values: Iterable[float | None]) -> float | None:
 
 def _cores(environment: dict) -> int | None:
     return environment.get("cpu_affinity") or environment.get("cpu_cores")
+
+
+def machine_label(environment: dict) -> str:
+    """A run's machine description, e.g. ``AMD EPYC 7B13, 2 cores`` ("" if unrecorded).
+
+    The host is left out on purpose: identical nodes of a cluster are one machine here.
+    """
+    model, cores = environment.get("cpu_model"), _cores(environment)
+    return f"{model}, {cores} cores" if model and cores else ""
 
 
 def _blas_label(environment: dict) -> str:
@@ -499,6 +555,9 @@ COLUMNS = (
     Column("staleness", "staleness", lambda row: _optional(row.staleness_mean, "{:.2f}"),
            "mean number of updates other threads applied between a thread's read and its "
            "update (all runs pooled)."),
+    Column("step-factor", "step/lr", lambda row: _optional(row.step_factor_mean, "{:.3f}"),
+           "mean step of the applied updates over the base lr, all runs pooled: what the "
+           "step rule (the +RULE of the strategy column) made of lr; 1 for constant."),
     Column("staleness-p99", "stale p99", lambda row: _optional(row.staleness_p99, "{}"),
            "99th percentile of that staleness, in updates."),
     Column("staleness-p999", "stale p99.9", lambda row: _optional(row.staleness_p999, "{}"),

@@ -49,9 +49,14 @@ state = leashed.make_state(np.zeros(n, np.float32), 1)
 control = np.zeros(CONTROL_CELLS, np.int64); control[MAX_UPDATES] = 1 << 40
 grad = np.full(n, 0.5, np.float32); lr = np.float32(1e-3)
 takes_control = len(inspect.signature(leashed.read.py_func).parameters) == 3
+rule = ()  # before step rules: update takes no rule
+if len(inspect.signature(leashed.update.py_func).parameters) == 8:
+    from asgdbench.plugins.step_rules import parse_step_spec
+    constant = parse_step_spec(None)
+    rule = (constant.rule.step, constant.make_state(1))
 def step():
     _, token = leashed.read(state, 0, control) if takes_control else leashed.read(state, 0)
-    leashed.update(state, 0, token, grad, lr, control)
+    leashed.update(state, 0, token, grad, lr, control, *rule)
 source, destination = np.ones(n, np.float32), np.empty(n, np.float32)
 step()
 figures = {"publish_us": median_time(step) * 1e6,

@@ -63,7 +63,7 @@ MUTATIONS = [
              "a pin keeps a vector latest no longer names"),
     Mutation("take-spare-after-pin", LEASHED,
              "    spare = take_spare(state, tid, control)  # before the pin: invariant (I)\n"
-             "    if spare == NO_SLOT:\n        return STOP, 0, 0\n",
+             "    if spare == NO_SLOT:\n        return STOP, 0, 0, lr\n",
              "",
              "the spare is taken after the base is pinned (breaks invariant I)"),
     Mutation("original-pin-then-take", LEASHED,
@@ -105,7 +105,7 @@ MUTATIONS = [
              "a stopping waiter withdraws even from a barrier that opened"),
     Mutation("lock-update-unlocked", "asgdbench/algorithms/lock.py",
              "    if mutex_lock(mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
-             "        return STOP, 0, 0\n",
+             "        return STOP, 0, 0, lr\n",
              "",
              "the lock-based update takes no lock (and its unlock frees another thread's)"),
     Mutation("log-commit-without-claim", "asgdbench/engine/worker.py",

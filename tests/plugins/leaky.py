@@ -18,6 +18,7 @@ from asgdbench.api import (
     pack,
     pin_latest,
     register_strategy,
+    rule_step,
     sgd_step_into,
     store,
     take_spare,
@@ -28,31 +29,32 @@ NEVER_GIVE_UP, PERSISTENCE, SPARE = leashed.NEVER_GIVE_UP, leashed.PERSISTENCE, 
 
 
 @njit(nogil=True)
-def update(state, tid, token, grad, lr, control):
+def update(state, tid, token, grad, lr, control, rule, rule_state):
     pool, latest, refs, next_free, mine, meta, gates = state
     # the bug: no `unpin(state, mine[tid * LINE + HELD], 1)` for the vector the gradient was read from
     spare = take_spare(state, tid, control)
     if spare == NO_SLOT:
-        return STOP, 0, 0
+        return STOP, 0, 0, lr
     attempts = 0
     while True:
         base = pin_latest(state, tid, control)
         if base == NOT_PINNED:
-            return STOP, 0, attempts
+            return STOP, 0, attempts, lr
         slot, version = base & SLOT_MASK, base >> SLOT_BITS
         if version >= control[MAX_UPDATES]:
             unpin(state, slot, 1)
-            return STOP, 0, attempts
-        sgd_step_into(pool[spare], pool[slot], grad, lr)
+            return STOP, 0, attempts, lr
+        step = rule_step(rule, rule_state, lr, version - token, tid)
+        sgd_step_into(pool[spare], pool[slot], grad, step)
         store(refs, spare * LINE, pack(version + 1, 1), "release")
         attempts += 1
         if cas(latest, 0, base, pack(version + 1, spare)) == base:
             mine[tid * LINE + SPARE] = NO_SLOT
             unpin(state, slot, 2)
-            return APPLIED, version - token, attempts
+            return APPLIED, version - token, attempts, step
         unpin(state, slot, 1)
         if meta[PERSISTENCE] != NEVER_GIVE_UP and attempts > meta[PERSISTENCE]:
-            return DROPPED, 0, attempts
+            return DROPPED, 0, attempts, lr
 
 
 register_strategy(Strategy(

@@ -5,7 +5,7 @@ from numba import njit
 
 from asgdbench.engine.atomics import fetch_add, load
 from asgdbench.engine.protocol import APPLIED
-from asgdbench.engine.steps import sgd_step_inplace
+from asgdbench.engine.steps import rule_step, sgd_step_inplace
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
@@ -19,10 +19,11 @@ def read(state, tid, control):
 
 
 @njit(nogil=True)
-def update(state, tid, token, grad, lr, control):
+def update(state, tid, token, grad, lr, control, rule, rule_state):
     ticket = fetch_add(state[1], 0, 1)  # no `if ticket >= control[MAX_UPDATES]: return STOP`
-    sgd_step_inplace(state[0], grad, lr)
-    return APPLIED, ticket - token, 1
+    step = rule_step(rule, rule_state, lr, ticket - token, tid)
+    sgd_step_inplace(state[0], grad, step)
+    return APPLIED, ticket - token, 1, step
 
 
 register_strategy(Strategy(name="no-budget", summary="broken: ignores the update budget",

@@ -5,7 +5,7 @@ from numba import njit
 
 from asgdbench.engine.atomics import fetch_add, mutex_lock, mutex_unlock, new_mutex
 from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.engine.steps import copy_into, sgd_step_inplace
+from asgdbench.engine.steps import copy_into, rule_step, sgd_step_inplace
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
@@ -25,13 +25,14 @@ def read(state, tid, control):
 
 
 @njit(nogil=True)
-def update(state, tid, token, grad, lr, control):
+def update(state, tid, token, grad, lr, control, rule, rule_state):
     params, copies, mutex, updates = state
     version = fetch_add(updates, 0, 1)
     if version >= control[MAX_UPDATES]:
-        return STOP, 0, 0
-    sgd_step_inplace(params, grad, lr)  # the bug: no lock around the write
-    return APPLIED, version - token, 1
+        return STOP, 0, 0, lr
+    step = rule_step(rule, rule_state, lr, version - token, tid)
+    sgd_step_inplace(params, grad, step)  # the bug: no lock around the write
+    return APPLIED, version - token, 1, step
 
 
 register_strategy(Strategy(name="unlocked", summary="broken: the update takes no lock",

@@ -1,0 +1,184 @@
+"""The step-rule registry: how big a step one apply takes, given its staleness.
+
+A step rule turns the base step ``lr`` into the step of one apply from that
+apply's staleness τ (updates published between the read its gradient was
+computed on and the apply). It is the second plugin axis: every strategy runs
+with every rule, so a staleness-adaptive step is a few lines, not a copy of a
+strategy's ``update``. Built-ins live in ``algorithms/step_rules/``, one file
+each; others arrive through the entry-point group ``asgdbench.steps`` or a
+``--plugin`` file. A spec picks a rule and its parameters, like a strategy's:
+``inverse``, ``tail:amplitude=0.5``. A run's combined label is
+``STRATEGY+RULE`` (``leashed:tp=inf+inverse``); the default rule, ``constant``,
+is left out of it, so labels of constant-step runs read as they always did.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from asgdbench.errors import ConfigError, PluginError
+from asgdbench.plugins.params import (
+    Param,
+    bind,
+    find_param,
+    make_state_problem,
+    spec_label,
+    split_spec,
+)
+from asgdbench.plugins.registry import Registry, import_package_modules
+
+ENTRY_POINT_GROUP = "asgdbench.steps"
+DEFAULT_STEP = "constant"
+LABEL_SEPARATOR = "+"
+
+
+def _nothing_to_report(rule_state: tuple) -> dict[str, Any]:
+    return {}
+
+
+def check_rule_state(rule_state: Any, rule_name: str) -> tuple:
+    """Refuse a state the kernels cannot share between threads: it must be a tuple of arrays.
+
+    numba copies a Python list into each call, so per-run state in one would
+    silently become per-call state.
+    """
+    if not isinstance(rule_state, tuple) or not all(
+            isinstance(item, np.ndarray) for item in rule_state):
+        kind = type(rule_state).__name__
+        raise PluginError(f"step rule {rule_name!r}: make_state must return a tuple of NumPy "
+                          f"arrays (shared by the threads), not {kind}"
+                          + (" holding other things" if kind == "tuple" else ""))
+    return rule_state
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """A step-size rule: per-run state plus one kernel that gives the step of one apply.
+
+    - ``make_state(n_threads, **params) -> tuple of arrays`` (plain Python, once
+      per run; the tuple may be empty);
+    - ``step(lr, staleness, tid, rule_state) -> step``: an ``@njit(nogil=True)``
+      kernel called by the strategy at apply time (under its lock, per CAS
+      attempt, ...), with the base step ``lr`` and that apply's staleness τ
+      (an int64 >= 0). It may update its state (per-thread cells, or
+      :mod:`asgdbench.engine.atomics` for shared ones); it must not allocate.
+      Its result is cast to ``lr``'s type by :func:`asgdbench.engine.steps.rule_step`.
+
+    - ``inspect(rule_state) -> dict``: what the rule's state says once the
+      threads are gone, JSON-ready, recorded in the result's ``step_rule``
+      (``tail``: whether its warm-up completed; default: nothing).
+
+    ``params`` are typed :class:`Param`s, bound from the spec string and
+    passed to ``make_state``. The docstring (``doc``) is the rule's help.
+    """
+
+    name: str
+    summary: str
+    make_state: Callable[..., tuple]
+    step: Any
+    params: tuple[Param, ...] = ()
+    inspect: Callable[[tuple], dict[str, Any]] = _nothing_to_report
+    doc: str = field(default="", compare=False)
+
+    def param(self, name: str) -> Param:
+        return find_param(self.params, name, f"step rule {self.name!r}")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A step rule with every parameter bound, as parsed from a spec string."""
+
+    rule: StepRule
+    values: tuple[tuple[str, Any], ...]
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    @property
+    def label(self) -> str:
+        """Canonical spec string: the name, then every parameter, in schema order."""
+        return spec_label(self.rule.name, self.rule.params, self.values)
+
+    def make_state(self, n_threads: int) -> tuple:
+        return self.rule.make_state(n_threads, **self.kwargs)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def combined_label(strategy_label: str, step_label: str) -> str:
+    """``leashed:tp=inf+inverse``; the default rule is left out (``leashed:tp=inf``)."""
+    if step_label == DEFAULT_STEP:
+        return strategy_label
+    return f"{strategy_label}{LABEL_SEPARATOR}{step_label}"
+
+
+_STEP_ARITY = 4  # step(lr, staleness, tid, rule_state)
+
+
+def _check(rule: StepRule, where: str) -> None:
+    """Refuse a rule the strategies could not call, before anything compiles."""
+    def fail(problem: str) -> None:
+        raise PluginError(f"step rule {rule.name!r} from {where}: {problem}")
+
+    python = getattr(rule.step, "py_func", None)
+    if python is None:
+        fail(f"step must be an @njit(nogil=True) kernel, not {type(rule.step).__name__}")
+    arity = len(inspect.signature(python).parameters)
+    if arity != _STEP_ARITY:
+        fail(f"step must take {_STEP_ARITY} arguments (lr, staleness, tid, rule_state), "
+             f"not {arity}")
+    problem = make_state_problem(rule.make_state, rule.params, ("n_threads",))
+    if problem:
+        fail(problem)
+    if not callable(rule.inspect):
+        fail("inspect must be a function")
+
+STEP_RULES: Registry[StepRule] = Registry(
+    "step rule", ENTRY_POINT_GROUP, _check,
+    defined_in=lambda rule: getattr(rule.make_state, "__module__", "") or "",
+    builtins=lambda: import_package_modules("asgdbench.algorithms.step_rules"),
+    builtin_prefix="asgdbench.algorithms.step_rules.",
+)
+
+
+def register_step_rule(rule: StepRule) -> StepRule:
+    """Add ``rule`` to the registry, after checking it; a name is taken once.
+
+    The built-ins are discovered first, so that a plugin file naming its rule
+    ``inverse`` is refused at once rather than breaking the built-in later.
+    Raises :class:`PluginError` naming the rule and its source.
+    """
+    STEP_RULES.discover()
+    return STEP_RULES.register(rule)
+
+
+def available_step_rules() -> dict[str, StepRule]:
+    """Every registered step rule by name: built-ins, entry points and loaded plugins."""
+    return STEP_RULES.available()
+
+
+def step_rule_source(name: str) -> dict[str, Any]:
+    """Where step rule ``name`` came from: built-in, a plugin file, an entry point."""
+    return STEP_RULES.source(name)
+
+
+def parse_step_spec(spec: str | StepSpec | None) -> StepSpec:
+    """Parse ``name:p1=v1``; None is the default rule; unset parameters take their defaults."""
+    if isinstance(spec, StepSpec):
+        return spec
+    name, given = split_spec(DEFAULT_STEP if spec is None else spec)
+    if not name:
+        raise ConfigError(f"empty step rule spec {spec!r} (valid: "
+                          f"{', '.join(available_step_rules())})")
+    rule = STEP_RULES.get(name)
+    return StepSpec(rule, bind(rule.params, given, f"step rule {name!r}"))

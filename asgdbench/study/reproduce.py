@@ -1,0 +1,206 @@
+"""``asgdbench reproduce``: the runs each claim needs, through the compare grid's machinery.
+
+A plan is every claim's cells (:mod:`~asgdbench.study.claims`) on every
+workload, expanded by :func:`asgdbench.study.grid.expand` and merged by
+``RunConfig.key()``, so a run two claims need is done once. Runs go seed by
+seed (every cell's seed 0 first), so that the strategies a verdict compares
+ran interleaved, under the same drift in the machine's load. All runs of a
+workload share its stop rules (the target loss, and the scale's share of its
+time limit), which is what lets claims share runs and ``--resume`` hold. The
+plan's choices (scale, claims, workloads, the cores thread counts were chosen
+for, each workload's default step size) go to ``reproduce.json`` in the result
+folder, next to ``runs.jsonl``; ``asgdbench report DIR`` reads both and renders
+the report again without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from asgdbench.engine import blas
+from asgdbench.engine.run_result import RunConfig, RunResult
+from asgdbench.engine.runner import WORKLOAD_DEFAULT
+from asgdbench.errors import UserError
+from asgdbench.study import grid
+from asgdbench.study.claims import CLAIM_NUMBERS, SCALES, Context, Scale, Verdict, get_claim
+from asgdbench.study.result_folder import ResultStore
+from asgdbench.workloads import get_workload, load_workload
+
+if TYPE_CHECKING:  # dask is an optional extra
+    from asgdbench.study.cluster import Cluster
+
+MANIFEST = "reproduce.json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a reproduce folder holds or will hold: the choices, and every run they imply."""
+
+    scale: Scale
+    claims: tuple[int, ...]
+    workloads: tuple[str, ...]
+    cores: int
+    base_lr: dict[str, float]
+    cells: dict[str, list[RunConfig]]
+    """Per workload, every run to do, claims' shared runs once."""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def context(self) -> Context:
+        return Context(self.cores, self.base_lr)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"scale": self.scale.name, "claims": list(self.claims),
+                "workloads": list(self.workloads), "cores": self.cores,
+                "base_lr": self.base_lr, "notes": list(self.notes)}
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting a core's hyper-threads once."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    logical = len(allowed) if allowed else (os.cpu_count() or 1)
+    try:
+        cores, processor, physical = set(), None, "0"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "processor":
+                processor = int(value)
+            elif key == "physical id":
+                physical = value
+            elif key == "core id" and (allowed is None or processor in allowed):
+                cores.add((physical, value))
+        return min(logical, len(cores)) if cores else logical
+    except (OSError, ValueError):
+        return logical
+
+
+def parse_claims(text: str) -> tuple[int, ...]:
+    """``1,3,5`` -> (1, 3, 5); a UserError naming the valid numbers otherwise."""
+    numbers = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item.isdigit() or int(item) not in CLAIM_NUMBERS:
+            raise UserError(f"--claims takes claim numbers among "
+                            f"{','.join(map(str, CLAIM_NUMBERS))}, not {item!r}")
+        numbers.append(int(item))
+    return tuple(sorted(set(numbers)))
+
+
+def get_scale(name: str) -> Scale:
+    if name not in SCALES:
+        raise UserError(f"--scale must be one of {', '.join(SCALES)}, not {name!r}")
+    return SCALES[name]
+
+
+def default_workloads(scale: Scale, data_dir: str | None) -> tuple[str, ...]:
+    """The scale's workloads whose data is here (a download-free one always is)."""
+    present = []
+    for name in scale.workloads:
+        try:
+            load_workload(name, data_dir=data_dir)
+        except UserError:
+            continue
+        present.append(name)
+    return tuple(present)
+
+
+def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cores: int,
+              base_lr: dict[str, float] | None = None) -> Plan:
+    """Every run the claims need on every workload, each once; ``base_lr`` defaults to the workloads'."""
+    base_lr = dict(base_lr or {})
+    limit = blas.thread_limit()
+    cells, notes = {}, []
+    for name in workloads:
+        spec = get_workload(name)
+        base_lr.setdefault(name, spec.defaults.lr)
+        max_time = spec.defaults.max_time * scale.max_time_factor
+        configs: dict[tuple, RunConfig] = {}
+        for number in claims:
+            for part in get_claim(number).plan(scale, cores):
+                threads = [t for t in part.threads if limit is None or t <= limit.threads]
+                if len(threads) < len(part.threads):
+                    notes.append(f"claim {number}: thread counts above {limit.threads} left out "
+                                 f"({limit.reason})")
+                for config in grid.expand(spec, part.strategies, threads,
+                                          [base_lr[name] * factor for factor in part.lr_factors],
+                                          scale.seeds, target_loss=WORKLOAD_DEFAULT,
+                                          max_time=max_time):
+                    configs.setdefault(config.key(), config)
+        # seed-major: every strategy's run of seed 0, then of seed 1, ..., so that a load
+        # that drifts while the plan runs (other jobs) falls on every strategy alike
+        cells[name] = sorted(configs.values(), key=lambda config: config.seed)
+    return Plan(scale, tuple(claims), tuple(workloads), cores, base_lr, cells,
+                tuple(dict.fromkeys(notes)))
+
+
+def write_manifest(store: ResultStore, plan: Plan) -> None:
+    try:
+        (store.folder / MANIFEST).write_text(json.dumps(plan.manifest(), indent=1) + "\n")
+    except OSError as error:
+        raise UserError(f"cannot write {store.folder / MANIFEST} ({error.strerror})") from None
+
+
+def is_reproduce_folder(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
+
+
+def read_plan(folder: str | os.PathLike, scale: Scale | None = None) -> Plan:
+    """The plan a reproduce folder was made with (``scale``: a test's own, instead of a named one)."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+        scale = scale or get_scale(data["scale"])
+        return make_plan(scale, data["claims"], data["workloads"], int(data["cores"]),
+                         data["base_lr"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path} is not a reproduce plan ({error})") from None
+
+
+def check_plan(plan: Plan, finished: Sequence[RunResult], data_dir: str | None,
+               cluster: Cluster | None = None) -> dict:
+    """Load each workload and refuse the plan before its first run if any cell cannot run here.
+
+    With a ``cluster`` the workers load the workloads and check the cells on
+    their own machines; nothing is loaded here.
+    """
+    loaded = {}
+    for name, cells in plan.cells.items():
+        workload = None if cluster is not None else load_workload(name, data_dir=data_dir)
+        grid.check_can_run(workload, cells, cluster=cluster)
+        grid.check_resume(cells, finished)
+        loaded[name] = workload
+    return loaded
+
+
+def run_plan(plan: Plan, loaded: dict, finished_keys: set[tuple],
+             on_result: Callable[[RunResult], None], cluster: Cluster | None = None) -> int:
+    """Run every planned run not yet finished, workload by workload; how many ran.
+
+    On a ``cluster`` every workload's runs go out as one grid, so that no node
+    idles while another finishes a workload.
+    """
+    todo = {name: grid.pending(cells, finished_keys) for name, cells in plan.cells.items()}
+    if cluster is not None:
+        every = [config for cells in todo.values() for config in cells]
+        grid.run_grid(None, every, on_result, cluster=cluster)
+        return len(every)
+    for name, cells in todo.items():
+        grid.run_grid(loaded[name], cells, on_result)
+    return sum(len(cells) for cells in todo.values())
+
+
+def count_pending(plan: Plan, finished_keys: set[tuple]) -> tuple[int, int]:
+    """(runs still to do, runs in the plan)."""
+    every = [config for cells in plan.cells.values() for config in cells]
+    return len(grid.pending(every, finished_keys)), len(every)
+
+
+def judge(plan: Plan, results: Sequence[RunResult]) -> list[Verdict]:
+    """One verdict per claim and workload, from the runs in the folder."""
+    return [get_claim(number).judge(results, workload, plan.context)
+            for number in plan.claims for workload in plan.workloads]
