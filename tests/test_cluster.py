@@ -8,7 +8,9 @@ killed mid-run loses nothing and its run is redone on another worker, resume
 after Ctrl-C finishes exactly the missing runs, a plugin file reaches the
 workers, a failing run is retried elsewhere then recorded as an error, and an
 unreachable scheduler is one line with exit 2. The kill test comes last: it
-restarts one of the shared workers.
+restarts one of the shared workers. Only the first grid runs in the default
+suite; the rest, whose worker processes compile more kernels, run in the slow
+stage.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def test_a_grid_on_the_cluster_has_the_runs_of_the_grid_without_it(scheduler, cl
     assert "Machine: " in (tmp_path / "summary.md").read_text()
 
 
+@pytest.mark.slow  # workers compile each strategy anew: the slow stage
 def test_resume_after_ctrl_c_finishes_exactly_the_missing_runs(scheduler, capsys, tmp_path,
                                                               monkeypatch):
     out = tmp_path / "results"
@@ -128,6 +131,7 @@ register_strategy(dataclasses.replace(available_strategies()["hogwild"], name="c
 """
 
 
+@pytest.mark.slow  # workers compile each strategy anew: the slow stage
 def test_a_plugin_file_reaches_the_workers(scheduler, client, capsys, tmp_path):
     plugin = tmp_path / "clusterhog.py"
     plugin.write_text(PLUGIN)
@@ -149,6 +153,7 @@ def test_a_plugin_file_reaches_the_workers(scheduler, client, capsys, tmp_path):
     assert all(names == {"clusterhog.py": source["sha256"]} for names in loaded.values())
 
 
+@pytest.mark.slow  # workers compile each strategy anew: the slow stage
 def test_a_failing_run_is_retried_on_the_other_worker_then_recorded(client, tmp_path):
     address = cluster.ClusterAddress("local:2", 2)  # so that --data-dir travels with the tasks
     connected = cluster.Cluster(client, address, data_dir=str(tmp_path))
@@ -176,6 +181,7 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_2(capsys, monkeypatch):
         assert_one_line_error(in_process(capsys, "compare", "--cluster", bad), "--cluster")
 
 
+@pytest.mark.slow  # workers compile each strategy anew: the slow stage
 def test_reproduce_runs_its_plan_on_the_cluster(scheduler, client, capsys, tmp_path,
                                                 monkeypatch):
     """``reproduce --cluster`` sends every planned run to the workers and judges them here."""
@@ -235,6 +241,7 @@ def test_an_edited_plugin_file_asks_for_a_worker_restart(tmp_path):
         cluster._load_plugins([edited])
 
 
+@pytest.mark.slow  # workers compile each strategy anew: the slow stage
 def test_a_killed_worker_loses_no_finished_run_and_its_run_is_redone(scheduler, client,
                                                                     tmp_path):
     connected = cluster.Cluster(client, cluster.ClusterAddress(scheduler))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TESTS = ["tests/test_leashed.py", "tests/test_barrier.py", "tests/test_worker.py",
-         "tests/test_strategies.py", "tests/test_atomics.py"]
+         "tests/test_strategies.py", "tests/test_atomics.py", "tests/test_step_rules.py"]
 TEST_TIMEOUT_S = 90  # per test: a hang counts as killed
 TIMEOUT_S = 900  # the whole run of one mutant
 
@@ -44,7 +44,22 @@ class Mutation:
 
 
 LEASHED = "asgdbench/algorithms/leashed.py"
+TAIL = "asgdbench/algorithms/step_rules/tail.py"
 MUTATIONS = [
+    Mutation("retry-keeps-first-staleness", LEASHED,
+             "    attempts = 0\n    while True:\n        base = pin_latest(state, tid, control)\n        if base == NOT_PINNED:\n            return STOP, 0, attempts, lr\n        base_slot = base & SLOT_MASK\n        base_version = base >> SLOT_BITS\n        if base_version >= limit:\n            unpin(state, base_slot, 1)\n            return STOP, 0, attempts, lr\n        staleness = base_version - token  # against this attempt's base\n        step = rule_step(rule, rule_state, lr, staleness, tid)\n",
+             '    attempts = 0\n    first_staleness = -1\n    while True:\n        base = pin_latest(state, tid, control)\n        if base == NOT_PINNED:\n            return STOP, 0, attempts, lr\n        base_slot = base & SLOT_MASK\n        base_version = base >> SLOT_BITS\n        if base_version >= limit:\n            unpin(state, base_slot, 1)\n            return STOP, 0, attempts, lr\n        if first_staleness < 0:\n            first_staleness = base_version - token\n        staleness = first_staleness\n        step = rule_step(rule, rule_state, lr, staleness, tid)\n',
+             "a CAS retry reuses the first attempt's staleness (and so its step)"),
+    Mutation("tail-ready-before-cdf", TAIL,
+             "            build_cdf(histogram, cdf)  # every sample is in: the others' adds came first\n"
+             "            store(shared, READY, 1, \"release\")\n",
+             "            store(shared, READY, 1, \"release\")\n"
+             "            build_cdf(histogram, cdf)\n",
+             "TAIL publishes READY before F is built: a reader may use a half-built CDF"),
+    Mutation("tail-one-sided-clamp", TAIL,
+             "    tau = min(max(staleness, 0), limits[MAX_STALENESS])",
+             "    tau = min(staleness, limits[MAX_STALENESS])",
+             "a negative τ indexes before TAIL's histogram"),
     Mutation("pin-no-version-check", LEASHED,
              "if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:",
              "if ref & COUNT_MASK != 0:",
@@ -163,7 +178,8 @@ def make_copy(workdir: Path) -> Path:
     shutil.copytree(REPO / "workloads", root / "asgdbench" / "workloads",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "tests", root / "tests", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):  # pytest's settings; a test runs the README's plugin
+    # pytest's settings; tests run the README's plugin and CONTRIBUTING's example rule
+    for name in ("pyproject.toml", "README.md", "CONTRIBUTING.md"):
         shutil.copy(REPO / name, root / name)
     return root
 
