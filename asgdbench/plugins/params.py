@@ -125,3 +125,33 @@ def make_state_problem(make_state: Any, params: tuple[Param, ...], fixed: tuple[
         for name in sorted(declared - set(signature.parameters)):
             return f"parameter {name!r} is declared but make_state does not take it"
     return None
+
+
+class BoundSpec:
+    """A plugin with every parameter bound, as parsed from a spec string.
+
+    Subclasses are frozen dataclasses holding the plugin and ``values`` (each
+    parameter with its value, in schema order); ``plugin`` names the former.
+    """
+
+    values: tuple[tuple[str, Any], ...]
+
+    @property
+    def plugin(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return self.plugin.name
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.values)
+
+    @property
+    def label(self) -> str:
+        """Canonical spec string: the name, then every parameter, in schema order."""
+        return spec_label(self.plugin.name, self.plugin.params, self.values)
+
+    def __str__(self) -> str:
+        return self.label

@@ -22,11 +22,11 @@ import numpy as np
 
 from asgdbench.errors import ConfigError, PluginError
 from asgdbench.plugins.params import (
+    BoundSpec,
     Param,
     bind,
     find_param,
     make_state_problem,
-    spec_label,
     split_spec,
 )
 from asgdbench.plugins.registry import Registry, import_package_modules
@@ -89,30 +89,18 @@ class StepRule:
 
 
 @dataclass(frozen=True)
-class StepSpec:
+class StepSpec(BoundSpec):
     """A step rule with every parameter bound, as parsed from a spec string."""
 
     rule: StepRule
     values: tuple[tuple[str, Any], ...]
 
     @property
-    def name(self) -> str:
-        return self.rule.name
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.values)
-
-    @property
-    def label(self) -> str:
-        """Canonical spec string: the name, then every parameter, in schema order."""
-        return spec_label(self.rule.name, self.rule.params, self.values)
+    def plugin(self) -> StepRule:
+        return self.rule
 
     def make_state(self, n_threads: int) -> tuple:
         return self.rule.make_state(n_threads, **self.kwargs)
-
-    def __str__(self) -> str:
-        return self.label
 
 
 def combined_label(strategy_label: str, step_label: str) -> str:

@@ -19,11 +19,11 @@ import numpy as np
 from asgdbench.engine.steps import retire_nothing
 from asgdbench.errors import PluginError
 from asgdbench.plugins.params import (
+    BoundSpec,
     Param,
     bind,
     find_param,
     make_state_problem,
-    spec_label,
     split_spec,
 )
 from asgdbench.plugins.registry import Registry, import_package_modules
@@ -121,27 +121,15 @@ class Strategy:
 
 
 @dataclass(frozen=True)
-class StrategySpec:
+class StrategySpec(BoundSpec):
     """A strategy with every parameter bound, as parsed from a spec string."""
 
     strategy: Strategy
     values: tuple[tuple[str, Any], ...]
 
     @property
-    def name(self) -> str:
-        return self.strategy.name
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.values)
-
-    @property
-    def label(self) -> str:
-        """Canonical spec string: the name, then every parameter, in schema order."""
-        return spec_label(self.strategy.name, self.strategy.params, self.values)
-
-    def __str__(self) -> str:
-        return self.label
+    def plugin(self) -> Strategy:
+        return self.strategy
 
 
 # parameters of the kernels, as the harness calls them

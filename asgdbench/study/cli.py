@@ -23,6 +23,7 @@ from asgdbench.engine.run_result import RunResult
 from asgdbench.engine.runner import WORKLOAD_DEFAULT
 from asgdbench.errors import UserError
 from asgdbench.plugins.files import load_plugin_file
+from asgdbench.plugins.params import Param
 from asgdbench.plugins.step_rules import (
     DEFAULT_STEP,
     available_step_rules,
@@ -80,16 +81,12 @@ def _list(args: argparse.Namespace) -> int:
     for name, strategy in strategies.items():
         limit = "" if strategy.max_threads is None else f" (threads <= {strategy.max_threads})"
         print(f"  {name:<{width}}{strategy.summary}{limit}")
-        for param in strategy.params:
-            print(f"  {'':<{width}}  {param.name}={param.format(param.default)} "
-                  f"({param.kind.replace('_', ' ')}): {param.doc}")
+        _print_params(strategy.params, width)
     print("\nStep rules (--step NAME[:PARAM=VALUE...]; τ: the apply's staleness):")
     for name, rule in available_step_rules().items():
         mark = " [default]" if name == DEFAULT_STEP else ""
         print(f"  {name:<{width}}{rule.summary}{mark}")
-        for param in rule.params:
-            print(f"  {'':<{width}}  {param.name}={param.format(param.default)} "
-                  f"({param.kind.replace('_', ' ')}): {param.doc}")
+        _print_params(rule.params, width)
     print("\nWorkloads (--workload NAME), by model:")
     for group, specs in workloads_by_group().items():
         print(f"  {WORKLOAD_GROUPS.get(group, group)}:")
@@ -101,6 +98,13 @@ def _list(args: argparse.Namespace) -> int:
             print(f"    {'':<{width}}  defaults: lr {defaults.lr:g}, batch size "
                   f"{defaults.batch_size}, target loss {target}, max time {defaults.max_time:g} s")
     return 0
+
+
+def _print_params(params: Sequence[Param], width: int) -> None:
+    """One line per parameter of a strategy or step rule, under its name in ``list``."""
+    for param in params:
+        print(f"  {'':<{width}}  {param.name}={param.format(param.default)} "
+              f"({param.kind.replace('_', ' ')}): {param.doc}")
 
 
 def _run(args: argparse.Namespace) -> int:

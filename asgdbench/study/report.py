@@ -196,32 +196,29 @@ def _notes(rows: Sequence[Row]) -> list[str]:
         notes.append(f"Note: {_and(map(str, over))} threads exceed the {cores} cores the runs "
                      f"had; those rows time-share cores, so they show synchronization "
                      f"overhead, not scaling.")
-    mixed = [row for row in rows if "; " in row.blas]
-    for row in mixed:
-        notes.append(f"Warning: {row.algorithm} at {row.threads} threads mixes runs on "
-                     f"different BLAS ({row.blas}); its times are not comparable.")
-    notes += _machine_notes(rows)
-    kernels = {row.blas for row in rows if row.blas}
-    if len(kernels) == 1 and not mixed:
-        notes.append(f"BLAS: {kernels.pop()}.")
-    elif len(kernels) > 1 and not mixed:
-        notes.append(f"Warning: rows ran on different BLAS ({'; '.join(sorted(kernels))}); "
-                     f"ratios between them are not comparable.")
-    return notes
+    blas, blas_mixed = _provenance_notes(rows, "blas", "BLAS", "BLAS")
+    machine, machine_mixed = _provenance_notes(rows, "machine", "Machine", "machines")
+    return notes + blas_mixed + machine_mixed + machine + blas
 
 
-def _machine_notes(rows: Sequence[Row]) -> list[str]:
-    """The machine the rows ran on, or warnings where runs of a cluster came from different ones."""
-    mixed = [row for row in rows if "; " in row.machine]
-    notes = [f"Warning: {row.algorithm} at {row.threads} threads mixes runs on different "
-             f"machines ({row.machine}); its times are not comparable." for row in mixed]
-    machines = sorted({row.machine for row in rows if row.machine})
-    if len(machines) == 1 and not mixed:
-        notes.append(f"Machine: {machines[0]}.")
-    elif len(machines) > 1 and not mixed:
-        notes.append(f"Warning: rows ran on different machines ({'; '.join(machines)}); "
-                     f"ratios between them are not comparable.")
-    return notes
+def _provenance_notes(rows: Sequence[Row], field: str, title: str, plural: str
+                      ) -> tuple[list[str], list[str]]:
+    """(what the rows ran on, warnings) for one provenance ``field`` of the rows (BLAS, machine).
+
+    A row whose runs differ in it (its value joins them with "; ") is warned
+    about; otherwise one value is named, and several are warned about.
+    """
+    mixed = [row for row in rows if "; " in getattr(row, field)]
+    warnings = [f"Warning: {row.algorithm} at {row.threads} threads mixes runs on different "
+                f"{plural} ({getattr(row, field)}); its times are not comparable."
+                for row in mixed]
+    values = sorted({getattr(row, field) for row in rows if getattr(row, field)})
+    if mixed or not values:
+        return [], warnings
+    if len(values) == 1:
+        return [f"{title}: {values[0]}."], warnings
+    return [f"Warning: rows ran on different {plural} ({'; '.join(values)}); ratios between "
+            f"them are not comparable."], warnings
 
 
 def _and(items: Iterable[str]) -> str:
