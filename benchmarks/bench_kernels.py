@@ -155,8 +155,18 @@ def step_into_passes(destination, source, grad, lr, passes):
         sgd_step_into(destination, source, grad, lr)
 
 
+@njit(nogil=True)
+def add_passes(destination, source, other, passes):
+    """``passes`` of ``destination = source + other``: the plainest loop with the publish step's
+    three memory streams, so the step can be read against the memory system, not against code."""
+    for _ in range(passes):
+        for i in range(destination.shape[0]):
+            destination[i] = source[i] + other[i]
+
+
 class PublishVectors:
-    """One vector size's three contenders: Leashed-SGD's read + publish, its step loop alone, np.copyto.
+    """One vector size's contenders: Leashed-SGD's read + publish, its step loop alone, a plain
+    three-stream add, and np.copyto.
 
     The publish runs with one thread (nothing contends, every CAS succeeds), and
     each publish builds the next version from the last: base and gradient read,
@@ -176,6 +186,7 @@ class PublishVectors:
         self.control[MAX_UPDATES] = UNLIMITED_UPDATES
         self.source, self.destination = np.ones(n_params, dtype_), np.empty(n_params, dtype_)
         self.step_kernel(1)  # compiles; publish compiles on its first call
+        self.add_kernel(1)
 
     def publish(self, count: int) -> int:
         """``count`` read + publish pairs; returns how many were applied."""
@@ -185,6 +196,9 @@ class PublishVectors:
 
     def step_kernel(self, count: int) -> None:
         step_into_passes(self.destination, self.source, self.grad, self.lr, count)
+
+    def add_kernel(self, count: int) -> None:
+        add_passes(self.destination, self.source, self.grad, count)
 
     def copyto(self, count: int) -> None:
         for _ in range(count):

@@ -7,6 +7,8 @@ root; so does this test, however pytest was started.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -159,3 +161,86 @@ def test_publish_driver_builds_each_version_from_the_last(dtype):
     np.testing.assert_array_equal(vectors.destination, np.full(64, 1 - 2.0 ** -11))
     vectors.copyto(1)
     np.testing.assert_array_equal(vectors.destination, vectors.source)
+
+
+def test_cpp_reference_refuses_a_folder_without_the_framework_in_one_line(tmp_path):
+    """``cpp_reference.py`` (the authors' C++ framework, timed on this machine) on a folder that
+    is not a checkout of it: one line naming what is missing, exit 2, nothing built."""
+    script = REPO / "benchmarks" / "scripts" / "cpp_reference.py"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"cpp_reference: no MiniDNN headers at {tmp_path.resolve() / 'include' / 'minidnn'} "
+        "(expected a checkout of dcs-chalmers/shared-memory-sgd)"]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_three_stream_add_baseline_adds():
+    """The publish benchmark's memory-limit baseline computes what it claims: d = s + g."""
+    source, other = np.arange(5.0), np.full(5, 0.5)
+    destination = np.zeros(5)
+    bench_kernels.add_passes(destination, source, other, 2)
+    np.testing.assert_array_equal(destination, source + other)
+
+
+def _scripts():
+    """``benchmarks/scripts`` importable as its scripts import one another."""
+    scripts = str(REPO / "benchmarks" / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+
+
+def test_the_spread_target_is_judged_only_where_seq_alone_meets_it():
+    _scripts()
+    from perf_targets import issue13_rows
+
+    def figures(seq_spread: float) -> dict:
+        def row(spec: str, threads: int, spread: float) -> dict:
+            return {"spec": spec, "threads": threads, "runs": [{}] * 5, "spread": spread,
+                    "failure_rates": [0.05] * 5, "cpu_per_wall": [2.0] * 5,
+                    "updates_per_s": [1000.0] * 5}
+        return {"time_to_target": {"leashed": "leashed:tp=inf", "workload": "mlp-digits",
+                                   "threads": 2, "vs_seq": 0.7, "lock_vs_seq": 0.7,
+                                   "median_s": {"leashed:tp=inf": 1.4, "seq": 2.0, "lock": 1.4}},
+                "cas_stability": [row("seq", 1, seq_spread), row("leashed:tp=inf", 2, 0.1)]}
+
+    quiet, noisy = issue13_rows(figures(0.05)), issue13_rows(figures(0.4))
+    assert quiet[2][0].startswith("SEQ") and quiet[2][3] == ""
+    assert quiet[-1][3] == "<= 15%"
+    assert "cannot be judged" in noisy[2][3] and noisy[-1][3] == "<= SEQ's (not judged)"
+    assert "(2.0x SEQ's)" in quiet[-1][2] and "(0.2x SEQ's)" in noisy[-1][2]
+    assert "(" not in issue13_rows(figures(0.0))[-1][2]  # no ratio to a zero spread
+
+
+FAKE_DRIVER = '''
+import json, sys
+for line in sys.stdin:
+    n = int(line)
+    if n < 0:
+        sys.exit(3)
+    print(json.dumps({"grad_ms": [1.5] * n, "step_ms": [2.0] * n, "grad_cpu_ms": [1.4] * n}),
+          flush=True)
+'''
+
+
+def test_cpp_stepper_collects_the_drivers_times_and_reports_a_dead_driver(tmp_path):
+    """The C++ contender's protocol, with a stand-in driver: times come from the driver's
+    own clock; a driver that dies is a CppReferenceError, and close() always ends it."""
+    _scripts()
+    from cpp_reference import CppReferenceError, CppStepper
+
+    driver = tmp_path / "driver"
+    driver.write_text(f"#!{sys.executable}\n{FAKE_DRIVER}")
+    driver.chmod(0o755)
+    with CppStepper(driver, "cnn", 16) as stepper:
+        stepper.run(2, record=False)
+        stepper.run(3)
+        assert stepper.median_ms() == 1.5 and stepper.samples["step_ms"] == [2.0] * 3
+        with pytest.raises(CppReferenceError, match="exited with 3"):
+            stepper.run(-1)
+    assert stepper.process.poll() is not None
+    with CppStepper(driver, "cnn", 16) as idle, pytest.raises(CppReferenceError,
+                                                               match="no C\\+\\+ step"):
+        idle.median_ms()

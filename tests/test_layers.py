@@ -58,7 +58,18 @@ CONV_SHAPES = [  # batch, in_c, height, width, out_c, k
     (2, 3, 9, 9, 2, 5),
     (1, 2, 4, 5, 3, 1),  # 1x1 kernel
     (2, 1, 3, 3, 2, 3),  # kernel as large as the input
+    # wide rows of at least layers.TAP_BLOCK_SPAN: the direct loops take several taps per pass
+    (1, 1, 28, 28, 2, 5),  # one pass of 5 taps per kernel row (LeNet's first layer)
+    (1, 2, 23, 26, 2, 3),  # one pass of 3, two channels
+    (1, 1, 28, 28, 1, 7),  # 5, then 1, then 1
+    (1, 1, 28, 28, 1, 4),  # 3, then 1
+    (2, 2, 28, 28, 3, 9),  # 5, then 3, then 1; two samples, two channels
 ]
+
+
+def test_conv_shapes_cover_both_direct_loop_kinds():
+    spans = [(h - k) * w + w - k + 1 for _, _, h, w, _, k in CONV_SHAPES]
+    assert min(spans) < L.TAP_BLOCK_SPAN <= max(spans)
 
 
 def conv_problem(shape, dtype=np.float64):
@@ -143,6 +154,34 @@ def test_gemm_conv_spans_several_chunks():
     np.testing.assert_allclose(run_conv(x, w, b, "gemm"), numpy_conv(x, w, b), rtol=1e-12, atol=1e-12)
     for got, want in zip(run_conv_backward(x, w, probe, how="gemm"), run_conv_backward(x, w, probe)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_gemm_backward_reads_the_columns_the_forward_kept():
+    """With ``kept``, the forward leaves its im2col matrices there and the backward uses them
+    instead of building them again: the same gradients, bit for bit, over several chunks."""
+    shape = (2, 6, 12, 12, 16, 5)
+    chunk = L.gemm_chunk(*shape[1:4], shape[5])
+    batch, in_c, height, width, out_c, k = shape = (2 * chunk + 3, *shape[1:])
+    x, w, b = conv_problem(shape)
+    probe = RNG.normal(size=numpy_conv(x, w, b).shape)
+    kept = np.full(batch * L.kept_columns_size(in_c, height, width, k), np.nan)
+    scratch = np.full(L.gemm_scratch_size(in_c, height, width, out_c, k), np.nan)
+    out = np.empty(probe.size)
+    L.conv_forward_gemm(x.ravel(), w.ravel(), b, out, scratch, batch, in_c, height, width, out_c,
+                        k, False, kept)
+    np.testing.assert_array_equal(out.reshape(probe.shape), run_conv(x, w, b, "gemm"))
+    assert not np.isnan(kept).any()  # every chunk's columns were built there
+    scratch[:] = np.nan  # nothing left over in scratch that the backward could lean on
+    d_w, d_b, d_x = np.empty(w.size), np.empty(out_c), np.empty(x.size)
+    L.conv_backward_gemm(x.ravel(), w.ravel(), probe.ravel(), d_w, d_b, d_x, scratch, batch, in_c,
+                         height, width, out_c, k, True, kept)
+    for got, want in zip((d_w, d_b, d_x), run_conv_backward(x, w, probe, how="gemm")):
+        np.testing.assert_array_equal(got, want.ravel())
+    # the weight gradient comes from the kept columns, not from x read again
+    unreadable = np.full(x.size, np.nan)
+    L.conv_backward_gemm(unreadable, w.ravel(), probe.ravel(), d_w, d_b, d_x, scratch, batch,
+                         in_c, height, width, out_c, k, False, kept)
+    np.testing.assert_array_equal(d_w, run_conv_backward(x, w, probe, how="gemm")[0].ravel())
 
 
 @pytest.mark.parametrize("how", CONV_KERNELS)

@@ -227,7 +227,7 @@ def test_a_rule_from_a_plugin_file_runs_with_every_built_in_strategy(strategy, h
     result = probe_run(strategy, threads, updates, step="halving", target_loss=None)
     assert result.status == "budget" and result.updates_applied == updates
     assert result.config.step == "halving:limit=4"
-    assert result.config.label == f"{strategy}+halving:limit=4"
+    assert result.config.label == f"{strategy}+halving"  # limit=4 is its default
     assert result.step_source["kind"] == "file"
     # the steps taken are the rule at the recorded τ's (every step is a power of two: exact)
     steps = predicted_steps(result, halving_step)
@@ -372,6 +372,29 @@ def test_the_rule_is_part_of_a_cells_identity_and_label():
     constant, inverse = RunConfig(**base), RunConfig(**base, step="inverse")
     assert constant.key() != inverse.key()
     assert (constant.label, inverse.label) == ("leashed:tp=inf", "leashed:tp=inf+inverse")
+
+
+def test_labels_show_only_the_rule_parameters_not_at_their_defaults():
+    """Tables stay narrow: ``+tail`` at its defaults; a changed parameter shows; the identity
+    (``key``) keeps the full spec, and different specs never share a label."""
+    base = dict(workload="probe", algorithm="leashed:tp=inf", threads=2, lr=0.1, batch_size=1,
+                seed=0, target_loss=None, max_time=1.0, max_updates=None)
+    specs = {parse_step_spec(text).label: shown for text, shown in [
+        ("tail", "leashed:tp=inf+tail"),
+        ("tail:amplitude=0.5", "leashed:tp=inf+tail:amplitude=0.5"),
+        ("tail:warmup_to=20:amplitude=1", "leashed:tp=inf+tail:warmup_to=20"),
+        ("fleet", "leashed:tp=inf+fleet"),
+        ("constant", "leashed:tp=inf")]}
+    configs = {full: RunConfig(**base, step=full) for full in specs}
+    assert {full: config.label for full, config in configs.items()} == specs
+    assert len({config.key() for config in configs.values()}) == len(specs)
+    assert "tail:amplitude=1:warmup_from=10:warmup_to=15:max_staleness=199" in configs  # identity
+    # -0 is not the default 0 as the canonical spec writes it: it must not hide as "fleet"
+    zero, minus_zero = (RunConfig(**base, step=parse_step_spec(f"fleet:tau_th={v}").label)
+                        for v in ("0", "-0"))
+    assert zero.label != minus_zero.label and zero.key() != minus_zero.key()
+    # a rule this process does not know (a plugin file not loaded here) keeps its full label
+    assert RunConfig(**base, step="elsewhere:x=1").label == "leashed:tp=inf+elsewhere:x=1"
 
 
 def test_a_record_from_before_step_rules_reads_as_constant():

@@ -64,8 +64,8 @@ def mlp_layers(hidden: tuple[int, ...], n_classes: int) -> tuple[Layer, ...]:
 # layer kinds, and the columns of the layer table
 CONV, POOL, RELU, DENSE = range(4)
 (KIND, IN_C, IN_H, IN_W, OUT_C, OUT_H, OUT_W, KERNEL, PARAMS_AT, N_WEIGHTS, IN_AT, OUT_AT,
- ARGMAX_AT, BY_GEMM) = range(14)
-TABLE_COLUMNS = 14
+ ARGMAX_AT, BY_GEMM, COLUMNS_AT) = range(15)
+TABLE_COLUMNS = 15
 FROM_INPUT = -1  # IN_AT of the first layer: it reads the gathered minibatch
 
 
@@ -109,10 +109,22 @@ def _in_place_relu(table, layer):
 
 
 @njit(nogil=True, cache=True)
-def forward(params, table, xb, acts, argmax, scratch, batch):
+def _kept_columns(table, layer, kept, batch):
+    """An im2col + BLAS conv layer's share of ``kept`` (empty when ``kept`` is)."""
+    if kept.shape[0] == 0:
+        return kept
+    row = table[layer]
+    at = batch * row[COLUMNS_AT]
+    return kept[at:at + batch * L.kept_columns_size(row[IN_C], row[IN_H], row[IN_W], row[KERNEL])]
+
+
+@njit(nogil=True, cache=True)
+def forward(params, table, xb, acts, argmax, scratch, batch, kept):
     """Run every layer on the ``batch`` samples in ``xb``; returns the logits (batch x classes).
 
-    A ReLU right after a conv or dense layer is fused into that layer's output pass.
+    A ReLU right after a conv or dense layer is fused into that layer's output pass. An
+    im2col + BLAS conv layer leaves its column matrices in ``kept`` for :func:`backward`
+    (pass an empty array to keep nothing, as evaluation does).
     """
     fused = False
     for layer in range(table.shape[0]):
@@ -125,7 +137,8 @@ def forward(params, table, xb, acts, argmax, scratch, batch):
         if kind == CONV and row[BY_GEMM]:
             L.conv_forward_gemm(x, params[w_at:w_at + n_w],
                                 params[w_at + n_w:w_at + n_w + row[OUT_C]], out, scratch, batch,
-                                row[IN_C], row[IN_H], row[IN_W], row[OUT_C], row[KERNEL], relu_next)
+                                row[IN_C], row[IN_H], row[IN_W], row[OUT_C], row[KERNEL], relu_next,
+                                _kept_columns(table, layer, kept, batch))
         elif kind == CONV:
             L.conv_forward(x, params[w_at:w_at + n_w], params[w_at + n_w:w_at + n_w + row[OUT_C]],
                            out, scratch, batch, row[IN_C], row[IN_H], row[IN_W], row[OUT_C],
@@ -151,8 +164,10 @@ def forward(params, table, xb, acts, argmax, scratch, batch):
 
 
 @njit(nogil=True, cache=True)
-def backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad):
+def backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad, kept):
     """Backpropagate ``deltas[0]`` (d loss / d logits) through every layer into ``grad``.
+
+    ``kept`` is the buffer :func:`forward` filled for this same minibatch.
 
     A max-pool that reads a ReLU's output applies that ReLU's backward while it routes the
     gradient (only winners that are positive get one), so the ReLU's map is not passed over.
@@ -177,7 +192,8 @@ def backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad):
         if kind == CONV and row[BY_GEMM]:
             L.conv_backward_gemm(x, params[w_at:b_at], d_out, grad[w_at:b_at],
                                  grad[b_at:b_at + row[OUT_C]], d_x, scratch, batch, row[IN_C],
-                                 row[IN_H], row[IN_W], row[OUT_C], row[KERNEL], need_d_x)
+                                 row[IN_H], row[IN_W], row[OUT_C], row[KERNEL], need_d_x,
+                                 _kept_columns(table, layer, kept, batch))
         elif kind == CONV:
             L.conv_backward(x, params[w_at:b_at], d_out, grad[w_at:b_at], grad[b_at:b_at + row[OUT_C]],
                             d_x, scratch, batch, row[IN_C], row[IN_H], row[IN_W], row[OUT_C],
@@ -205,14 +221,14 @@ def gradient(params, data, rows, work, grad):
     ``work`` is the thread's scratch from :meth:`Network.make_workspace`.
     """
     X, y, table = data
-    xb, yb, acts, argmax, scratch, deltas = work
+    xb, yb, acts, argmax, scratch, deltas, kept = work
     batch = rows.shape[0]
     _gather(X, y, rows, xb, yb)
-    logits = forward(params, table, xb, acts, argmax, scratch, batch)
+    logits = forward(params, table, xb, acts, argmax, scratch, batch, kept)
     n_classes = logits.shape[1]
     loss = L.softmax_cross_entropy(logits, yb[:batch],
                                    deltas[0, :batch * n_classes].reshape((batch, n_classes)))
-    backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad)
+    backward(params, table, xb, acts, argmax, scratch, deltas, batch, grad, kept)
     return loss
 
 
@@ -221,6 +237,7 @@ def evaluate_kernel(params, X, y, table, xb, acts, argmax, scratch):
     """Mean cross-entropy and accuracy over all of ``X``, a chunk of rows at a time."""
     width = X.shape[1]
     chunk = xb.shape[0] // width
+    nothing_kept = np.empty(0, xb.dtype)
     total = 0.0
     correct = 0
     for start in range(0, X.shape[0], chunk):
@@ -228,7 +245,7 @@ def evaluate_kernel(params, X, y, table, xb, acts, argmax, scratch):
         for r in range(n):
             for q in range(width):
                 xb[r * width + q] = X[start + r, q]
-        logits = forward(params, table, xb, acts, argmax, scratch, n)
+        logits = forward(params, table, xb, acts, argmax, scratch, n, nothing_kept)
         loss, hits = L.loss_and_hits(logits, y[start:start + n])
         total += loss
         correct += hits
@@ -253,7 +270,7 @@ class Network:
         """Shapes and buffer offsets of every layer, checked as they are derived."""
         table = np.zeros((len(self.layers), TABLE_COLUMNS), dtype=np.int64)
         c, h, w = self.input_shape
-        params_at = acts_at = argmax_at = 0
+        params_at = acts_at = argmax_at = columns_at = 0
         in_at = FROM_INPUT
         for i, layer in enumerate(self.layers):
             row = table[i]
@@ -267,6 +284,9 @@ class Network:
                 row[N_WEIGHTS] = layer.channels * c * layer.kernel ** 2
                 row[BY_GEMM] = self.conv_by_gemm if self.conv_by_gemm is not None \
                     else L.prefers_gemm(c, layer.kernel, layer.channels)
+                if row[BY_GEMM]:
+                    row[COLUMNS_AT] = columns_at
+                    columns_at += int(L.kept_columns_size(c, h, w, layer.kernel))
                 c, h, w = layer.channels, h - layer.kernel + 1, w - layer.kernel + 1
             elif isinstance(layer, MaxPool):
                 if min(h, w) < 2:
@@ -290,7 +310,8 @@ class Network:
                 row[OUT_AT] = acts_at
                 acts_at += c * h * w
             in_at = row[OUT_AT]
-        object.__setattr__(self, "_sizes", (int(params_at), int(acts_at), int(argmax_at)))
+        object.__setattr__(self, "_sizes", (int(params_at), int(acts_at), int(argmax_at),
+                                            int(columns_at)))
         return table
 
     @property
@@ -319,9 +340,14 @@ class Network:
             chunks += [rng.normal(0.0, scale, row[N_WEIGHTS]), np.zeros(row[OUT_C])]
         return np.concatenate(chunks).astype(self.dtype)
 
-    def make_workspace(self, batch_size: int) -> tuple:
-        """One thread's scratch for :func:`gradient` at this batch size."""
-        _, n_acts, n_argmax = self._sizes
+    def make_workspace(self, batch_size: int, keep_columns: bool = True) -> tuple:
+        """One thread's scratch for :func:`gradient` at this batch size.
+
+        The last buffer keeps the im2col matrices of im2col + BLAS conv layers from the
+        forward pass to the backward (:func:`layers.conv_forward_gemm`): for LeNet about
+        1.7x the memory of the activations, in exchange for not building them twice.
+        """
+        _, n_acts, n_argmax, n_columns = self._sizes
         widest = max(max(_size_of(row, 0), _size_of(row, 1)) for row in self.table)
         return (np.empty(batch_size * self.n_inputs, self.dtype),
                 np.empty(batch_size, np.int64),
@@ -329,7 +355,8 @@ class Network:
                 np.empty(batch_size * n_argmax, np.int64),
                 np.empty(max(self._conv_scratch_size(), self._dense_scratch_size(batch_size)),
                          self.dtype),
-                np.empty((2, batch_size * widest), self.dtype))
+                np.empty((2, batch_size * widest), self.dtype),
+                np.empty(batch_size * n_columns if keep_columns else 0, self.dtype))
 
     def _conv_scratch_size(self) -> int:
         """The most scratch any conv layer needs: a wide row, or its im2col matrices."""
@@ -348,7 +375,8 @@ class Network:
     def evaluate(self, params: np.ndarray, X: np.ndarray, y: np.ndarray,
                  chunk: int = 1024) -> tuple[float, float]:
         """(mean loss, accuracy) of ``params`` on ``(X, y)``."""
-        xb, _, acts, argmax, scratch, _ = self.make_workspace(min(chunk, X.shape[0]))
+        xb, _, acts, argmax, scratch, _, _ = self.make_workspace(min(chunk, X.shape[0]),
+                                                                 keep_columns=False)
         loss, accuracy = evaluate_kernel(params, X, y, self.table, xb, acts, argmax, scratch)
         return float(loss), float(accuracy)
 

@@ -9,7 +9,9 @@ each; others arrive through the entry-point group ``asgdbench.steps`` or a
 ``--plugin`` file. A spec picks a rule and its parameters, like a strategy's:
 ``inverse``, ``tail:amplitude=0.5``. A run's combined label is
 ``STRATEGY+RULE`` (``leashed:tp=inf+inverse``); the default rule, ``constant``,
-is left out of it, so labels of constant-step runs read as they always did.
+is left out of it, so labels of constant-step runs read as they always did, and
+the rule shows only the parameters not at their defaults (``+tail`` rather than
+``+tail:amplitude=1:warmup_from=10:...``); a run's identity keeps the full spec.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from asgdbench.plugins.params import (
     bind,
     find_param,
     make_state_problem,
+    spec_label,
     split_spec,
 )
 from asgdbench.plugins.registry import Registry, import_package_modules
@@ -104,10 +107,35 @@ class StepSpec(BoundSpec):
 
 
 def combined_label(strategy_label: str, step_label: str) -> str:
-    """``leashed:tp=inf+inverse``; the default rule is left out (``leashed:tp=inf``)."""
-    if step_label == DEFAULT_STEP:
+    """``leashed:tp=inf+inverse``, the step rule as :func:`shown_step_label` shows it; the
+    default rule is left out (``leashed:tp=inf``)."""
+    shown = shown_step_label(step_label)
+    if shown == DEFAULT_STEP:
         return strategy_label
-    return f"{strategy_label}{LABEL_SEPARATOR}{step_label}"
+    return f"{strategy_label}{LABEL_SEPARATOR}{shown}"
+
+
+def shown_step_label(step_label: str) -> str:
+    """A rule's canonical spec with the parameters at their defaults left out, for tables:
+    ``tail`` for ``tail:amplitude=1:warmup_from=10:warmup_to=15:max_staleness=199``.
+
+    A parameter is left out when it reads as its default does in the canonical spec, so two
+    specs that differ show differently. A rule this process does not know (from a plugin
+    file not loaded here) keeps its full label. Not cached: a rule registered later, or
+    reloaded with other defaults, must show as it is now.
+    """
+    try:
+        spec = parse_step_spec(step_label)
+    except (ConfigError, PluginError):
+        return step_label
+    params = spec.rule.params
+
+    def at_default(name: str, value: Any) -> bool:
+        param = find_param(params, name, spec.rule.name)
+        return param.format(value) == param.format(param.default)
+
+    changed = tuple((name, value) for name, value in spec.values if not at_default(name, value))
+    return spec_label(spec.rule.name, params, changed)
 
 
 _STEP_ARITY = 4  # step(lr, staleness, tid, rule_state)

@@ -1,6 +1,7 @@
 """Speed of the convolutional gradient step, as ratios against baselines measured in the same run.
 
     python benchmarks/scripts/cnn_speed.py [--quick] [--layers] [--clock wall|thread] [--json OUT.json]
+                                           [--cpp-framework PATH]
 
 One step is a forward + backward pass of a minibatch (loss and full gradient), one thread,
 one BLAS thread, the minibatch already in memory. Contenders, interleaved so that a noisy
@@ -14,9 +15,12 @@ machine hurts all alike (median of the repeats):
 
 Rows: ``cnn`` at batch 16, 128 and 512 and ``lenet`` (28x28x1) at batch 128, float32 and
 float64. The issue's targets are ratios: asgdbench <= 0.5x PyTorch (float32), and <= 0.35x
-the authors' C++ framework (float64, 5.8 ms for cnn at batch 128 on their machine; that
-framework is not run here). ``--layers`` also times each conv layer both ways, direct
-loops and im2col + BLAS, which is how ``workloads.layers.prefers_gemm`` was chosen.
+the authors' C++ framework (float64, 5.8 ms for cnn at batch 128 on their machine).
+``--cpp-framework PATH`` (a checkout of dcs-chalmers/shared-memory-sgd, kept outside this repo)
+adds that framework's float64 step on this machine as a ``cpp`` contender, interleaved with the
+others (see ``cpp_reference.py``); without it that framework is not run here.
+``--layers`` also times each conv layer both ways, direct loops and im2col + BLAS, which is
+how ``workloads.layers.prefers_gemm`` was chosen.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+from cpp_reference import CppStepper, add_cli_options, build_from_cli
 from numpy.lib.stride_tricks import sliding_window_view
 from perf_targets import interleaved_medians
 from tabulate import tabulate
@@ -211,7 +216,7 @@ def thread_time_medians(contenders: dict[str, Callable[[], Any]], repeats: int) 
 CLOCKS = {"wall": interleaved_medians, "thread": thread_time_medians}
 
 def step_case(name: str, layers, input_shape, batch: int, dtype: str, repeats: int,
-              clock: str = "wall") -> dict[str, Any]:
+              clock: str = "wall", cpp: str | None = None) -> dict[str, Any]:
     model = Network(input_shape, layers, np.dtype(dtype))
     rng = np.random.default_rng(0)
     X = rng.random((N_SAMPLES, model.n_inputs)).astype(dtype)
@@ -236,12 +241,27 @@ def step_case(name: str, layers, input_shape, batch: int, dtype: str, repeats: i
     if torch is not None:
         torch()
         contenders["torch"] = torch
-    seconds = CLOCKS[clock](contenders, repeats)
+    # The authors' C++ framework (MiniDNN, Scalar = double): one step per round in a driver
+    # process kept open; its figure is the driver's own timing, not the round trip's.
+    stepper = CppStepper(cpp, name, batch) if cpp and dtype == "float64" else None
+    try:
+        if stepper is not None:
+            stepper.run(3, record=False)  # warm-up
+            contenders["cpp"] = stepper.run
+        seconds = CLOCKS[clock](contenders, repeats)
+        if stepper is not None:
+            seconds["cpp"] = 1e-3 * stepper.median_ms("grad_cpu_ms" if clock == "thread"
+                                                       else "grad_ms")
+    finally:
+        if stepper is not None:
+            stepper.close()
     row = {"network": name, "batch": batch, "dtype": dtype,
            **{f"{who} [ms]": 1e3 * s for who, s in seconds.items()},
            "vs numpy": seconds["asgdbench"] / seconds["numpy"]}
     if "torch" in seconds:
         row["vs torch"] = seconds["asgdbench"] / seconds["torch"]
+    if "cpp" in seconds:
+        row["vs cpp"] = seconds["asgdbench"] / seconds["cpp"]
     return row
 
 
@@ -282,11 +302,15 @@ def main() -> None:
     parser.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="wall time (default), or the thread's CPU time on a loaded machine")
+    add_cli_options(parser, "its float64 step")
     args = parser.parse_args()
     repeats = 7 if args.quick else 25
     report: dict[str, Any] = {"environment": environment(), "clock": args.clock}
+    cpp, cpp_flags = build_from_cli(parser, args)
+    if cpp:
+        report["cpp"] = {"binary": cpp, "flags": cpp_flags}
     with single_threaded_blas():
-        steps = [step_case(name, layers, shape, batch, dtype, repeats, args.clock)
+        steps = [step_case(name, layers, shape, batch, dtype, repeats, args.clock, cpp)
                  for name, layers, shape, batch in (QUICK_CASES if args.quick else CASES)
                  for dtype in ("float32", "float64")]
         print(f"Gradient step (forward + backward), one thread, {args.clock} clock; "
@@ -294,6 +318,9 @@ def main() -> None:
         print(tabulate(steps, headers="keys", floatfmt=".3g", tablefmt="github"))
         if not any("torch [ms]" in row for row in steps):
             print("(PyTorch is not importable here: no torch column; pip install 'asgdbench[torch]')")
+        if cpp:
+            print(f"(cpp: the authors' MiniDNN framework, forward + backprop, Scalar = double, "
+                  f"built with {report['cpp']['flags']})")
         report["steps"] = steps
         if args.layers:
             per_layer = [layer_case(name, shape, batch, "float32", repeats, args.clock)
