@@ -107,15 +107,16 @@ def test_tail_builds_the_empirical_cdf_of_the_warm_up_and_applies_its_formula():
     spec = parse_step_spec(f"tail:amplitude={amplitude}:warmup_from=2:warmup_to=4:"
                            f"max_staleness={max_staleness}")
     state = spec.make_state(3)
-    # calls 2-4 of each thread are the sample; 7 and 100 are beyond the histogram
+    # with 3 threads in turn, calls 4-12 of all (each thread's 2nd to 4th) are the sample;
+    # 7 and 100 are beyond the histogram
     taus = [[50, 0, 1, 1, 9], [50, 2, 7, 0, 9], [50, 100, 3, 1]]
     steps = feed_tail(state, taus)
     sample = np.minimum([t for row in taus for t in row[1:4]], max_staleness)
 
-    cdf = state[5]
+    cdf = state[4]
     expected_cdf = [np.mean(sample < t) for t in range(max_staleness + 1)]
     np.testing.assert_allclose(cdf, expected_cdf, rtol=0, atol=1e-15)
-    # until the last thread's window closed (thread 2's 4th call), every step was lr
+    # until the window's last call (the 12th, thread 2's 4th), every step was lr
     assert steps[0][:4] == steps[1][:4] == steps[2][:4] == [LR] * 4
     # after it: α (1 + A (1 − 2 F(min(τ, max_staleness))))
     expected_after = LR * (1 + amplitude * (1 - 2 * np.mean(sample < max_staleness)))
@@ -130,20 +131,53 @@ def test_tail_clamps_with_a_comparison_not_the_authors_shift():
     """τ = 7 with max_staleness 5 counts as 5 (the authors' 7 >> 5 would make it 0)."""
     state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(2)
     feed_tail(state, [[7], [1]])
-    histogram, cdf = state[3], state[5]
+    histogram, cdf = state[2], state[4]
     assert histogram.tolist() == [0, 1, 0, 0, 0, 1]
     assert cdf[1] == 0.0  # nothing below 1: the 7 is not in bin 0
     assert cdf[5] == 0.5
 
 
-def test_tail_keeps_factor_one_until_every_thread_has_sampled():
+def test_tail_counts_its_window_over_all_threads_so_an_idle_thread_holds_nothing_up():
+    """With 2 threads the window 1..2 is calls 1-4 of both together, as the authors' framework
+    counts global steps: thread 1 never calls, thread 0's calls fill it, factor 1 until then."""
     state = parse_step_spec("tail:warmup_from=1:warmup_to=2").make_state(2)
-    steps = feed_tail(state, [[0, 0, 0, 0, 0], []])  # thread 1 never calls
-    assert steps[0] == [LR] * 5
-    assert state[4][8] == 0  # the READY cell
-    assert spec_inspect(state) == {"warmup_complete": False, "threads_sampled": 1, "threads": 2}
-    feed_tail(state, [[], [0, 0]])
+    steps = feed_tail(state, [[0, 0, 0], []])  # thread 1 never calls
+    assert steps[0] == [LR] * 3
+    assert spec_inspect(state) == {"warmup_complete": False, "samples": 3, "samples_needed": 4}
+    steps = feed_tail(state, [[0, 0, 1], []])
+    # the 4th call completed the sample (all τ = 0): F(0) = 0, F(1) = 1
+    assert steps[0] == [LR, 2 * LR, 0.0]
     assert spec_inspect(state)["warmup_complete"] is True
+    assert state[2][0] == 4  # calls after the window add nothing
+
+
+def test_tail_samples_each_call_of_the_window_once_under_contention():
+    """8 threads race through the window: exactly its calls are sampled, F is built once from
+    all of them, and no call after it adds to the histogram."""
+    import threading
+
+    threads, window = 8, (3, 40)
+    spec = parse_step_spec(f"tail:warmup_from={window[0]}:warmup_to={window[1]}")
+    state, rule = spec.make_state(threads), spec.rule
+    taus = np.random.default_rng(0).integers(0, 30, (threads, 200))
+    rule.step(LR, 0, 0, spec.make_state(1))  # compile outside the race
+
+    def calls(tid: int) -> None:
+        for tau in taus[tid]:
+            rule.step(LR, int(tau), tid, state)
+
+    workers = [threading.Thread(target=calls, args=(tid,)) for tid in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not any(worker.is_alive() for worker in workers)
+    needed = (window[1] - window[0] + 1) * threads
+    assert spec_inspect(state) == {"warmup_complete": True, "samples": needed,
+                                   "samples_needed": needed}
+    histogram, cdf = state[2], state[4]
+    assert histogram.sum() == needed
+    np.testing.assert_allclose(cdf, np.concatenate([[0], np.cumsum(histogram)[:-1]]) / needed)
 
 
 def spec_inspect(state: tuple) -> dict:
@@ -152,9 +186,9 @@ def spec_inspect(state: tuple) -> dict:
 
 def test_tail_clamps_a_negative_staleness_to_zero_instead_of_writing_before_its_histogram():
     state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(1)
-    guard = state[3].copy()
+    guard = state[2].copy()
     feed_tail(state, [[-3]])
-    assert state[3].tolist() == [1, 0, 0, 0, 0, 0] and guard.sum() == 0
+    assert state[2].tolist() == [1, 0, 0, 0, 0, 0] and guard.sum() == 0
     assert parse_step_spec("tail").rule.step(LR, -7, 0, state) == pytest.approx(
         LR * (1 + 1.0 * (1 - 2 * 0.0)))  # F(0) = 0, not the wrapped-around last bin
 

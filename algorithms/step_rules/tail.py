@@ -1,19 +1,23 @@
 """tail (TAIL-τ, Bäckström et al., ICML 2022): α · (1 + A · (1 − 2 F(τ))).
 
 F is the empirical CDF of the staleness seen during a short warm-up: F(τ) is
-the share of the warm-up sample strictly below τ. Each thread contributes the
-τ of its rule calls number ``warmup_from`` to ``warmup_to`` (counted from 1,
-both included; under Leashed-SGD a call is a CAS attempt); once every thread
-has, the last one builds F and publishes it. Until then the factor is 1. So
-an apply fresher than the warm-up's typical one takes a larger step (up to
-1 + A), a staler one a smaller step (down to 1 − A).
+the share of the warm-up sample strictly below τ. With m threads the warm-up
+samples the τ of rule calls number (``warmup_from`` − 1)·m + 1 to
+``warmup_to``·m, counted over all threads together (from 1; under Leashed-SGD a
+call is a CAS attempt), as the authors' framework counts its global steps: each
+thread's calls ``warmup_from`` to ``warmup_to`` when the threads keep pace, and
+a thread that never gets a core holds nothing up. The call that adds the last
+sample builds F and publishes it. Until then the factor is 1. So an apply
+fresher than the warm-up's typical one takes a larger step (up to 1 + A), a
+staler one a smaller step (down to 1 − A).
 
 τ is clamped to ``max_staleness`` (the histogram's last bin) by a comparison,
 for the sample and the lookup alike; the authors' code wrote
-``staleness >> max_staleness``, a shift where a comparison was meant. With
-τ = 0 everywhere (SEQ, SYNC) F(0) = 0, so the factor after warm-up is 1 + A.
-A thread that never reaches its window (a run shorter than that, a thread
-that never got a core) leaves the factor at 1 for the whole run; the result's
+``staleness >> max_staleness``, a shift where a comparison was meant. Their
+code also builds F while calls inside the window may still be adding to it;
+here the builder is the call whose sample completes the count. With τ = 0
+everywhere (SEQ, SYNC) F(0) = 0, so the factor after warm-up is 1 + A. A run
+with fewer calls than the window leaves the factor at 1; the result's
 ``step_rule.state.warmup_complete`` says whether that happened.
 """
 
@@ -25,12 +29,13 @@ from asgdbench.errors import ConfigError
 from asgdbench.plugins.params import Param
 from asgdbench.plugins.step_rules import StepRule, register_step_rule
 
-LINE = 8  # int64 cells per cache line: each thread's call counter gets its own
+LINE = 8  # int64 cells per cache line
 # cells of ``limits``
-WARMUP_FROM, WARMUP_TO, MAX_STALENESS, THREADS = range(4)
+FIRST_CALL, LAST_CALL, MAX_STALENESS = range(3)
 # cells of ``shared``, a line apart
-DONE = 0  # threads whose warm-up window is complete
-READY = 8  # 1 once ``cdf`` is built
+CALLS = 0  # rule calls so far, all threads together (counted until the window is claimed)
+SAMPLED = 8  # samples added to the histogram
+READY = 16  # 1 once ``cdf`` is built
 
 
 def make_state(n_threads: int, amplitude: float = 1.0, warmup_from: int = 10,
@@ -41,12 +46,12 @@ def make_state(n_threads: int, amplitude: float = 1.0, warmup_from: int = 10,
     if warmup_to < warmup_from:
         raise ConfigError(f"tail: warmup_to={warmup_to} is before warmup_from={warmup_from}")
     settings = np.array([amplitude], dtype=np.float64)
-    limits = np.array([warmup_from, warmup_to, max_staleness, n_threads], dtype=np.int64)
-    calls = np.zeros(n_threads * LINE, dtype=np.int64)
+    limits = np.array([(warmup_from - 1) * n_threads + 1, warmup_to * n_threads, max_staleness],
+                      dtype=np.int64)
     histogram = np.zeros(max_staleness + 1, dtype=np.int64)
-    shared = np.zeros(2 * LINE, dtype=np.int64)
+    shared = np.zeros(3 * LINE, dtype=np.int64)
     cdf = np.zeros(max_staleness + 1, dtype=np.float64)
-    return (settings, limits, calls, histogram, shared, cdf)
+    return (settings, limits, histogram, shared, cdf)
 
 
 @njit(nogil=True, cache=True)
@@ -63,15 +68,16 @@ def build_cdf(histogram, cdf):
 
 @njit(nogil=True, cache=True)
 def step(lr, staleness, tid, rule_state):
-    settings, limits, calls, histogram, shared, cdf = rule_state
+    settings, limits, histogram, shared, cdf = rule_state
     tau = min(max(staleness, 0), limits[MAX_STALENESS])  # a comparison, both ends
     if load(shared, READY, "acquire") != 0:
         return lr * (1.0 + settings[0] * (1.0 - 2.0 * cdf[tau]))
-    count = calls[tid * LINE] + 1
-    store(calls, tid * LINE, count, "monotonic")  # this thread's cell: no other writer
-    if limits[WARMUP_FROM] <= count <= limits[WARMUP_TO]:
+    if load(shared, CALLS, "monotonic") >= limits[LAST_CALL]:
+        return lr  # the window is claimed: its last samples are being added
+    call = fetch_add(shared, CALLS, 1) + 1
+    if limits[FIRST_CALL] <= call <= limits[LAST_CALL]:
         fetch_add(histogram, tau, 1)
-        if count == limits[WARMUP_TO] and fetch_add(shared, DONE, 1) == limits[THREADS] - 1:
+        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:
             build_cdf(histogram, cdf)  # every sample is in: the others' adds came first
             store(shared, READY, 1, "release")
     return lr
@@ -79,9 +85,9 @@ def step(lr, staleness, tid, rule_state):
 
 def inspect(rule_state: tuple) -> dict:
     """Whether the warm-up completed: if not, every step of the run had factor 1."""
-    settings, limits, calls, histogram, shared, cdf = rule_state
-    return {"warmup_complete": bool(shared[READY]), "threads_sampled": int(shared[DONE]),
-            "threads": int(limits[THREADS])}
+    settings, limits, histogram, shared, cdf = rule_state
+    return {"warmup_complete": bool(shared[READY]), "samples": int(shared[SAMPLED]),
+            "samples_needed": int(limits[LAST_CALL] - limits[FIRST_CALL] + 1)}
 
 
 register_step_rule(StepRule(
@@ -93,8 +99,10 @@ register_step_rule(StepRule(
     params=(
         Param("amplitude", "float", 1.0, "A: how far the factor moves from 1 (0 to 1)",
               minimum=0),
-        Param("warmup_from", "int", 10, "first rule call of each thread sampled", minimum=1),
-        Param("warmup_to", "int", 15, "last rule call of each thread sampled", minimum=1),
+        Param("warmup_from", "int", 10, "first rule call sampled, per thread: call "
+              "(warmup_from - 1) m + 1 of all m threads together", minimum=1),
+        Param("warmup_to", "int", 15, "last rule call sampled, per thread: call warmup_to m "
+              "of all m threads together", minimum=1),
         Param("max_staleness", "int", 199, "τ above this counts as this", minimum=1),
     ),
     doc=__doc__,
