@@ -151,6 +151,23 @@ def test_tail_counts_its_window_over_all_threads_so_an_idle_thread_holds_nothing
     assert state[2][0] == 4  # calls after the window add nothing
 
 
+def test_tail_does_not_build_f_while_a_claimed_sample_is_still_being_added():
+    """Replay: with 2 threads the window is calls 1-4; calls 1 and 2 are in, call 3 was claimed
+    by a thread that stalled before adding its τ. Call 4 (the window's last number) must not
+    build F from three samples: the builder is the call that completes the count."""
+    state = parse_step_spec("tail:warmup_from=1:warmup_to=2").make_state(2)
+    histogram, shared = state[2], state[3]
+    shared[0], shared[8], histogram[0] = 3, 2, 2  # CALLS, SAMPLED: call 3 claimed, not added
+    assert parse_step_spec("tail").rule.step(LR, 5, 1, state) == LR
+    assert shared[16] == 0 and shared[8] == 3  # READY not set; three samples in
+    assert spec_inspect(state)["warmup_complete"] is False
+
+
+def test_tail_refuses_a_window_its_call_counter_could_not_hold():
+    with pytest.raises(ConfigError, match="beyond"):
+        parse_step_spec(f"tail:warmup_to={2 ** 60}").make_state(16)
+
+
 def test_tail_samples_each_call_of_the_window_once_under_contention():
     """8 threads race through the window: exactly its calls are sampled, F is built once from
     all of them, and no call after it adds to the histogram."""

@@ -4,10 +4,12 @@ F is the empirical CDF of the staleness seen during a short warm-up: F(τ) is
 the share of the warm-up sample strictly below τ. With m threads the warm-up
 samples the τ of rule calls number (``warmup_from`` − 1)·m + 1 to
 ``warmup_to``·m, counted over all threads together (from 1; under Leashed-SGD a
-call is a CAS attempt), as the authors' framework counts its global steps: each
-thread's calls ``warmup_from`` to ``warmup_to`` when the threads keep pace, and
-a thread that never gets a core holds nothing up. The call that adds the last
-sample builds F and publishes it. Until then the factor is 1. So an apply
+call is a CAS attempt): each thread's calls ``warmup_from`` to ``warmup_to``
+when the threads keep pace, and a thread that never gets a core holds nothing
+up. The authors' framework counts globally too, its iterations rather than
+rule calls, and with slightly other bounds (0-based steps strictly between
+``warmup_from``·m and ``warmup_to``·m). The call whose sample completes the
+count builds F and publishes it. Until then the factor is 1. So an apply
 fresher than the warm-up's typical one takes a larger step (up to 1 + A), a
 staler one a smaller step (down to 1 − A).
 
@@ -36,6 +38,7 @@ FIRST_CALL, LAST_CALL, MAX_STALENESS = range(3)
 CALLS = 0  # rule calls so far, all threads together (counted until the window is claimed)
 SAMPLED = 8  # samples added to the histogram
 READY = 16  # 1 once ``cdf`` is built
+MAX_CALLS = 2 ** 62  # the call counter (int64) stays far from wrapping
 
 
 def make_state(n_threads: int, amplitude: float = 1.0, warmup_from: int = 10,
@@ -45,6 +48,9 @@ def make_state(n_threads: int, amplitude: float = 1.0, warmup_from: int = 10,
                           f"gradients (factor 1 - A < 0)")
     if warmup_to < warmup_from:
         raise ConfigError(f"tail: warmup_to={warmup_to} is before warmup_from={warmup_from}")
+    if warmup_to * n_threads > MAX_CALLS:
+        raise ConfigError(f"tail: warmup_to={warmup_to} with {n_threads} threads is a window "
+                          f"beyond {MAX_CALLS} rule calls")
     settings = np.array([amplitude], dtype=np.float64)
     limits = np.array([(warmup_from - 1) * n_threads + 1, warmup_to * n_threads, max_staleness],
                       dtype=np.int64)

@@ -56,6 +56,11 @@ MUTATIONS = [
              "            store(shared, READY, 1, \"release\")\n"
              "            build_cdf(histogram, cdf)\n",
              "TAIL publishes READY before F is built: a reader may use a half-built CDF"),
+    Mutation("tail-builder-is-last-number", TAIL,
+             "        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:\n",
+             "        fetch_add(shared, SAMPLED, 1)\n        if call == limits[LAST_CALL]:\n",
+             "TAIL builds F on the window's last call number, while an earlier claimed sample "
+             "may still be on its way (the authors' order)"),
     Mutation("tail-one-sided-clamp", TAIL,
              "    tau = min(max(staleness, 0), limits[MAX_STALENESS])",
              "    tau = min(staleness, limits[MAX_STALENESS])",
