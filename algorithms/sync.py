@@ -58,7 +58,7 @@ def update(state, tid, token, grad, lr, control, rule, rule_state):
     copy_into(grads[tid], grad)
     mine = rule_step(rule, rule_state, lr, 0, tid)
     if tid == 0:
-        state[6][0] = mine  # read by all after the barrier, which orders it
+        round_step[0] = mine  # read by all after the barrier, which orders it
     if not barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, gates, tid):
         return STOP, 0, 0, lr
     n = params.shape[0]

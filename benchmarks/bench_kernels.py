@@ -185,7 +185,7 @@ class PublishVectors:
         self.control = np.zeros(CONTROL_CELLS, np.int64)
         self.control[MAX_UPDATES] = UNLIMITED_UPDATES
         self.source, self.destination = np.ones(n_params, dtype_), np.empty(n_params, dtype_)
-        self.step_kernel(1)  # compiles; publish compiles on its first call
+        self.step_kernel(1)  # compiles; publish compiles on its first call (a publish is counted)
         self.add_kernel(1)
 
     def publish(self, count: int) -> int:

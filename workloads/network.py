@@ -111,8 +111,6 @@ def _in_place_relu(table, layer):
 @njit(nogil=True, cache=True)
 def _kept_columns(table, layer, kept, batch):
     """An im2col + BLAS conv layer's share of ``kept`` (empty when ``kept`` is)."""
-    if kept.shape[0] == 0:
-        return kept
     row = table[layer]
     at = batch * row[COLUMNS_AT]
     return kept[at:at + batch * L.kept_columns_size(row[IN_C], row[IN_H], row[IN_W], row[KERNEL])]
@@ -233,11 +231,11 @@ def gradient(params, data, rows, work, grad):
 
 
 @njit(nogil=True, cache=True)
-def evaluate_kernel(params, X, y, table, xb, acts, argmax, scratch):
-    """Mean cross-entropy and accuracy over all of ``X``, a chunk of rows at a time."""
+def evaluate_kernel(params, X, y, table, xb, acts, argmax, scratch, kept):
+    """Mean cross-entropy and accuracy over all of ``X``, a chunk of rows at a time (``kept``
+    empty: evaluation keeps no im2col columns)."""
     width = X.shape[1]
     chunk = xb.shape[0] // width
-    nothing_kept = np.empty(0, xb.dtype)
     total = 0.0
     correct = 0
     for start in range(0, X.shape[0], chunk):
@@ -245,7 +243,7 @@ def evaluate_kernel(params, X, y, table, xb, acts, argmax, scratch):
         for r in range(n):
             for q in range(width):
                 xb[r * width + q] = X[start + r, q]
-        logits = forward(params, table, xb, acts, argmax, scratch, n, nothing_kept)
+        logits = forward(params, table, xb, acts, argmax, scratch, n, kept)
         loss, hits = L.loss_and_hits(logits, y[start:start + n])
         total += loss
         correct += hits
@@ -375,9 +373,10 @@ class Network:
     def evaluate(self, params: np.ndarray, X: np.ndarray, y: np.ndarray,
                  chunk: int = 1024) -> tuple[float, float]:
         """(mean loss, accuracy) of ``params`` on ``(X, y)``."""
-        xb, _, acts, argmax, scratch, _, _ = self.make_workspace(min(chunk, X.shape[0]),
-                                                                 keep_columns=False)
-        loss, accuracy = evaluate_kernel(params, X, y, self.table, xb, acts, argmax, scratch)
+        xb, _, acts, argmax, scratch, _, kept = self.make_workspace(min(chunk, X.shape[0]),
+                                                                    keep_columns=False)
+        loss, accuracy = evaluate_kernel(params, X, y, self.table, xb, acts, argmax, scratch,
+                                         kept)
         return float(loss), float(accuracy)
 
     def describe(self) -> list[str]:

@@ -184,7 +184,8 @@ def raise_if_interrupted() -> None:
 
 
 def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: int, *,
-              step: str | StepSpec | None = None, lr: float | None = None, batch_size: int | None = None, seed: int = 0,
+              step: str | StepSpec | None = None, lr: float | None = None,
+              batch_size: int | None = None, seed: int = 0,
               target_loss: float | None = WORKLOAD_DEFAULT,
               max_time: float | None = WORKLOAD_DEFAULT, max_updates: int | None = None,
               dtype: str = "float32") -> RunConfig:
@@ -441,6 +442,8 @@ class _Run:
         overrun_s = None
         if stopped_by == "timeout" and self.rule.max_time is not None:
             overrun_s = wall_s - self.rule.max_time
+        vector_bytes = self.workload.n_params * self.workload.dtype.itemsize
+        live = self.live.summary(wall_s)
         return RunResult(
             config=config,
             status=status,
@@ -458,10 +461,9 @@ class _Run:
                                         exact_sum=int(counters[:, STALENESS_SUM].sum())),
             cas=self._cas_summary() if strategy.uses_cas else None,
             peak_param_vectors=peak_vectors,
-            peak_param_bytes=peak_vectors * self.workload.n_params * self.workload.dtype.itemsize,
-            live_param_vectors=self.live.summary(wall_s),
-            mean_live_param_bytes=(self.live.summary(wall_s).get("mean", peak_vectors)
-                                   * self.workload.n_params * self.workload.dtype.itemsize),
+            peak_param_bytes=peak_vectors * vector_bytes,
+            live_param_vectors=live,
+            mean_live_param_bytes=live.get("mean", peak_vectors) * vector_bytes,
             initial_loss=initial_loss,
             final_loss=self.monitor.smoothed_loss,
             test_loss=evaluation.get("test_loss"),

@@ -22,7 +22,14 @@ from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import UserError
 from asgdbench.study import plots
 from asgdbench.study.claim_figures import claim_figure
-from asgdbench.study.claims import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Verdict, get_claim
+from asgdbench.study.claims import (
+    NOT_SUPPORTED,
+    NOT_TESTABLE,
+    SUPPORTED,
+    Verdict,
+    get_claim,
+    oversubscribed_threads,
+)
 from asgdbench.study.report import markdown_table
 from asgdbench.study.reproduce import Plan, count_pending, judge
 
@@ -114,8 +121,8 @@ def machine_lines(plan: Plan, results: Sequence[RunResult]) -> list[str]:
              f"git commit {environment.get('git_commit') or 'unknown'}; BLAS "
              f"{'; '.join(label for label in blas_labels if label) or 'unknown'}",
              f"scale {plan.scale.name} ({plan.scale.budget}); thread counts adapt to the "
-             f"cores: those up to {plan.cores} each get a core, {2 * plan.cores} time-shares "
-             f"them (memory and contention only)"]
+             f"cores: those up to {plan.cores} each get a core, "
+             f"{oversubscribed_threads(plan.cores)} time-shares them (memory and contention only)"]
     if len({r.environment.get("git_commit") for r in results}) > 1:
         lines.append("warning: the runs come from several commits")
     return lines + [f"note: {note}" for note in plan.notes]

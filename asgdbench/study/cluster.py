@@ -49,7 +49,7 @@ import numpy as np
 
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.statistics import histogram_summary
-from asgdbench.errors import ConfigError, UserError
+from asgdbench.errors import ConfigError, UserError, one_line
 
 RESOURCE = "machine"
 """The worker resource each run needs one of: a worker with one runs one timed run at a time."""
@@ -121,6 +121,7 @@ class Cluster:
         self.client = client
         self.address = address
         self.plugins = tuple(plugins)
+        self._plugin_paths = {plugin.sha256: plugin.client_path for plugin in self.plugins}
         self.data_dir = data_dir if address.is_local else None  # a remote node has its own
         self.task_configs: dict[str, RunConfig] = {}
         """Task key -> the run it computes, for every task submitted (tests read it)."""
@@ -250,10 +251,9 @@ class Cluster:
     def _from_worker(self, data: dict) -> RunResult:
         """A worker's result, with a shipped plugin's source named by its path on the client."""
         result = RunResult.from_dict(data)
-        paths = {plugin.sha256: plugin.client_path for plugin in self.plugins}
         for source in (result.strategy_source, result.workload_source):
-            if source.get("kind") == "file" and source.get("sha256") in paths:
-                source["path"] = paths[source["sha256"]]
+            if source.get("kind") == "file" and source.get("sha256") in self._plugin_paths:
+                source["path"] = self._plugin_paths[source["sha256"]]
         return result
 
     def _check_alive(self, idle_since: float, left: int) -> float:
@@ -293,7 +293,7 @@ def connect(address: ClusterAddress | str, *, plugin_files: Sequence[str | Path]
         if local is not None:
             local.close()
         raise ConfigError(f"cannot reach the dask scheduler at {address.text} "
-                          f"({' '.join(str(error).split()) or type(error).__name__})") from None
+                          f"({one_line(error)})") from None
     cluster = Cluster(client, address, plugins=plugins, data_dir=data_dir)
     try:
         yield cluster
@@ -355,7 +355,7 @@ def run_on_worker(config: RunConfig, plugins: Sequence[PluginFile],
 
         result = grid.run_cell(_workload(config.workload, config.dtype, data_dir), config)
     except UserError as error:
-        return {"failed": " ".join(str(error).split()), "worker": worker, "host": host}
+        return {"failed": one_line(error), "worker": worker, "host": host}
     except Exception as error:  # anything else a run can raise: the client records it
         return {"failed": f"{type(error).__name__}: {error}", "worker": worker, "host": host}
     result.environment.update(dask_worker=worker, worker_pid=os.getpid())
@@ -373,7 +373,7 @@ def _check_on_worker(cells: Sequence[RunConfig], plugins: Sequence[PluginFile],
             grid.check_can_run(_workload(name, dtype, data_dir),
                                [c for c in cells if (c.workload, c.dtype) == (name, dtype)])
     except UserError as error:
-        return f"{socket.gethostname()}: {' '.join(str(error).split())}"
+        return f"{socket.gethostname()}: {one_line(error)}"
     return None
 
 

@@ -26,6 +26,7 @@ how ``workloads.layers.prefers_gemm`` was chosen.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -200,20 +201,10 @@ def torch_step(model: Network, params: np.ndarray, X: np.ndarray, y: np.ndarray
 
 # -- the measurements ----------------------------------------------------------------------
 
-def thread_time_medians(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Like ``interleaved_medians``, in CPU seconds of the calling thread: on a machine that
-    other jobs load, time-slicing inflates wall times unevenly (PyTorch's many short calls
-    more than one long kernel), while every contender here computes on the calling thread."""
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            begin = time.thread_time()
-            fn()
-            samples[name].append(time.thread_time() - begin)
-    return {name: float(np.median(values)) for name, values in samples.items()}
-
-
-CLOCKS = {"wall": interleaved_medians, "thread": thread_time_medians}
+# "thread": CPU seconds of the calling thread. On a machine that other jobs load,
+# time-slicing inflates wall times unevenly (PyTorch's many short calls more than one long
+# kernel), while every contender here computes on the calling thread.
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 def step_case(name: str, layers, input_shape, batch: int, dtype: str, repeats: int,
               clock: str = "wall", cpp: str | None = None) -> dict[str, Any]:
@@ -243,18 +234,15 @@ def step_case(name: str, layers, input_shape, batch: int, dtype: str, repeats: i
         contenders["torch"] = torch
     # The authors' C++ framework (MiniDNN, Scalar = double): one step per round in a driver
     # process kept open; its figure is the driver's own timing, not the round trip's.
-    stepper = CppStepper(cpp, name, batch) if cpp and dtype == "float64" else None
-    try:
+    with (CppStepper(cpp, name, batch) if cpp and dtype == "float64"
+          else contextlib.nullcontext()) as stepper:
         if stepper is not None:
             stepper.run(3, record=False)  # warm-up
             contenders["cpp"] = stepper.run
-        seconds = CLOCKS[clock](contenders, repeats)
+        seconds = interleaved_medians(contenders, repeats, CLOCKS[clock])
         if stepper is not None:
             seconds["cpp"] = 1e-3 * stepper.median_ms("grad_cpu_ms" if clock == "thread"
                                                        else "grad_ms")
-    finally:
-        if stepper is not None:
-            stepper.close()
     row = {"network": name, "batch": batch, "dtype": dtype,
            **{f"{who} [ms]": 1e3 * s for who, s in seconds.items()},
            "vs numpy": seconds["asgdbench"] / seconds["numpy"]}
@@ -287,7 +275,7 @@ def layer_case(name: str, shape: tuple[int, ...], batch: int, dtype: str, repeat
     }
     for fn in contenders.values():
         fn()
-    seconds = CLOCKS[clock](contenders, repeats)
+    seconds = interleaved_medians(contenders, repeats, CLOCKS[clock])
     return {"layer": name, "batch": batch, "dtype": dtype,
             **{f"{who} [ms]": 1e3 * s for who, s in seconds.items()},
             "gemm/direct fwd": seconds["gemm fwd"] / seconds["direct fwd"],

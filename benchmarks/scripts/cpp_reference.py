@@ -193,12 +193,17 @@ def add_cli_options(parser: argparse.ArgumentParser, what: str) -> None:
                         help="added to the framework's own flags, e.g. '-march=native -DNDEBUG'")
 
 
+def framework_flags(extra: Sequence[str] = ()) -> str:
+    """The full compiler flags a build uses: the framework's own, then ``extra``."""
+    return " ".join([*FRAMEWORK_FLAGS, *extra])
+
+
 def build_from_cli(parser: argparse.ArgumentParser,
                    args: argparse.Namespace) -> tuple[str | None, str]:
     """The driver the options of :func:`add_cli_options` ask for (None without
     ``--cpp-framework``) and its full flags; a build that cannot be made exits 2 with one line."""
     extra = shlex.split(args.cpp_cxxflags)
-    flags = " ".join([*FRAMEWORK_FLAGS, *extra])
+    flags = framework_flags(extra)
     if not args.cpp_framework:
         return None, flags
     try:
@@ -222,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CppReferenceError as error:
         print(f"cpp_reference: {error}", file=sys.stderr)
         return 2
-    result["flags"] = " ".join([*FRAMEWORK_FLAGS, *shlex.split(args.cxxflags)])
+    result["flags"] = framework_flags(shlex.split(args.cxxflags))
     print(json.dumps(result))
     return 0
 

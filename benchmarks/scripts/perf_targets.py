@@ -54,8 +54,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # the asv suite's drivers, shared rather than copied
     sys.path.insert(0, str(REPO))
 from benchmarks.bench_kernels import PUBLISH_SIZES, PUBLISHES_PER_CALL, PublishVectors  # noqa: E402
-
-PAPER_LAYERS = (784, 128, 128, 128, 10)
+from benchmarks.bench_kernels import SMALL_BATCH_LAYERS as PAPER_LAYERS  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -67,20 +66,22 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return float(np.median(samples))
 
 
-def interleaved_samples(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+def interleaved_samples(contenders: dict[str, Callable[[], Any]], repeats: int,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds of each call, the contenders taking turns, so that machine noise hits all alike."""
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            begin = time.perf_counter()
+            begin = clock()
             fn()
-            samples[name].append(time.perf_counter() - begin)
+            samples[name].append(clock() - begin)
     return samples
 
 
-def interleaved_medians(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+def interleaved_medians(contenders: dict[str, Callable[[], Any]], repeats: int,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     return {name: float(np.median(values))
-            for name, values in interleaved_samples(contenders, repeats).items()}
+            for name, values in interleaved_samples(contenders, repeats, clock).items()}
 
 
 # -- 1. the gradient kernel against NumPy -------------------------------------------
@@ -257,7 +258,6 @@ def per_update(workload, repeats: int, updates: int = 20_000, batch: int = 16,
     numpy_ms: list[float] = []
     kernel_ms: list[float] = []
     with single_threaded_blas():
-        workload.gradient(params, workload.train_data, rows, work, grad)  # compile
         for _ in range(max(3, repeats // 10)):  # interleaved: SEQ run, kernel, NumPy, in turns
             result = run(workload, "seq", 1, batch_size=batch, max_updates=updates,
                          target_loss=None, max_time=None)
