@@ -69,8 +69,8 @@ class ResultStore:
         self.folder = Path(folder)
         self.runs_path = self.folder / RUNS_FILE
         self.partial_line: int | None = None
-        """Number of a last line cut short (a run being written when the process died), once
-        :meth:`load` skipped it or :meth:`open_for_writing` cut it off; None if there was none."""
+        """Number of a last line cut short (a run being written when the process died) that the
+        latest :meth:`load` skipped or :meth:`open_for_writing` cut off; None if there was none."""
         self.duplicates: dict[tuple, list[int]] = {}
         """``RunConfig.key()`` -> line numbers of a run found more than once, after
         :meth:`load`; the first line is the one counted."""
