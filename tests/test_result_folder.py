@@ -11,6 +11,7 @@ Grids are tiny: a few hundred updates of mlp-digits per run.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import random
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import in_process, key_of, read_runs
 
-from asgdbench.study.result_folder import LOCK_FILE, FolderInUse, ResultStore
+from asgdbench.study.result_folder import LOCK_FILE, FolderInUse, ResultStore, WriterLock
 
 QUICK = ["--target-loss", "none", "--max-updates", "200", "--max-time", "30"]
 GRID = ["compare", "--strategies", "seq,lock", "--threads", "1", "--repeats", "2", *QUICK]
@@ -124,6 +125,54 @@ def test_a_killed_writer_leaves_no_lock_behind(tmp_path):
         with pytest.raises(FolderInUse):
             ResultStore.open_for_writing(out, append=True)
     assert not store.folder.joinpath(LOCK_FILE).exists()
+
+
+def test_a_writer_that_locked_a_lock_file_removed_meanwhile_tries_again(tmp_path,
+                                                                        monkeypatch):
+    """Replay: the holder releases (and removes the file) between our open and our flock."""
+    holder, real_flock = WriterLock.acquire(tmp_path), fcntl.flock
+
+    def flock_once_the_holder_left(descriptor: int, operation: int) -> None:
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        holder.release()
+        real_flock(descriptor, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_once_the_holder_left)
+    second = WriterLock.acquire(tmp_path)
+    assert fcntl.flock is real_flock  # the replay happened
+    try:  # it holds the file at the path, not the removed one
+        assert os.path.samestat(os.fstat(second._descriptor), os.stat(tmp_path / LOCK_FILE))
+        with pytest.raises(FolderInUse):
+            WriterLock.acquire(tmp_path)
+    finally:
+        second.release()
+
+
+def test_a_writer_arriving_while_the_holder_releases_never_makes_two_holders(tmp_path,
+                                                                             monkeypatch):
+    """Replay: a second writer comes at the moment the holder removes its lock file."""
+    holder, real_unlink, arrivals = WriterLock.acquire(tmp_path), Path.unlink, []
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.name == LOCK_FILE and not arrivals:
+            try:
+                arrivals.append(WriterLock.acquire(tmp_path))
+            except FolderInUse:
+                arrivals.append(None)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    holder.release()
+    monkeypatch.undo()
+    [arrived] = arrivals
+    try:
+        third = WriterLock.acquire(tmp_path)
+    except FolderInUse:
+        third = None
+    assert (arrived is None) != (third is None), "two writers, or none, hold the folder"
+    for lock in (arrived, third):
+        if lock is not None:
+            lock.release()
 
 
 def test_two_compares_on_one_folder_run_each_cell_once(tmp_path):

@@ -94,6 +94,10 @@ class ResultStore:
                     raise UserError(f"{store.runs_path} already holds runs: pass --resume to "
                                     f"finish that grid, or choose another --out")
                 store.partial_line = store._drop_partial_last_line()
+        except OSError as error:  # a full disk refusing even the newline of a whole last run
+            store.close()
+            reason = error.strerror or type(error).__name__
+            raise UserError(f"cannot write results to {store.folder} ({reason})") from None
         except BaseException:
             store.close()
             raise
@@ -300,6 +304,12 @@ class WriterLock:
                 return cls(path, descriptor)
             os.close(descriptor)
         raise FolderInUse(f"{folder} is in use: its lock file keeps changing hands")
+
+    def __del__(self) -> None:  # a store never closed: unlock when it is collected
+        try:
+            self.release()
+        except Exception:
+            pass
 
     def release(self) -> None:
         """Remove the lock file, then unlock it (in that order: see :meth:`acquire`)."""
