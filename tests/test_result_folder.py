@@ -223,6 +223,17 @@ def test_a_run_found_twice_counts_once_and_report_names_it(four_runs, tmp_path, 
     assert resumed.returncode == 0 and "0 of 4 runs to do" in resumed.stderr
 
 
+def test_a_whole_last_run_without_its_newline_is_kept(four_runs, tmp_path):
+    out = copy_of(four_runs, tmp_path)
+    whole = (out / "runs.jsonl").read_bytes()
+    (out / "runs.jsonl").write_bytes(whole[:-1])  # the newline never made it to disk
+    assert len(ResultStore(out).load()) == 4
+    with ResultStore.open_for_writing(out, append=True) as store:
+        assert store.partial_line is None
+        assert (out / "runs.jsonl").read_bytes() == whole
+        assert len(store.load()) == 4
+
+
 # -- a full disk ---------------------------------------------------------------------------
 
 def fill_disk_at_append(monkeypatch, runs_file: Path, saved: int) -> None:

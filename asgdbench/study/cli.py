@@ -288,7 +288,8 @@ def _load(store: ResultStore) -> list[RunResult]:
     results = store.load()
     if store.partial_line is not None:
         _note(f"warning: line {store.partial_line} of {store.runs_path} was cut short (a run "
-              f"being written when the process stopped) and is skipped; --resume redoes it")
+              f"still being written, or cut off when its process stopped) and is skipped; "
+              f"--resume redoes it")
     duplicates = store.duplicates_note()
     if duplicates is not None:
         _note(f"warning: {duplicates}")
