@@ -175,6 +175,21 @@ def test_a_writer_arriving_while_the_holder_releases_never_makes_two_holders(tmp
             lock.release()
 
 
+def test_a_file_system_without_locks_gets_a_warning_not_a_crash(tmp_path, capsys,
+                                                                monkeypatch):
+    def no_locks_here(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks_here)
+    ran = in_process(capsys, "run", "--strategy", "seq", "--threads", "1", *QUICK,
+                     "--out", tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    [warning] = ran.stderr.splitlines()
+    assert warning.startswith(f"asgdbench: warning: cannot lock {tmp_path} (No locks")
+    assert "takes no locks" in warning
+    assert len(read_runs(tmp_path)) == 1 and not (tmp_path / LOCK_FILE).exists()
+
+
 def test_two_compares_on_one_folder_run_each_cell_once(tmp_path):
     """The issue's case: the second process is refused, not run alongside the first."""
     out = tmp_path / "results"

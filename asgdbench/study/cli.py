@@ -270,7 +270,10 @@ def _download(args: argparse.Namespace) -> int:
 def _open_for_writing(args: argparse.Namespace, folder: str | Path, *,
                       append: bool) -> ResultStore:
     """The result folder, its writer lock held until the command ends (see :func:`main`)."""
-    return args.held.enter_context(ResultStore.open_for_writing(folder, append=append))
+    store = args.held.enter_context(ResultStore.open_for_writing(folder, append=append))
+    if store.lock_warning is not None:
+        _note(f"warning: {store.lock_warning}")
+    return store
 
 
 def _stopped_unsaved(store: ResultStore, error: ResultNotSaved) -> int:

@@ -103,6 +103,16 @@ class ResultStore:
             raise
         return store
 
+    @property
+    def lock_warning(self) -> str | None:
+        """Why this writer holds no lock although it asked for one (its file system takes
+        none), in words for a warning; None when it holds the lock or never asked."""
+        if self._lock is None or self._lock.unsupported is None:
+            return None
+        return (f"cannot lock {self.folder} ({self._lock.unsupported}): its file system takes "
+                f"no locks, so nothing stops a second process from writing it too; run one "
+                f"grid at a time in it")
+
     def close(self) -> None:
         """Release the writer lock, if this store holds it (idempotent)."""
         if self._lock is not None:
@@ -274,9 +284,13 @@ class WriterLock:
     on release, and a writer that locked a file removed meanwhile tries again.
     """
 
-    def __init__(self, path: Path, descriptor: int) -> None:
+    def __init__(self, path: Path, descriptor: int | None, *,
+                 unsupported: str | None = None) -> None:
         self.path = path
-        self._descriptor: int | None = descriptor
+        self._descriptor = descriptor
+        self.unsupported = unsupported
+        """Why the file system refused any lock (some network or FUSE file systems): then
+        nothing is held. None when the lock is held."""
 
     @classmethod
     def acquire(cls, folder: Path) -> "WriterLock":
@@ -295,6 +309,10 @@ class WriterLock:
                 raise FolderInUse(f"{folder} is in use by {_holder(path)}; a result folder "
                                   f"takes one writer at a time: wait for it to end, or choose "
                                   f"another --out") from None
+            except OSError as error:  # ENOLCK, EOPNOTSUPP: a file system that takes no locks
+                os.close(descriptor)
+                path.unlink(missing_ok=True)
+                return cls(path, None, unsupported=error.strerror or type(error).__name__)
             try:
                 current = os.stat(path)
             except FileNotFoundError:
