@@ -134,6 +134,7 @@ class ResultStore:
         line got written.
         """
         line = (json.dumps(result.to_dict(), allow_nan=False) + "\n").encode()
+        created = not self.runs_path.exists()
         try:
             descriptor = os.open(self.runs_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as error:
@@ -143,6 +144,8 @@ class ResultStore:
             try:
                 _write_line(descriptor, line)
                 os.fsync(descriptor)
+                if created:  # the new file's name, too, must survive a power cut
+                    _sync_folder(self.folder)
             except BaseException as error:
                 try:
                     os.ftruncate(descriptor, size_before)  # frees space: works on a full disk
@@ -263,6 +266,14 @@ def describe_cell(config: RunConfig) -> str:
     """A run's identity (``RunConfig.key()``) in words, for notes and errors."""
     return (f"{config.label} threads={config.threads} lr={config.lr:g} "
             f"batch={config.batch_size} seed={config.seed} ({config.workload}, {config.dtype})")
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _write_line(descriptor: int, line: bytes) -> None:
