@@ -93,6 +93,17 @@ def test_a_grid_on_the_cluster_has_the_runs_of_the_grid_without_it(scheduler, cl
     assert "Machine: " in (tmp_path / "summary.md").read_text()
 
 
+def test_a_cluster_grid_is_written_by_the_client_under_the_folder_lock(scheduler, capsys,
+                                                                       tmp_path):
+    """Workers only return results; the client appends them, holding the folder's lock."""
+    command = ["compare", "--strategies", "hogwild", "--threads", "1", "--repeats", "1",
+               *SHORT, "--out", tmp_path, "--resume", "--cluster", scheduler]
+    with ResultStore.open_for_writing(tmp_path, append=True):
+        refused = in_process(capsys, *command)
+    assert_one_line_error(refused, f"{tmp_path} is in use by pid {os.getpid()}")
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
 @pytest.mark.slow  # workers compile each strategy anew: the slow stage
 def test_resume_after_ctrl_c_finishes_exactly_the_missing_runs(scheduler, capsys, tmp_path,
                                                               monkeypatch):

@@ -365,6 +365,18 @@ def test_resume_does_exactly_the_missing_runs(tiny_folder, tiny_scale, capsys, t
     assert set(keys) == planned and max(keys.values()) == 1
 
 
+def test_runs_found_twice_are_judged_once(tiny_folder, tiny_scale, capsys, tmp_path):
+    copy = tmp_path / "twice"
+    shutil.copytree(tiny_folder, copy)
+    before = (copy / "report.md").read_text()
+    lines = (copy / "runs.jsonl").read_text().splitlines(keepends=True)
+    (copy / "runs.jsonl").write_text("".join(lines + lines))  # a file pasted onto itself
+    code, _, err = run_cli(capsys, "report", copy)
+    assert code == 0
+    assert f"holds {len(lines)} run(s) more than once" in err
+    assert (copy / "report.md").read_text() == before  # the same verdicts, the same counts
+
+
 @pytest.mark.parametrize("options, fragment", [
     (["--claims", "0"], "--claims takes claim numbers"),
     (["--claims", "1,x"], "--claims takes claim numbers"),

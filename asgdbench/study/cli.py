@@ -3,13 +3,16 @@
 Thin on purpose: it parses arguments, calls :mod:`~asgdbench.study.grid`,
 :mod:`~asgdbench.study.result_folder`, :mod:`~asgdbench.study.report` and :mod:`~asgdbench.study.plots`,
 and prints. Every mistake a user can make (a bad name or value, missing data,
-an unwritable folder, a malformed command line) ends as one line on stderr and
-exit code 2, found before the first run starts.
+an unwritable folder or one another process is writing, a malformed command
+line) ends as one line on stderr and exit code 2, found before the first run
+starts. A run that cannot be saved (a full disk) stops the command with one
+line and exit code 1; the runs saved before it stay, and ``--resume`` goes on.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -33,7 +36,13 @@ from asgdbench.plugins.step_rules import (
 from asgdbench.plugins.strategies import available_strategies
 from asgdbench.study import claims as claims_module
 from asgdbench.study import cluster, grid, plots, report, reproduce
-from asgdbench.study.result_folder import RUNS_FILE, SUMMARY_CSV, SUMMARY_MD, ResultStore
+from asgdbench.study.result_folder import (
+    RUNS_FILE,
+    SUMMARY_CSV,
+    SUMMARY_MD,
+    ResultNotSaved,
+    ResultStore,
+)
 from asgdbench.version import __version__
 from asgdbench.workloads import (
     WORKLOAD_GROUPS,
@@ -46,6 +55,7 @@ from asgdbench.workloads.datasets import DATA_ENV_VAR, resolve_data_dir
 from asgdbench.workloads.download import DOWNLOADS, download
 
 EXIT_USER_ERROR = 2
+EXIT_NOT_SAVED = 1  # a finished run could not be written (full disk): not the input's fault
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 RESULTS_ROOT = Path("asgdbench-results")
 
@@ -57,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         for plugin in [*args.global_plugins, *args.plugins]:
             load_plugin_file(plugin)
-        return args.handler(args)
+        with contextlib.ExitStack() as args.held:  # a result folder's writer lock, say
+            return args.handler(args)
     except UserError as error:
         if debug:  # the whole story: the chained exception of a plugin, say
             traceback.print_exception(error, file=sys.stderr)
@@ -114,11 +125,16 @@ def _run(args: argparse.Namespace) -> int:
                            steps=[args.step], **_settings(args))
     workload = load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype)
     grid.check_can_run(workload, [config])
-    store = None if args.out is None else ResultStore.open_for_writing(args.out, append=True)
+    store = None if args.out is None else _open_for_writing(args, args.out, append=True)
     result = grid.run_cell(workload, config)
     print(report.describe_run(result))
     if store is not None:
-        store.append(result)
+        try:
+            store.append(result)
+        except ResultNotSaved as error:
+            print(f"asgdbench: error: {error}; the run above is not in the folder",
+                  file=sys.stderr)
+            return EXIT_NOT_SAVED
         results = _load(store)
         rows = report.summarize(results)
         _write_summary(store, rows, report.render(rows))
@@ -141,7 +157,7 @@ def _compare(args: argparse.Namespace) -> int:
     workload = (None if args.cluster else
                 load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype))
     grid.check_can_run(workload, cells, cluster=args.cluster)
-    store = ResultStore.open_for_writing(args.out or _new_results_folder(), append=args.resume)
+    store = _open_for_writing(args, args.out or _new_results_folder(), append=args.resume)
     if store.partial_line is not None:
         _note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
               f"it was being written; that run will be done again")
@@ -152,9 +168,12 @@ def _compare(args: argparse.Namespace) -> int:
           f"results go to {store.folder}", file=sys.stderr)
     try:
         grid.run_grid(workload, todo, store.append, cluster=args.cluster)
+    except ResultNotSaved as error:
+        return _stopped_unsaved(store, error)
     except KeyboardInterrupt:
         kept = len(store.load()) if store.runs_path.exists() else 0
         if kept == 0:
+            store.close()  # its lock file goes with it
             _remove_if_empty(store.folder)
             print("asgdbench: interrupted before any run finished; nothing was saved",
                   file=sys.stderr)
@@ -201,7 +220,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                         f"({', '.join(scale.workloads)}) can load here; name some with --workloads")
     cores = reproduce.physical_cores()
     plan = reproduce.make_plan(scale, claims, workloads, cores)
-    store = ResultStore.open_for_writing(args.out or _new_results_folder(), append=args.resume)
+    store = _open_for_writing(args, args.out or _new_results_folder(), append=args.resume)
     if store.partial_line is not None:
         _note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
               f"it was being written; that run will be done again")
@@ -216,6 +235,8 @@ def _reproduce(args: argparse.Namespace) -> int:
           f"core each; results go to {store.folder}", file=sys.stderr)
     try:
         reproduce.run_plan(plan, loaded, keys, store.append, cluster=args.cluster)
+    except ResultNotSaved as error:
+        return _stopped_unsaved(store, error)
     except KeyboardInterrupt:
         kept = len(store.load()) if store.runs_path.exists() else 0
         print(f"asgdbench: interrupted; {kept} finished run(s) are kept in {store.runs_path}; "
@@ -246,12 +267,35 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_for_writing(args: argparse.Namespace, folder: str | Path, *,
+                      append: bool) -> ResultStore:
+    """The result folder, its writer lock held until the command ends (see :func:`main`)."""
+    store = args.held.enter_context(ResultStore.open_for_writing(folder, append=append))
+    if store.lock_warning is not None:
+        _note(f"warning: {store.lock_warning}")
+    return store
+
+
+def _stopped_unsaved(store: ResultStore, error: ResultNotSaved) -> int:
+    """A run could not be saved (a full disk): stop the grid, say what is kept and how to go on."""
+    kept = len(store.load()) if store.runs_path.exists() else 0
+    print(f"asgdbench: error: {error}; the grid stopped; {kept} finished run(s) are kept in "
+          f"{store.runs_path}; make room, then repeat the command with --resume --out "
+          f"{store.folder}", file=sys.stderr)
+    return EXIT_NOT_SAVED
+
+
 def _load(store: ResultStore) -> list[RunResult]:
-    """Every finished run in the store, with a warning if a last line was cut short."""
+    """Every finished run in the store, with a warning if a last line was cut short or a
+    run is there twice."""
     results = store.load()
     if store.partial_line is not None:
         _note(f"warning: line {store.partial_line} of {store.runs_path} was cut short (a run "
-              f"being written when the process stopped) and is skipped; --resume redoes it")
+              f"still being written, or cut off when its process stopped) and is skipped; "
+              f"--resume redoes it")
+    duplicates = store.duplicates_note()
+    if duplicates is not None:
+        _note(f"warning: {duplicates}")
     return results
 
 
