@@ -175,6 +175,12 @@ def test_claim_2_converging_less_often_is_contradicted():
     assert verdict.verdict == CONTRADICTED
 
 
+def test_claim_2_nothing_converging_is_not_testable():
+    verdict = judged(2, stability_runs(lambda *a: False, lambda *a: 1.0), cores=2)
+    assert verdict.verdict == NOT_TESTABLE
+    assert "no run converged" in verdict.reason
+
+
 def test_claim_2_one_step_size_is_not_testable():
     verdict = judged(2, stability_runs(lambda *a: True, lambda *a: 1.0, lrs=(LR,)), cores=2)
     assert verdict.verdict == NOT_TESTABLE

@@ -300,6 +300,10 @@ def stability_part(leashed: dict[float, list[RunResult]], baseline: dict[float, 
         success_text = (f"of the {ours_only + theirs_only} (step size, seed) pairs where one "
                         f"converged and the other not, Leashed was the one in {ours_only}: share "
                         f"{share.text()} (0.5: no difference)")
+    elif not any(r.converged for cell in (leashed, baseline) for runs in cell.values()
+                 for r in runs):
+        success, success_text = NOT_TESTABLE, ("no run converged at any step size: needs a "
+                                               "longer time limit (a larger scale)")
     else:
         success, success_text = INCONCLUSIVE, "both converged on exactly the same pairs"
     both = [lr for lr in leashed
