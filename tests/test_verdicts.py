@@ -18,7 +18,7 @@ from scipy import stats
 
 from asgdbench.study import claim_statistics as cs
 from asgdbench.study import claims
-from asgdbench.study.claim_judges import HOGWILD, LEASHED, LOCK
+from asgdbench.study.claim_runs import HOGWILD, LEASHED, LOCK
 from asgdbench.study.verdicts import (
     CONTRADICTED,
     INCONCLUSIVE,

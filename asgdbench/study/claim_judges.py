@@ -9,22 +9,34 @@ behind them; :mod:`~asgdbench.study.claims` wraps them into a Verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from asgdbench.engine.run_result import RunResult
+from asgdbench.study.claim_runs import (
+    BASELINES,
+    LEASHED,
+    LEASHED_TP,
+    LOCK,
+    Context,
+    by_seed,
+    censored,
+    dropped_share,
+    mean_live_bytes,
+    runs_of,
+    staleness_figure,
+    thread_counts_run,
+    time_to_epsilon,
+    too_few,
+)
 from asgdbench.study.claim_statistics import (
     MIN_PAIRS,
-    Interval,
     PairedEffect,
-    Pairs,
     bootstrap,
     effect_of,
     log_ratio,
     median_interval,
-    minimum_detectable_effect,
     paired_differences,
     paired_effect,
     proportion_interval,
@@ -38,15 +50,14 @@ from asgdbench.study.verdicts import (
     Part,
     at_least,
     at_most,
+    detectable,
+    effect_counts,
     either_way,
+    no_worse,
+    ratio_text,
+    untestable_effect,
 )
 
-LOCK, HOGWILD = "lock-per-step-copy", "hogwild-per-step-copy"
-"""The baselines as the authors ran them: a copy per step (see algorithms/lock.py, hogwild.py)."""
-LEASHED = "leashed:tp=inf"
-LEASHED_TP = ("leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
-BASELINES = (LOCK, HOGWILD)
-MIN_SEEDS = MIN_PAIRS
 CLAIMED_SPEEDUP = 1.2
 """Claim 1's smallest claimed effect: 20 % faster (the paper: 20-80 %, up to 4x)."""
 MEMORY_REDUCTION = 0.9
@@ -55,122 +66,6 @@ GROWTH_MARGIN = 1.2
 """Claim 1's "as threads grow": the advantage may not shrink by 20 % or more."""
 
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a verdict needs besides the runs: the cores they had, each workload's default lr."""
-
-    cores: int
-    base_lr: dict[str, float]
-    min_seeds: int = MIN_SEEDS
-
-
-# -- reading the runs -------------------------------------------------------------------
-
-def runs_of(results: Sequence[RunResult], workload: str, algorithm: str, threads: int,
-            lr: float | None) -> list[RunResult]:
-    """The valid runs of one cell (status ``error`` excluded); ``lr`` None: every step size."""
-    return [r for r in results if r.config.workload == workload
-            and r.config.algorithm == algorithm and r.config.threads == threads
-            and (lr is None or math.isclose(r.config.lr, lr, rel_tol=1e-9))
-            and r.status != "error"]
-
-
-def time_to_epsilon(result: RunResult) -> float:
-    """Seconds to the target; a run that never reached it: its time limit (a censored value)."""
-    if result.converged and result.time_to_target_s is not None:
-        return float(result.time_to_target_s)
-    return float(result.config.max_time if result.config.max_time is not None else result.wall_s)
-
-
-def censored(result: RunResult) -> bool:
-    """Whether the run's time to ε is only a lower bound (it timed out, stalled or diverged)."""
-    return not (result.converged and result.time_to_target_s is not None)
-
-
-def by_seed(runs: Sequence[RunResult], value: Callable[[RunResult], float],
-            is_censored: Callable[[RunResult], bool] = lambda r: False) -> Pairs:
-    """``{seed: (value, censored)}``; a seed recorded twice keeps its first run."""
-    pairs: Pairs = {}
-    for r in runs:
-        pairs.setdefault(r.config.seed, (value(r), is_censored(r)))
-    return pairs
-
-
-def failures_per_update(result: RunResult) -> float:
-    """Failed CAS attempts per applied update (0 for a strategy without CAS)."""
-    failures = (result.cas or {}).get("failures") or 0
-    return failures / result.updates_applied if result.updates_applied else math.nan
-
-
-def dropped_share(result: RunResult) -> float:
-    return (result.gradients_dropped / result.gradients_computed
-            if result.gradients_computed else math.nan)
-
-
-def mean_live_bytes(result: RunResult) -> float:
-    """Time-averaged live parameter bytes (the peak for runs recorded before sampling existed)."""
-    if result.mean_live_param_bytes is not None:
-        return float(result.mean_live_param_bytes)
-    return float(result.peak_param_bytes)
-
-
-def staleness_figure(result: RunResult, name: str) -> float:
-    """One figure of a run's staleness distribution: mean, zero (share at τ = 0), p50, p99, max."""
-    summary = result.staleness or {}
-    if name == "zero":
-        count = summary.get("count") or 0
-        return summary.get("histogram", {}).get("0", 0) / count if count else math.nan
-    value = summary.get(name)
-    return math.nan if value is None else float(value)
-
-
-def thread_counts_run(results: Sequence[RunResult], workload: str, algorithm: str,
-                      up_to: int) -> list[int]:
-    """Thread counts from 2 to ``up_to`` at which ``algorithm`` has runs on ``workload``."""
-    return sorted({r.config.threads for r in results if r.config.workload == workload
-                   and r.config.algorithm == algorithm and 2 <= r.config.threads <= up_to})
-
-
-def too_few(cells: dict[str, list], need: int) -> str | None:
-    """A reason if any cell has fewer than ``need`` runs."""
-    short = [f"{label} has {len(runs)}" for label, runs in cells.items() if len(runs) < need]
-    return f"needs >= {need} seeds per cell; {', '.join(short)}" if short else None
-
-
-def ratio_text(interval: Interval | None) -> str:
-    return "—" if interval is None else interval.text(2, math.exp)
-
-
-def effect_counts(effect: PairedEffect) -> str:
-    """How many pairs an effect used and left out, for its reason."""
-    text = f"{effect.differences.size} seed pairs"
-    notes = []
-    if effect.censored:
-        notes.append(f"{effect.censored} with one run censored at its limit")
-    if effect.uninformative:
-        notes.append(f"{effect.uninformative} with both censored, left out")
-    if effect.unpaired:
-        notes.append(f"{effect.unpaired} runs without a partner seed")
-    return text + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def untestable_effect(effect: PairedEffect) -> str:
-    if not effect.differences.size and effect.uninformative:
-        return (f"every one of the {effect.uninformative} seed pairs timed out (both runs "
-                f"censored): needs a longer time limit (a larger scale) to reach ε")
-    return (f"needs >= {MIN_PAIRS} seed pairs where a run reached ε; "
-            f"has {effect_counts(effect)}")
-
-
-def detectable(effect: PairedEffect, as_ratio: bool = True) -> str:
-    """The smallest effect this experiment could have detected at 80 % power."""
-    mde = minimum_detectable_effect(effect.spread, effect.differences.size)
-    if not math.isfinite(mde):
-        return "the spread is unknown"
-    return ("the smallest effect detectable at 80 % power with this spread is "
-            + (f"{math.exp(mde):.2f}x" if as_ratio else f"{mde:.3g}"))
 
 
 # -- claim 1: time to ε -----------------------------------------------------------------------
@@ -488,14 +383,6 @@ STALENESS_FIGURES = (("mean", "mean", 1), ("zero", "share at τ = 0", -1), ("p50
                      ("p99", "p99", 1), ("max", "max", 1))
 """(figure, its name, +1 if larger is worse / -1 if smaller is worse); max is reported only."""
 JUDGED_FIGURES = ("mean", "zero", "p50", "p99")
-
-
-def no_worse(interval: Interval, worse: int) -> str:
-    """Leashed minus the baseline, ``worse`` the sign of a worse difference: "no worse"."""
-    low, high = sorted((worse * interval.low, worse * interval.high))
-    if high <= 0:
-        return SUPPORTED
-    return CONTRADICTED if low > 0 else INCONCLUSIVE
 
 
 def judge_staleness(results: Sequence[RunResult], workload: str, context: Context

@@ -5,7 +5,8 @@
 :class:`Claim` says which runs it needs at a :class:`Scale` on a machine with
 a given number of cores, and judges them with a rule written in the report
 next to the verdict. Verdicts are pure functions of run records
-(:mod:`~asgdbench.study.claim_judges`, statistics in
+(:mod:`~asgdbench.study.claim_judges`, reading runs in
+:mod:`~asgdbench.study.claim_runs`, statistics in
 :mod:`~asgdbench.study.claim_statistics`, the four verdict words in
 :mod:`~asgdbench.study.verdicts`): nothing here runs anything, so a test can
 feed synthetic records and get each verdict. Intervals are seeded or exact,
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 
 from asgdbench.engine.run_result import RunResult
 from asgdbench.study import claim_judges
-from asgdbench.study.claim_judges import (  # noqa: F401  (re-exported: figures and tests)
+from asgdbench.study.claim_runs import (  # noqa: F401  (re-exported: figures and tests)
     BASELINES,
     HOGWILD,
     LEASHED,

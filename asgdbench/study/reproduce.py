@@ -30,7 +30,7 @@ from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.runner import WORKLOAD_DEFAULT
 from asgdbench.errors import UserError
 from asgdbench.study import grid
-from asgdbench.study.claim_judges import (
+from asgdbench.study.claim_runs import (
     BASELINES,
     LEASHED,
     by_seed,

@@ -17,11 +17,17 @@ here``.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from asgdbench.study.claim_statistics import Interval
+from asgdbench.study.claim_statistics import (
+    MIN_PAIRS,
+    Interval,
+    PairedEffect,
+    minimum_detectable_effect,
+)
 
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not testable here"
@@ -113,3 +119,47 @@ def overall(verdicts: Sequence[Verdict]) -> str:
     head, *rest = ordered
     return ", ".join([f"{head} on {counts[head]} of {total} workloads",
                       *(f"{word} on {counts[word]}" for word in rest)])
+
+
+def no_worse(interval: Interval, worse: int) -> str:
+    """Leashed minus the baseline, ``worse`` the sign of a worse difference: "no worse"."""
+    low, high = sorted((worse * interval.low, worse * interval.high))
+    if high <= 0:
+        return SUPPORTED
+    return CONTRADICTED if low > 0 else INCONCLUSIVE
+
+
+# -- the words of a reason ------------------------------------------------------------
+
+def ratio_text(interval: Interval | None) -> str:
+    return "—" if interval is None else interval.text(2, math.exp)
+
+
+def effect_counts(effect: PairedEffect) -> str:
+    """How many pairs an effect used and left out, for its reason."""
+    text = f"{effect.differences.size} seed pairs"
+    notes = []
+    if effect.censored:
+        notes.append(f"{effect.censored} with one run censored at its limit")
+    if effect.uninformative:
+        notes.append(f"{effect.uninformative} with both censored, left out")
+    if effect.unpaired:
+        notes.append(f"{effect.unpaired} runs without a partner seed")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def untestable_effect(effect: PairedEffect) -> str:
+    if not effect.differences.size and effect.uninformative:
+        return (f"every one of the {effect.uninformative} seed pairs timed out (both runs "
+                f"censored): needs a longer time limit (a larger scale) to reach ε")
+    return (f"needs >= {MIN_PAIRS} seed pairs where a run reached ε; "
+            f"has {effect_counts(effect)}")
+
+
+def detectable(effect: PairedEffect, as_ratio: bool = True) -> str:
+    """The smallest effect this experiment could have detected at 80 % power."""
+    mde = minimum_detectable_effect(effect.spread, effect.differences.size)
+    if not math.isfinite(mde):
+        return "the spread is unknown"
+    return ("the smallest effect detectable at 80 % power with this spread is "
+            + (f"{math.exp(mde):.2f}x" if as_ratio else f"{mde:.3g}"))
