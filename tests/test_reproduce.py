@@ -10,18 +10,20 @@ again, and one-line errors for bad options.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from claim_records import LR, WORKLOAD, record
 
 from asgdbench.engine.monitor import LiveVectorSampler
 from asgdbench.engine.run_result import RunResult
-from asgdbench.study import claims
+from asgdbench.study import claims, grid
 from asgdbench.study.claims import CLAIMS, HOGWILD, LEASHED, LOCK, VERDICTS, Context
 from asgdbench.study.cli import main
 from asgdbench.study.reproduce import MANIFEST, make_plan, parse_claims, plan_seeds
@@ -80,6 +82,54 @@ def test_seed_planning_asks_for_more_seeds_the_noisier_the_pilot():
     assert quiet.seeds is not None and loud.seeds is not None
     assert 5 <= quiet.seeds < loud.seeds
     assert f"needs {loud.seeds} seeds" in loud.reason
+
+
+# -- seeds: --seeds N, and planning from a pilot (fake runs: no training) -------------------
+
+def fake_runs(spread: float):
+    """A run function: time to ε with a per-seed, per-strategy noise of ``spread`` (in log)."""
+    def run_cell(workload, config):
+        noise = np.random.default_rng([config.seed, len(config.algorithm), config.threads])
+        time = 1.0 * float(np.exp(spread * noise.standard_normal()))
+        return dataclasses.replace(record(config.algorithm, config.threads, config.seed,
+                                          lr=config.lr, time=time, max_time=config.max_time),
+                                   config=config)
+    return run_cell
+
+
+PLANNED = claims.Scale("planned", 5, (1.0, 4.0), 1, 0.01, (WORKLOAD,), "tests",
+                       planned_seeds=12)
+
+
+def manifest_of(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def test_a_planned_scale_runs_a_pilot_then_the_seeds_it_needs(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setitem(claims.SCALES, "planned", PLANNED)
+    monkeypatch.setattr(grid, "run_cell", fake_runs(spread=0.15))
+    code, out, err = run_cli(capsys, "reproduce", "--scale", "planned", "--claims", "1",
+                             "--out", tmp_path / "planned")
+    assert code == 0, err
+    runs = [RunResult.from_dict(json.loads(line))
+            for line in (tmp_path / "planned" / "runs.jsonl").read_text().splitlines()]
+    seeds = {run.config.seed for run in runs}
+    planned = manifest_of(tmp_path / "planned")["seeds"]
+    assert 5 < planned <= 12 and seeds == set(range(planned))
+    assert "seed planning: pilot of 5 seeds" in err and f"running {planned} seeds" in err
+    assert "seed planning" in (tmp_path / "planned" / "report.md").read_text()
+
+
+def test_seeds_overrides_the_scale_and_skips_planning(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setitem(claims.SCALES, "planned", PLANNED)
+    monkeypatch.setattr(grid, "run_cell", fake_runs(spread=0.1))
+    code, _, err = run_cli(capsys, "reproduce", "--scale", "planned", "--claims", "1",
+                           "--seeds", "6", "--out", tmp_path / "six")
+    assert code == 0, err
+    assert manifest_of(tmp_path / "six")["seeds"] == 6 and "seed planning" not in err
+    assert len((tmp_path / "six" / "runs.jsonl").read_text().splitlines()) == 3 * 6
 
 
 # -- a tiny real run through the command line --------------------------------------------
