@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from asgdbench.engine import blas
 from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import UserError
@@ -134,6 +136,14 @@ def machine_lines(plan: Plan, results: Sequence[RunResult]) -> list[str]:
              f"scale {plan.scale.name} ({plan.scale.budget}); thread counts adapt to the "
              f"cores: those up to {plan.cores} each get a core, "
              f"{oversubscribed_threads(plan.cores)} time-shares them (memory and contention only)"]
+    loads = [r.environment["load_average"][0] for r in results
+             if r.environment.get("load_average")]
+    if loads:
+        lines.append(f"load average (1 min, when each run ended; it counts the runs' own "
+                     f"threads too): median {np.median(loads):.1f}, max {max(loads):.1f}, on "
+                     f"{plan.cores} cores" + (": other work shared the cores, so times (claims "
+                                              "1 and 2) describe a loaded machine"
+                                              if np.median(loads) > 2 * plan.cores else ""))
     if len({r.environment.get("git_commit") for r in results}) > 1:
         lines.append("warning: the runs come from several commits")
     return lines + [f"note: {note}" for note in plan.notes]
