@@ -65,6 +65,7 @@ def test_quick_runs_claim_2_on_its_first_workload_only():
     lrs = {name: {c.lr for c in cells} for name, cells in plan.cells.items()}
     assert len(lrs[WORKLOAD]) == 3 and len(lrs["mlp-mnist"]) == 1
     assert any("claim 2 runs on mlp-digits only" in note for note in plan.notes)
+    assert plan.workloads_of(2) == (WORKLOAD,) and plan.workloads_of(1) == plan.workloads
 
 
 def test_seed_planning_asks_for_more_seeds_the_noisier_the_pilot():

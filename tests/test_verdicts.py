@@ -299,7 +299,8 @@ def test_an_overall_line_counts_workloads():
         return Verdict(1, "w", word, "", ())
     assert overall([verdict(SUPPORTED), verdict(SUPPORTED), verdict(INCONCLUSIVE)]) == \
         "supported on 2 of 3 workloads, inconclusive on 1"
-    assert overall([verdict(CONTRADICTED)]) == "contradicted on the 1 workload"
+    assert overall([verdict(CONTRADICTED)]) == "contradicted on the one workload"
+    assert overall([verdict(INCONCLUSIVE)] * 2) == "inconclusive on both workloads"
 
 
 # -- statistics --------------------------------------------------------------------------------

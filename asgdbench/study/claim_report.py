@@ -57,7 +57,7 @@ def write_report(folder: Path, plan: Plan, results: Sequence[RunResult]) -> list
     verdicts = judge(plan, results)
     figures = []
     for number in plan.claims:
-        for workload in plan.workloads:
+        for workload in plan.workloads_of(number):
             figure = claim_figure(plt, number, results, workload, plan.context)
             if figure is None:
                 continue
@@ -106,7 +106,7 @@ def experiment_lines(plan: Plan, results: Sequence[RunResult], number: int) -> l
     """What was run for claim ``number`` and where: grid, machine, cores, versions."""
     claim = get_claim(number)
     lines = []
-    for workload in plan.workloads:
+    for workload in plan.workloads_of(number):
         for part in claim.plan(plan.scale, plan.cores):
             lrs = ", ".join(f"{plan.base_lr[workload] * factor:g}" for factor in part.lr_factors)
             target = {r.config.target_loss for r in results if r.config.workload == workload}

@@ -114,8 +114,8 @@ def overall(verdicts: Sequence[Verdict]) -> str:
     if not ordered:
         return "no workload"
     if len(ordered) == 1:
-        return f"{ordered[0]} on {'the' if total == 1 else 'all'} {total} " \
-               f"workload{'s' if total > 1 else ''}"
+        return f"{ordered[0]} on " + {1: "the one workload", 2: "both workloads"}.get(
+            total, f"all {total} workloads")
     head, *rest = ordered
     return ", ".join([f"{head} on {counts[head]} of {total} workloads",
                       *(f"{word} on {counts[word]}" for word in rest)])
