@@ -352,3 +352,15 @@ def test_the_median_interval_uses_order_statistics():
     interval = cs.median_interval([5.0, 1.0, 3.0, 2.0, 4.0])
     assert (interval.point, interval.low, interval.high) == (3.0, 1.0, 5.0)
     assert interval.confidence == pytest.approx(1 - 2 / 32)
+
+
+def test_a_run_recorded_without_p50_takes_its_median_from_the_histogram():
+    from asgdbench.study.claim_runs import staleness_figure, time_to_epsilon
+
+    run = record(LEASHED, 2, 0, zero_share=0.3)  # 30 % at 0, 70 % at 3
+    del run.staleness["p50"]
+    assert staleness_figure(run, "p50") == 3.0
+    assert staleness_figure(run, "zero") == pytest.approx(0.3)
+    instant = record(LEASHED, 2, 0)
+    instant.time_to_target_s = 0.0
+    assert time_to_epsilon(instant) > 0  # a log ratio needs it

@@ -19,6 +19,8 @@ LEASHED = "leashed:tp=inf"
 LEASHED_TP = ("leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
 BASELINES = (LOCK, HOGWILD)
 MIN_SEEDS = MIN_PAIRS
+CLOCK_RESOLUTION_S = 1e-6
+"""A time to ε below this reads as this: log ratios need times > 0."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def runs_of(results: Sequence[RunResult], workload: str, algorithm: str, threads
 def time_to_epsilon(result: RunResult) -> float:
     """Seconds to the target; a run that never reached it: its time limit (a censored value)."""
     if result.converged and result.time_to_target_s is not None:
-        return float(result.time_to_target_s)
+        return max(float(result.time_to_target_s), CLOCK_RESOLUTION_S)
     return float(result.config.max_time if result.config.max_time is not None else result.wall_s)
 
 
@@ -87,6 +89,13 @@ def staleness_figure(result: RunResult, name: str) -> float:
         count = summary.get("count") or 0
         return summary.get("histogram", {}).get("0", 0) / count if count else math.nan
     value = summary.get(name)
+    if value is None and name == "p50" and summary.get("count"):  # runs recorded before p50
+        counts = sorted((int(k), v) for k, v in summary.get("histogram", {}).items())
+        seen = 0
+        for staleness, count in counts:
+            seen += count
+            if seen >= 0.5 * summary["count"]:
+                return float(staleness)
     return math.nan if value is None else float(value)
 
 
