@@ -13,6 +13,12 @@ plan's choices (scale, claims, workloads, the cores thread counts were chosen
 for, each workload's default step size) go to ``reproduce.json`` in the result
 folder, next to ``runs.jsonl``; ``asgdbench report DIR`` reads both and renders
 the report again without running anything.
+
+At a scale with ``planned_seeds`` (standard), the scale's seeds are a pilot:
+:func:`plan_seeds` reads its spread and says how many seeds claim 1's paired
+test needs to detect a 20 % speed-up at 80 % power; the command line then
+runs up to that many (at most ``planned_seeds``) and records the count in the
+plan file.
 """
 
 from __future__ import annotations
