@@ -262,6 +262,7 @@ def test_resume_does_exactly_the_missing_runs(tiny_folder, tiny_scale, capsys, t
     (["--claims", "1,x"], "--claims takes claim numbers"),
     (["--scale", "huge"], "--scale must be one of quick, standard, paper"),
     (["--workloads", "no-such-workload"], "unknown workload"),
+    (["--seeds", "0"], "--seeds"),
 ])
 def test_bad_options_are_one_line_and_exit_2(capsys, tmp_path, options, fragment):
     code, out, err = run_cli(capsys, "reproduce", *options, "--out", tmp_path / "never")
