@@ -205,6 +205,7 @@ def test_a_real_run_writes_every_claim_section_figure_and_verdict(tiny_folder):
         assert len(parsed.verdicts[number]) == 1 and parsed.verdicts[number][0] in VERDICTS
     assert parsed.external == []  # self-contained: nothing to fetch
     markdown = (tiny_folder / "report.md").read_text()
+    assert "load average (1 min, when each run ended" in markdown
     for claim in CLAIMS:
         assert f"## Claim {claim.number}: {claim.title}" in markdown
         assert claim.rule in markdown

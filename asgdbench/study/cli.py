@@ -562,8 +562,9 @@ def _add_reproduce_command(commands: Any, common: argparse.ArgumentParser) -> No
     again.add_argument("--claims", metavar="N,N,...",
                        help=f"claims to test (default: all, {numbers})")
     again.add_argument("--scale", default="quick",
-                       help="quick (at most 15 min on 2 cores), standard (about an hour) or "
-                            "paper (the paper's grid) (default: %(default)s)")
+                       help="quick (at most 15 min on 2 cores), standard (a pilot, then the "
+                            "seeds claim 1 needs; about an hour per 5 seeds) or paper (the "
+                            "paper's grid) (default: %(default)s)")
     again.add_argument("--workloads", type=_list_of(str), metavar="W,W,...",
                        help="workloads (default: the scale's whose data is here; quick: "
                             "mlp-digits, and mlp-mnist when MNIST is there)")
