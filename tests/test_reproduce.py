@@ -217,6 +217,9 @@ def test_a_real_run_writes_every_claim_section_figure_and_verdict(tiny_folder):
 def test_live_vector_samples_agree_with_what_each_strategy_holds(tiny_folder):
     runs = [RunResult.from_dict(json.loads(line))
             for line in (tiny_folder / "runs.jsonl").read_text().splitlines()]
+    positions = sorted(run.grid_order["position"] for run in runs)
+    assert positions == list(range(len(runs)))  # each run says where it stood in the plan
+    assert all(run.grid_order["round"] == run.config.seed for run in runs)
     for run in runs:
         live = run.live_param_vectors
         assert live["samples"] >= 1
