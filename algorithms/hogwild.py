@@ -17,6 +17,11 @@ ticked when the apply starts, while the vector itself is written component
 by component by overlapping applies, so the vector a gradient saw is not
 exactly "version token" and the updates between read and apply are not
 exactly τ.
+
+``hogwild-per-step-copy`` is the authors' variant: each step copies the shared
+vector, without any synchronization, into a vector allocated for that step,
+computes the gradient on that (inconsistent) copy and frees it before the
+racy apply. Its memory is 1 + the copies alive at the moment.
 """
 
 import numpy as np
@@ -24,7 +29,16 @@ from numba import njit
 
 from asgdbench.engine.atomics import fetch_add, load
 from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.engine.steps import rule_step, sgd_step_inplace
+from asgdbench.engine.steps import (
+    STEP_COPIES_LIVE,
+    STEP_COPIES_PEAK,
+    copy_into,
+    drop_step_copy,
+    new_step_copy_counter,
+    rule_step,
+    sgd_step_inplace,
+    take_step_copy,
+)
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
@@ -42,6 +56,12 @@ def read(state, tid, control):
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
     params, tickets = state
+    return apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state)
+
+
+@njit(nogil=True)
+def apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state):
+    """The update of both variants: a ticket for the budget and τ, then the racy apply."""
     ticket = fetch_add(tickets, 0, 1)
     if ticket >= control[MAX_UPDATES]:
         return STOP, 0, 0, lr
@@ -51,11 +71,53 @@ def update(state, tid, token, grad, lr, control, rule, rule_state):
     return APPLIED, staleness, 1, step
 
 
+def make_state_per_step(init_params: np.ndarray, n_threads: int) -> tuple:
+    tickets = np.zeros(8, dtype=np.int64)
+    return (init_params.copy(), tickets, new_step_copy_counter())
+
+
+@njit(nogil=True, cache=True)
+def read_per_step(state, tid, control):
+    params, tickets, copies = state
+    token = load(tickets, 0, "monotonic")
+    local = take_step_copy(params, copies)
+    copy_into(local, params)  # racy: others write params meanwhile, so the copy may be torn
+    return local, token
+
+
+@njit(nogil=True)  # not cached: it takes the step rule
+def update_per_step(state, tid, token, grad, lr, control, rule, rule_state):
+    params, tickets, copies = state
+    drop_step_copy(copies)  # the gradient is computed: the copy is freed
+    return apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state)
+
+
+def step_copies_peak(state: tuple, n_threads: int) -> int:
+    """The shared vector and the most per-step copies alive at once."""
+    return 1 + int(state[2][STEP_COPIES_PEAK])
+
+
+def step_copies_live(state: tuple, n_threads: int) -> int:
+    """The shared vector and the per-step copies alive now (a racy sample)."""
+    return 1 + int(state[2][STEP_COPIES_LIVE])
+
+
 register_strategy(Strategy(
     name="hogwild",
     summary="HOGWILD!: no synchronization; reads and component-wise writes race freely.",
     make_state=make_state,
     read=read,
     update=update,
+    doc=__doc__,
+))
+register_strategy(Strategy(
+    name="hogwild-per-step-copy",
+    summary="HOGWILD! as the authors ran it: the gradient on an unsynchronized copy made per "
+            "step; racy apply.",
+    make_state=make_state_per_step,
+    read=read_per_step,
+    update=update_per_step,
+    peak_param_vectors=step_copies_peak,
+    live_param_vectors=step_copies_live,
     doc=__doc__,
 ))

@@ -10,6 +10,11 @@
 The mutex is a pthread mutex, as the paper's ``std::mutex``: a waiting thread
 sleeps in the kernel, so a preempted lock holder stalls everyone behind it. A
 lock or unlock that fails (an errno) fails the run through the ERROR cell.
+
+``lock-per-step-copy`` is the authors' variant: ``x_local`` is allocated for
+each step and freed once the gradient is computed, before the update takes the
+lock, so a thread holds a copy only while it reads and computes. Its memory is
+1 + the copies alive at the moment (at most 1 + m), not 1 + m always.
 """
 
 import numpy as np
@@ -17,7 +22,16 @@ from numba import njit
 
 from asgdbench.engine.atomics import mutex_lock, mutex_unlock, new_mutex, store
 from asgdbench.engine.protocol import APPLIED, ERROR, MAX_UPDATES, NOT_READ, STOP
-from asgdbench.engine.steps import copy_into, rule_step, sgd_step_inplace
+from asgdbench.engine.steps import (
+    STEP_COPIES_LIVE,
+    STEP_COPIES_PEAK,
+    copy_into,
+    drop_step_copy,
+    new_step_copy_counter,
+    rule_step,
+    sgd_step_inplace,
+    take_step_copy,
+)
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
@@ -43,6 +57,12 @@ def read(state, tid, control):
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
     params, local_copies, mutex, updates = state
+    return apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, rule_state)
+
+
+@njit(nogil=True)
+def apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, rule_state):
+    """The update of both variants: under the mutex, τ and the step, within the budget."""
     if mutex_lock(mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
         return STOP, 0, 0, lr
@@ -58,6 +78,43 @@ def update(state, tid, token, grad, lr, control, rule, rule_state):
     return outcome, staleness, 1 if outcome == APPLIED else 0, step
 
 
+def make_state_per_step(init_params: np.ndarray, n_threads: int) -> tuple:
+    updates = np.zeros(1, dtype=np.int64)  # only touched under the mutex
+    return (init_params.copy(), new_step_copy_counter(), new_mutex(), updates)
+
+
+@njit(nogil=True, cache=True)
+def read_per_step(state, tid, control):
+    params, copies, mutex, updates = state
+    local = take_step_copy(params, copies)
+    if mutex_lock(mutex) != 0:
+        drop_step_copy(copies)  # no update follows a read that failed
+        store(control, ERROR, 1, "seq_cst")
+        return local, NOT_READ
+    copy_into(local, params)
+    version = updates[0]
+    if mutex_unlock(mutex) != 0:
+        store(control, ERROR, 1, "seq_cst")
+    return local, version
+
+
+@njit(nogil=True)  # not cached: it takes the step rule
+def update_per_step(state, tid, token, grad, lr, control, rule, rule_state):
+    params, copies, mutex, updates = state
+    drop_step_copy(copies)  # the gradient is computed: the copy is freed before the lock
+    return apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, rule_state)
+
+
+def step_copies_peak(state: tuple, n_threads: int) -> int:
+    """The shared vector and the most per-step copies alive at once."""
+    return 1 + int(state[1][STEP_COPIES_PEAK])
+
+
+def step_copies_live(state: tuple, n_threads: int) -> int:
+    """The shared vector and the per-step copies alive now (a racy sample)."""
+    return 1 + int(state[1][STEP_COPIES_LIVE])
+
+
 register_strategy(Strategy(
     name="lock",
     summary="Lock-based AsyncSGD: a mutex guards the copy-out read and the update.",
@@ -65,6 +122,18 @@ register_strategy(Strategy(
     read=read,
     update=update,
     peak_param_vectors=lambda state, n_threads: 1 + n_threads,
+    consistent=True,
+    doc=__doc__,
+))
+register_strategy(Strategy(
+    name="lock-per-step-copy",
+    summary="Lock-based AsyncSGD as the authors ran it: a copy allocated per step, freed "
+            "before the update locks.",
+    make_state=make_state_per_step,
+    read=read_per_step,
+    update=update_per_step,
+    peak_param_vectors=step_copies_peak,
+    live_param_vectors=step_copies_live,
     consistent=True,
     doc=__doc__,
 ))

@@ -152,6 +152,8 @@ def test_list_shows_strategies_with_parameters_and_workloads_with_defaults(capsy
     listed = capsys.readouterr().out
     assert re.search(r"^\s+leashed\s+\S", listed, re.MULTILINE)
     assert re.search(r"^\s+tp=inf ", listed, re.MULTILINE)
+    for variant in ("lock-per-step-copy", "hogwild-per-step-copy"):  # the authors' baselines
+        assert re.search(rf"^\s+{variant}\s+\S", listed, re.MULTILINE)
     assert re.search(r"^\s+mlp-digits\s+\S.*\n\s+defaults: lr ", listed, re.MULTILINE)
 
 

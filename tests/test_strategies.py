@@ -38,7 +38,7 @@ SYNC_THREADS = [4, 16, pytest.param(32, marks=pytest.mark.slow), pytest.param(64
 
 
 def test_the_built_in_consistent_strategies_are_the_expected_ones():
-    assert set(CONSISTENT) == {"lock", "leashed", "sync"}
+    assert set(CONSISTENT) == {"lock", "lock-per-step-copy", "leashed", "sync"}
     assert not available_strategies()["hogwild"].consistent
 
 

@@ -18,11 +18,13 @@ _PACKAGES = ("asgdbench", "numba", "llvmlite", "numpy", "scipy", "scikit-learn",
 def environment() -> dict[str, Any]:
     """The machine and software a result was measured on, the BLAS in use included.
 
-    The BLAS is described afresh each time (its thread count is the one in
-    force now: 1 inside a run); the rest is read once.
+    The BLAS and the load average are read afresh each time (the BLAS's thread
+    count is the one in force now: 1 inside a run); the rest is read once.
     """
     return {**_machine(), "blas": [{key: library[key] for key in BLAS_FIELDS}
-                                   for library in blas.describe()]}
+                                   for library in blas.describe()],
+            # 1, 5 and 15 minutes, now: other work sharing the cores (it counts the run's own too)
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 BLAS_FIELDS = ("internal_api", "version", "architecture", "threading_layer", "num_threads",

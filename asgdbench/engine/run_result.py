@@ -96,6 +96,10 @@ class RunResult:
     (time-weighted), ``max`` (of the samples), ``samples``, ``trace`` ([seconds, count])."""
     mean_live_param_bytes: float | None = None
     """``live_param_vectors["mean"]`` times the bytes of one vector."""
+    grid_order: dict[str, Any] = field(default_factory=dict)
+    """Where the run stood in its grid: ``order`` (interleaved or strategy), ``order_seed``,
+    ``round`` (its seed) and ``position`` (0-based, in the order the grid ran); empty for a
+    single run."""
 
     @property
     def converged(self) -> bool:

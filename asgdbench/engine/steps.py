@@ -4,8 +4,11 @@ Kept apart from the strategies so that no two strategies carry their own copy
 of the same loop, and so that the benchmarks can time the steps alone.
 """
 
+import numpy as np
 from numba import njit
 from numba.extending import overload
+
+from asgdbench.engine.atomics import cas, fetch_add, load
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -37,6 +40,39 @@ def copy_into(destination, source):
     """``destination[:] = source`` (a consistent read under a lock)."""
     for i in range(destination.shape[0]):
         destination[i] = source[i]
+
+
+STEP_COPIES_LIVE, STEP_COPIES_PEAK = 0, 8
+"""Cells of a per-step-copy counter array (``new_step_copy_counter``), a cache line each."""
+
+
+def new_step_copy_counter() -> np.ndarray:
+    """The counter of live per-step copies and its high-water mark."""
+    return np.zeros(2 * 8, dtype=np.int64)
+
+
+@njit(nogil=True, cache=True)
+def take_step_copy(params, counter):
+    """A fresh vector for this step only (the authors' ``new``), counted live; not yet filled.
+
+    Numba frees it once the worker drops it, after the gradient; the strategy
+    calls :func:`drop_step_copy` at that point.
+    """
+    local = np.empty_like(params)
+    live = fetch_add(counter, STEP_COPIES_LIVE, 1) + 1
+    seen = load(counter, STEP_COPIES_PEAK, "monotonic")
+    while seen < live:
+        before = cas(counter, STEP_COPIES_PEAK, seen, live)
+        if before == seen:
+            break
+        seen = before
+    return local
+
+
+@njit(nogil=True, cache=True)
+def drop_step_copy(counter):
+    """The step's copy is dead (its gradient is computed): count it freed."""
+    fetch_add(counter, STEP_COPIES_LIVE, -1)
 
 
 @njit(nogil=True, cache=True)

@@ -17,24 +17,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from asgdbench.engine import blas
 from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import UserError
 from asgdbench.study import plots
 from asgdbench.study.claim_figures import claim_figure
-from asgdbench.study.claims import (
-    NOT_SUPPORTED,
+from asgdbench.study.claims import get_claim, oversubscribed_threads
+from asgdbench.study.report import markdown_table
+from asgdbench.study.reproduce import Plan, count_pending, judge
+from asgdbench.study.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
     NOT_TESTABLE,
     SUPPORTED,
     Verdict,
-    get_claim,
-    oversubscribed_threads,
+    overall,
 )
-from asgdbench.study.report import markdown_table
-from asgdbench.study.reproduce import Plan, count_pending, judge
 
 REPORT_MD, REPORT_HTML, FIGURES = "report.md", "report.html", "figures"
-VERDICT_COLOURS = {SUPPORTED: "#1b7f3b", NOT_SUPPORTED: "#b3261e", NOT_TESTABLE: "#8a6d00"}
+VERDICT_COLOURS = {SUPPORTED: "#1b7f3b", CONTRADICTED: "#b3261e", INCONCLUSIVE: "#5a5a5a",
+                   NOT_TESTABLE: "#8a6d00"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ def write_report(folder: Path, plan: Plan, results: Sequence[RunResult]) -> list
     verdicts = judge(plan, results)
     figures = []
     for number in plan.claims:
-        for workload in plan.workloads:
+        for workload in plan.workloads_of(number):
             figure = claim_figure(plt, number, results, workload, plan.context)
             if figure is None:
                 continue
@@ -79,10 +83,19 @@ def write_report(folder: Path, plan: Plan, results: Sequence[RunResult]) -> list
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> str:
-    """The summary: one line per claim and workload (Markdown)."""
-    return _markdown(("claim", "workload", "verdict"),
-                     [(f"{v.claim}. {get_claim(v.claim).title}", v.workload, v.verdict)
-                      for v in verdicts])
+    """The summary: one line per claim and workload, then each claim across workloads."""
+    return _markdown(("claim", "workload", "verdict"), verdict_rows(verdicts))
+
+
+def verdict_rows(verdicts: Sequence[Verdict]) -> list[tuple[str, str, str]]:
+    rows = []
+    for number in dict.fromkeys(v.claim for v in verdicts):
+        mine = [v for v in verdicts if v.claim == number]
+        title = f"{number}. {get_claim(number).title}"
+        rows += [(title, v.workload, v.verdict) for v in mine]
+        if len(mine) > 1:
+            rows.append((title, "all workloads", overall(mine)))
+    return rows
 
 
 def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -93,7 +106,7 @@ def experiment_lines(plan: Plan, results: Sequence[RunResult], number: int) -> l
     """What was run for claim ``number`` and where: grid, machine, cores, versions."""
     claim = get_claim(number)
     lines = []
-    for workload in plan.workloads:
+    for workload in plan.workloads_of(number):
         for part in claim.plan(plan.scale, plan.cores):
             lrs = ", ".join(f"{plan.base_lr[workload] * factor:g}" for factor in part.lr_factors)
             target = {r.config.target_loss for r in results if r.config.workload == workload}
@@ -123,6 +136,14 @@ def machine_lines(plan: Plan, results: Sequence[RunResult]) -> list[str]:
              f"scale {plan.scale.name} ({plan.scale.budget}); thread counts adapt to the "
              f"cores: those up to {plan.cores} each get a core, "
              f"{oversubscribed_threads(plan.cores)} time-shares them (memory and contention only)"]
+    loads = [r.environment["load_average"][0] for r in results
+             if r.environment.get("load_average")]
+    if loads:
+        lines.append(f"load average (1 min, when each run ended; it counts the runs' own "
+                     f"threads too): median {np.median(loads):.1f}, max {max(loads):.1f}, on "
+                     f"{plan.cores} cores" + (": other work shared the cores, so times (claims "
+                                              "1 and 2) describe a loaded machine"
+                                              if np.median(loads) > 2 * plan.cores else ""))
     if len({r.environment.get("git_commit") for r in results}) > 1:
         lines.append("warning: the runs come from several commits")
     return lines + [f"note: {note}" for note in plan.notes]
@@ -149,6 +170,8 @@ def render_markdown(plan: Plan, verdicts: Sequence[Verdict], figures: Sequence[F
                 "**Experiment.**", ""]
         out += [f"- {line}" for line in experiment_lines(plan, results, number)] + [""]
         out += [f"**Rule.** {claim.rule}", ""]
+        if claim.note:
+            out += [f"**Note.** {claim.note}", ""]
         for figure in (f for f in figures if f.claim == number):
             out += [f"![claim {number}, {figure.workload}]({FIGURES}/{figure.name})", "",
                     f"*{claim.figure}*", ""]
@@ -208,8 +231,10 @@ def render_html(plan: Plan, verdicts: Sequence[Verdict], figures: Sequence[Figur
                    f"</p>")
     out.append('<h2 id="verdicts">Verdicts</h2>')
     out.append(_html_table(("claim", "workload", "verdict"),
-                           [(f"{v.claim}. {get_claim(v.claim).title}", v.workload,
-                             _badge(v.verdict)) for v in verdicts], raw_last=True))
+                           [(title, workload, _badge(verdict) if verdict in VERDICT_COLOURS
+                             else html.escape(verdict))
+                            for title, workload, verdict in verdict_rows(verdicts)],
+                           raw_last=True))
     out.append('<h2 id="machine">Machine</h2><ul>')
     out += [f"<li>{e(line)}</li>" for line in machine_lines(plan, results)]
     out.append("</ul>")
@@ -222,6 +247,8 @@ def render_html(plan: Plan, verdicts: Sequence[Verdict], figures: Sequence[Figur
         out += [f"<li>{e(line)}</li>" for line in experiment_lines(plan, results, number)]
         out.append("</ul>")
         out.append(f'<p class="rule"><strong>Rule.</strong> {e(claim.rule)}</p>')
+        if claim.note:
+            out.append(f'<p class="note"><strong>Note.</strong> {e(claim.note)}</p>')
         for figure in (f for f in figures if f.claim == number):
             data = base64.b64encode(figure.png).decode("ascii")
             out.append(f'<figure data-workload="{e(figure.workload)}"><img alt="claim {number}, '

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import sys
@@ -148,8 +149,10 @@ def _compare(args: argparse.Namespace) -> int:
     if args.plot:
         plots.require_matplotlib()
     spec = get_workload(args.workload)
-    cells = grid.expand(spec, args.algorithms, args.threads, args.lr, args.repeats,
-                        first_seed=args.seed, steps=args.steps, **_settings(args))
+    cells = grid.order_cells(
+        grid.expand(spec, args.algorithms, args.threads, args.lr, args.repeats,
+                    first_seed=args.seed, steps=args.steps, **_settings(args)),
+        args.order, args.order_seed)
     repeated = grid.repeated_entries(args.algorithms, args.threads, args.lr, args.steps)
     if repeated:
         _note(f"note: listed twice, run once: {', '.join(repeated)} (a repeat would only "
@@ -167,7 +170,8 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"asgdbench: {len(todo)} of {len(cells)} runs to do on {spec.name}; "
           f"results go to {store.folder}", file=sys.stderr)
     try:
-        grid.run_grid(workload, todo, store.append, cluster=args.cluster)
+        grid.run_grid(workload, todo, store.append, cluster=args.cluster,
+                      order=grid.positions(cells, args.order, args.order_seed))
     except ResultNotSaved as error:
         return _stopped_unsaved(store, error)
     except KeyboardInterrupt:
@@ -210,6 +214,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise UserError("--resume needs --out DIR, the folder of the reproduce run to finish")
     scale = reproduce.get_scale(args.scale)
+    if args.seeds is not None:
+        scale = scale.with_seeds(args.seeds)
     claims = reproduce.parse_claims(args.claims) if args.claims else claims_module.CLAIM_NUMBERS
     for name in args.workloads or []:
         get_workload(name)  # an unknown name fails here, before anything runs
@@ -235,6 +241,8 @@ def _reproduce(args: argparse.Namespace) -> int:
           f"core each; results go to {store.folder}", file=sys.stderr)
     try:
         reproduce.run_plan(plan, loaded, keys, store.append, cluster=args.cluster)
+        if scale.planned_seeds:
+            plan = _plan_more_seeds(store, plan, loaded, args)
     except ResultNotSaved as error:
         return _stopped_unsaved(store, error)
     except KeyboardInterrupt:
@@ -244,6 +252,24 @@ def _reproduce(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     return _render_reproduce(store, plan)
+
+
+def _plan_more_seeds(store: ResultStore, plan: reproduce.Plan, loaded: dict,
+                     args: argparse.Namespace) -> reproduce.Plan:
+    """After a pilot: run the seeds claim 1 needs for 80 % power (at most the scale's limit)."""
+    scale = plan.scale
+    found = reproduce.plan_seeds(_load(store), plan.workloads, plan.context, scale)
+    seeds = min(found.seeds or scale.planned_seeds, scale.planned_seeds)
+    note = (f"seed planning: {found.reason}; running {max(seeds, scale.seeds)} seeds "
+            f"(at most {scale.planned_seeds} at {scale.name} scale)")
+    _note(note)
+    bigger = reproduce.make_plan(scale.with_seeds(max(seeds, scale.seeds)), plan.claims,
+                                 plan.workloads, plan.cores, plan.base_lr)
+    bigger = dataclasses.replace(bigger, notes=bigger.notes + (note,))
+    reproduce.write_manifest(store, bigger)
+    keys = {result.config.key() for result in _load(store)}
+    reproduce.run_plan(bigger, loaded, keys, store.append, cluster=args.cluster)
+    return bigger
 
 
 def _render_reproduce(store: ResultStore, plan: reproduce.Plan) -> int:
@@ -468,6 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seeds per cell (default: %(default)s)")
     compare.add_argument("--seed", type=_seed, default=0,
                          help="first seed; repeats use seed, seed+1, ... (default: 0)")
+    compare.add_argument("--order", choices=grid.ORDERS, default=grid.INTERLEAVED,
+                         help="interleaved: rounds of one seed each, the cells of a round in a "
+                              "seeded shuffled order, so load drift falls on every strategy "
+                              "alike; strategy: each strategy's runs together, seeds innermost "
+                              "(default: %(default)s)")
+    compare.add_argument("--order-seed", type=_seed, default=grid.DEFAULT_ORDER_SEED,
+                         help="seed of the interleaved order, recorded in runs.jsonl "
+                              "(default: %(default)s)")
     _add_run_settings(compare)
     compare.add_argument("--out", type=_folder, metavar="DIR",
                          help=f"result folder (default: a new timestamped folder under "
@@ -566,17 +600,22 @@ def _add_reproduce_command(commands: Any, common: argparse.ArgumentParser) -> No
     again = commands.add_parser(
         "reproduce", parents=[common], help="run and judge the paper's claims on this machine",
         description=f"Run the experiment of each claim of the Leashed-SGD paper ({titles}), "
-                    f"judge each with its stated rule (supported, not supported, not testable "
-                    f"here) and write report.md and a self-contained report.html. Thread counts "
+                    f"judge each with its stated rule (supported, contradicted, inconclusive, "
+                    f"not testable here) and write report.md and a self-contained report.html. Thread counts "
                     f"follow this machine's physical cores.")
     again.add_argument("--claims", metavar="N,N,...",
                        help=f"claims to test (default: all, {numbers})")
     again.add_argument("--scale", default="quick",
-                       help="quick (at most 15 min on 2 cores), standard (about an hour) or "
-                            "paper (the paper's grid) (default: %(default)s)")
+                       help="quick (at most 15 min on 2 cores), standard (a pilot, then the "
+                            "seeds claim 1 needs; about an hour per 5 seeds) or paper (the "
+                            "paper's grid) (default: %(default)s)")
     again.add_argument("--workloads", type=_list_of(str), metavar="W,W,...",
                        help="workloads (default: the scale's whose data is here; quick: "
-                            "mlp-digits)")
+                            "mlp-digits, and mlp-mnist when MNIST is there)")
+    again.add_argument("--seeds", type=_positive_int, metavar="N",
+                       help="seeds per cell, instead of the scale's (standard: a 5-seed pilot, "
+                            "then the seeds claim 1 needs to detect a 20 %% speed-up at 80 %% "
+                            "power, at most 20)")
     again.add_argument("--out", type=_folder, metavar="DIR",
                        help=f"result folder (default: a new timestamped folder under "
                             f"./{RESULTS_ROOT}/)")

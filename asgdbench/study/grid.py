@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
 from asgdbench.engine import preflight
@@ -32,6 +34,9 @@ DEFAULT_WORKLOAD = "mlp-digits"
 DEFAULT_ALGORITHMS = ("seq", "lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
 DEFAULT_THREADS = (1, 2, 4, 8)
 DEFAULT_REPEATS = 3
+INTERLEAVED, BY_STRATEGY = "interleaved", "strategy"
+ORDERS = (INTERLEAVED, BY_STRATEGY)
+DEFAULT_ORDER_SEED = 0
 
 
 def expand(
@@ -83,6 +88,39 @@ def expand(
                                            max_updates=max_updates, dtype=dtype)
                         cells.append(config)
     return cells
+
+
+def order_cells(cells: Sequence[RunConfig], order: str = INTERLEAVED,
+                order_seed: int = DEFAULT_ORDER_SEED) -> list[RunConfig]:
+    """The order a grid runs in.
+
+    ``interleaved``: rounds of one seed each (seed 0's cells, then seed 1's,
+    ...), the cells of a round in a shuffled order drawn from ``order_seed``
+    and the round's seed, so that a load that drifts during the grid falls on
+    every strategy alike and no strategy always runs first. The same cells
+    and ``order_seed`` always give the same order, so a resumed grid keeps
+    it. ``strategy``: as :func:`expand` lists them (strategy-major, seeds
+    innermost).
+    """
+    if order == BY_STRATEGY:
+        return list(cells)
+    if order != INTERLEAVED:
+        raise ConfigError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+    rounds: dict[int, list[RunConfig]] = {}
+    for config in cells:
+        rounds.setdefault(config.seed, []).append(config)
+    ordered = []
+    for seed in sorted(rounds):
+        rng = np.random.default_rng([order_seed, seed])
+        ordered += [rounds[seed][i] for i in rng.permutation(len(rounds[seed]))]
+    return ordered
+
+
+def positions(cells: Sequence[RunConfig], order: str = INTERLEAVED,
+              order_seed: int = DEFAULT_ORDER_SEED) -> dict[tuple, dict]:
+    """Each cell's ``RunResult.grid_order`` record, by key, for cells already in grid order."""
+    return {config.key(): {"order": order, "order_seed": order_seed, "round": config.seed,
+                           "position": index} for index, config in enumerate(cells)}
 
 
 def unique(values: Sequence, key: Callable = lambda value: value) -> tuple[list, list]:
@@ -175,7 +213,8 @@ def run_cell(workload: Workload, config: RunConfig) -> RunResult:
 
 
 def run_grid(workload: Workload | None, cells: Sequence[RunConfig],
-             on_result: Callable[[RunResult], None], *, cluster: Cluster | None = None) -> None:
+             on_result: Callable[[RunResult], None], *, cluster: Cluster | None = None,
+             order: dict[tuple, dict] | None = None) -> None:
     """Run the cells one after another, handing each result over as soon as it exists.
 
     A progress bar with an ETA goes to stderr. Ctrl-C stops the run in progress
@@ -183,13 +222,19 @@ def run_grid(workload: Workload | None, cells: Sequence[RunConfig],
     ``cluster`` (:mod:`~asgdbench.study.cluster`) the cells run as tasks on its
     workers, one per worker at a time, and results arrive as they finish, in
     any order; ``workload`` may then be None (each worker loads its own).
+    ``order`` (from :func:`positions`) is written into each result's ``grid_order``.
     """
+    def hand_over(result: RunResult) -> None:
+        if order and result.config.key() in order:
+            result = replace(result, grid_order=order[result.config.key()])
+        on_result(result)
+
     with tqdm(total=len(cells), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         if cluster is not None:
-            cluster.run_cells(cells, on_result, progress=bar)
+            cluster.run_cells(cells, hand_over, progress=bar)
             return
         for config in cells:
             bar.set_postfix_str(f"{config.label} threads={config.threads} "
                                 f"lr={config.lr:g} seed={config.seed}", refresh=True)
-            on_result(run_cell(workload, config))
+            hand_over(run_cell(workload, config))
             bar.update()

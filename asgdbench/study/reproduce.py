@@ -2,23 +2,32 @@
 
 A plan is every claim's cells (:mod:`~asgdbench.study.claims`) on every
 workload, expanded by :func:`asgdbench.study.grid.expand` and merged by
-``RunConfig.key()``, so a run two claims need is done once. Runs go seed by
-seed (every cell's seed 0 first), so that the strategies a verdict compares
-ran interleaved, under the same drift in the machine's load. All runs of a
+``RunConfig.key()``, so a run two claims need is done once. Runs go in rounds
+of one seed each, the cells of a round in a seeded shuffled order
+(:func:`asgdbench.study.grid.order_cells`), so that the strategies a verdict
+compares as pairs of seeds ran side by side, under the same drift in the
+machine's load. All runs of a
 workload share its stop rules (the target loss, and the scale's share of its
 time limit), which is what lets claims share runs and ``--resume`` hold. The
 plan's choices (scale, claims, workloads, the cores thread counts were chosen
 for, each workload's default step size) go to ``reproduce.json`` in the result
 folder, next to ``runs.jsonl``; ``asgdbench report DIR`` reads both and renders
 the report again without running anything.
+
+At a scale with ``planned_seeds`` (standard), the scale's seeds are a pilot:
+:func:`plan_seeds` reads its spread and says how many seeds claim 1's paired
+test needs to detect a 20 % speed-up at 80 % power; the command line then
+runs up to that many (at most ``planned_seeds``) and records the count in the
+plan file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +36,30 @@ from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.runner import WORKLOAD_DEFAULT
 from asgdbench.errors import UserError
 from asgdbench.study import grid
-from asgdbench.study.claims import CLAIM_NUMBERS, SCALES, Context, Scale, Verdict, get_claim
+from asgdbench.study.claim_runs import (
+    BASELINES,
+    LEASHED,
+    by_seed,
+    censored,
+    runs_of,
+    time_to_epsilon,
+)
+from asgdbench.study.claim_statistics import (
+    CONFIDENCE,
+    POWER,
+    log_ratio,
+    paired_effect,
+    seeds_needed,
+)
+from asgdbench.study.claims import (
+    CLAIM_NUMBERS,
+    SCALES,
+    Context,
+    Scale,
+    Verdict,
+    get_claim,
+    parallel_threads,
+)
 from asgdbench.study.result_folder import ResultStore
 from asgdbench.workloads import get_workload, load_workload
 
@@ -54,10 +86,17 @@ class Plan:
     def context(self) -> Context:
         return Context(self.cores, self.base_lr)
 
+    def workloads_of(self, number: int) -> tuple[str, ...]:
+        """The workloads claim ``number`` runs on (quick: claim 2 on the first only)."""
+        if number in self.scale.first_workload_only:
+            return self.workloads[:1]
+        return self.workloads
+
     def manifest(self) -> dict[str, Any]:
-        return {"scale": self.scale.name, "claims": list(self.claims),
+        return {"scale": self.scale.name, "seeds": self.scale.seeds, "claims": list(self.claims),
                 "workloads": list(self.workloads), "cores": self.cores,
-                "base_lr": self.base_lr, "notes": list(self.notes)}
+                "base_lr": self.base_lr, "notes": list(self.notes),
+                "order": grid.INTERLEAVED, "order_seed": grid.DEFAULT_ORDER_SEED}
 
 
 def physical_cores() -> int:
@@ -121,6 +160,10 @@ def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cor
         max_time = spec.defaults.max_time * scale.max_time_factor
         configs: dict[tuple, RunConfig] = {}
         for number in claims:
+            if number in scale.first_workload_only and name != workloads[0]:
+                notes.append(f"claim {number} runs on {workloads[0]} only at {scale.name} scale "
+                             f"(to fit its budget)")
+                continue
             for part in get_claim(number).plan(scale, cores):
                 threads = [t for t in part.threads if limit is None or t <= limit.threads]
                 if len(threads) < len(part.threads):
@@ -131,9 +174,9 @@ def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cor
                                           scale.seeds, target_loss=WORKLOAD_DEFAULT,
                                           max_time=max_time):
                     configs.setdefault(config.key(), config)
-        # seed-major: every strategy's run of seed 0, then of seed 1, ..., so that a load
-        # that drifts while the plan runs (other jobs) falls on every strategy alike
-        cells[name] = sorted(configs.values(), key=lambda config: config.seed)
+        # rounds of one seed, shuffled within: a load that drifts while the plan runs
+        # (other jobs) falls on every strategy alike, and seeds pair runs of one round
+        cells[name] = grid.order_cells(list(configs.values()))
     return Plan(scale, tuple(claims), tuple(workloads), cores, base_lr, cells,
                 tuple(dict.fromkeys(notes)))
 
@@ -155,8 +198,12 @@ def read_plan(folder: str | os.PathLike, scale: Scale | None = None) -> Plan:
     try:
         data = json.loads(path.read_text())
         scale = scale or get_scale(data["scale"])
-        return make_plan(scale, data["claims"], data["workloads"], int(data["cores"]),
+        if "seeds" in data:
+            scale = scale.with_seeds(int(data["seeds"]))
+        plan = make_plan(scale, data["claims"], data["workloads"], int(data["cores"]),
                          data["base_lr"])
+        extra = tuple(note for note in data.get("notes", []) if note not in plan.notes)
+        return replace(plan, notes=plan.notes + extra)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"{path} is not a reproduce plan ({error})") from None
 
@@ -185,12 +232,14 @@ def run_plan(plan: Plan, loaded: dict, finished_keys: set[tuple],
     idles while another finishes a workload.
     """
     todo = {name: grid.pending(cells, finished_keys) for name, cells in plan.cells.items()}
+    order = {key: value for cells in plan.cells.values()
+             for key, value in grid.positions(cells).items()}
     if cluster is not None:
         every = [config for cells in todo.values() for config in cells]
-        grid.run_grid(None, every, on_result, cluster=cluster)
+        grid.run_grid(None, every, on_result, cluster=cluster, order=order)
         return len(every)
     for name, cells in todo.items():
-        grid.run_grid(loaded[name], cells, on_result)
+        grid.run_grid(loaded[name], cells, on_result, order=order)
     return sum(len(cells) for cells in todo.values())
 
 
@@ -203,4 +252,51 @@ def count_pending(plan: Plan, finished_keys: set[tuple]) -> tuple[int, int]:
 def judge(plan: Plan, results: Sequence[RunResult]) -> list[Verdict]:
     """One verdict per claim and workload, from the runs in the folder."""
     return [get_claim(number).judge(results, workload, plan.context)
-            for number in plan.claims for workload in plan.workloads]
+            for number in plan.claims for workload in plan.workloads_of(number)]
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """How many seeds claim 1 needs to detect a 20 % speed-up at 80 % power, from a pilot."""
+
+    seeds: int | None
+    """None: more than the planning limit, or no spread to plan from."""
+    spread: float
+    """Largest standard deviation of the per-seed log time ratios, over the pilot's comparisons."""
+    pilot_seeds: int
+    reason: str
+
+
+def plan_seeds(results: Sequence[RunResult], workloads: Sequence[str], context: Context,
+               scale: Scale, effect: float = 1.2) -> SeedPlan:
+    """From a pilot's runs: the seeds claim 1's paired test needs to detect ``effect`` (a time
+    ratio) with 80 % power at the intervals' level, on the noisiest comparison of the pilot.
+
+    The spread is the standard deviation of the per-seed log time ratios
+    (censored pairs as in the verdicts); the count is the smallest n whose
+    minimum detectable effect (t-based, over the signed-rank test's
+    efficiency) is at most ``log(effect)``.
+    """
+    spreads = []
+    for workload in workloads:
+        lr = context.base_lr[workload]
+        for threads in parallel_threads(context.cores, scale):
+            leashed = by_seed(runs_of(results, workload, LEASHED, threads, lr),
+                              time_to_epsilon, censored)
+            for baseline in BASELINES:
+                runs = runs_of(results, workload, baseline, threads, lr)
+                found = paired_effect(by_seed(runs, time_to_epsilon, censored), leashed,
+                                      log_ratio)
+                if found.differences.size >= 2:
+                    spreads.append(found.spread)
+    pilot = scale.seeds
+    if not spreads:
+        return SeedPlan(None, float("nan"), pilot, "the pilot has no comparison with two "
+                                                   "informative seed pairs")
+    spread = max(spreads)
+    needed = seeds_needed(spread, math.log(effect))
+    text = (f"pilot of {pilot} seeds: sd of per-seed log time ratios up to {spread:.3f}; "
+            f"detecting a {effect - 1:.0%} speed-up at {POWER:.0%} power ({CONFIDENCE:.0%} "
+            f"interval) needs ")
+    return SeedPlan(needed, spread, pilot,
+                    text + (f"{needed} seeds" if needed else "more seeds than planning allows"))

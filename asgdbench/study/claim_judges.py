@@ -1,0 +1,436 @@
+"""How each claim is judged from run records: pure functions, no runs, no rendering.
+
+Every comparison pairs runs by seed (see :mod:`~asgdbench.study.claim_statistics`)
+and turns an interval into one of the four verdicts of
+:mod:`~asgdbench.study.verdicts`. Each judge returns the parts and the table
+behind them; :mod:`~asgdbench.study.claims` wraps them into a Verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from asgdbench.engine.run_result import RunResult
+from asgdbench.study.claim_runs import (
+    BASELINES,
+    LEASHED,
+    LEASHED_TP,
+    LOCK,
+    Context,
+    by_seed,
+    censored,
+    dropped_share,
+    mean_live_bytes,
+    runs_of,
+    staleness_figure,
+    thread_counts_run,
+    time_to_epsilon,
+    too_few,
+)
+from asgdbench.study.claim_statistics import (
+    MIN_PAIRS,
+    PairedEffect,
+    bootstrap,
+    effect_of,
+    log_ratio,
+    median_interval,
+    paired_differences,
+    paired_effect,
+    proportion_interval,
+    seed_bootstrap,
+)
+from asgdbench.study.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_TESTABLE,
+    SUPPORTED,
+    Part,
+    at_least,
+    at_most,
+    detectable,
+    effect_counts,
+    either_way,
+    no_worse,
+    ratio_text,
+    untestable_effect,
+)
+
+CLAIMED_SPEEDUP = 1.2
+"""Claim 1's smallest claimed effect: 20 % faster (the paper: 20-80 %, up to 4x)."""
+MEMORY_REDUCTION = 0.9
+"""Claim 3: a reduction of at least 10 % (asgdbench's threshold; the paper gives no number)."""
+GROWTH_MARGIN = 1.2
+"""Claim 1's "as threads grow": the advantage may not shrink by 20 % or more."""
+
+Table = tuple[tuple[str, ...], list[tuple[str, ...]]]
+
+
+# -- claim 1: time to ε -----------------------------------------------------------------------
+
+def judge_speed(results: Sequence[RunResult], workload: str, context: Context
+                ) -> tuple[list[Part], Table]:
+    lr = context.base_lr[workload]
+    counts = thread_counts_run(results, workload, LEASHED, context.cores)
+    headers = ("threads", "strategy", "median time to ε [s] (unreached: at limit)", "converged",
+               "time ratio to Leashed, per seed pair (HL [90% CI])", "pairs")
+    rows, parts, per_seed = [], [], {}
+    for threads in counts:
+        leashed = runs_of(results, workload, LEASHED, threads, lr)
+        for label in (LEASHED, *BASELINES):
+            runs = leashed if label == LEASHED else runs_of(results, workload, label, threads, lr)
+            ratio, pairs = "—", ""
+            if label != LEASHED:
+                name = f"faster than {label} at {threads} threads"
+                if not runs:
+                    parts.append(Part(name, NOT_TESTABLE, f"no {label} runs at {threads} threads"))
+                else:
+                    first = by_seed(runs, time_to_epsilon, censored)
+                    second = by_seed(leashed, time_to_epsilon, censored)
+                    per_seed[threads, label] = paired_differences(first, second, log_ratio)[0]
+                    effect = paired_effect(first, second, log_ratio)
+                    parts += speed_parts(effect, name)
+                    ratio, pairs = ratio_text(effect.interval), effect_counts(effect)
+            times = [time_to_epsilon(r) for r in runs]
+            rows.append((str(threads), label, f"{np.median(times):.3g}" if times else "—",
+                         f"{sum(r.converged for r in runs)}/{len(runs)}", ratio, pairs))
+    if not counts:
+        parts.append(Part("speed-up", NOT_TESTABLE,
+                          f"needs >= 2 threads on >= 2 cores; the runs had {context.cores}"))
+    parts.append(growth_part(per_seed, counts, context))
+    return parts, (headers, rows)
+
+
+def speed_parts(effect: PairedEffect, name: str) -> list[Part]:
+    """Direction (faster at all) and magnitude (by >= 20 %) of one paired time ratio."""
+    if effect.interval is None:
+        return [Part(name, NOT_TESTABLE, untestable_effect(effect))]
+    text = (f"time ratio baseline / Leashed {ratio_text(effect.interval)} "
+            f"({effect.interval.confidence:.1%} interval) over {effect_counts(effect)}")
+    parts = []
+    for what, claimed in ((name, 0.0), (f"{name}, by >= 20 % (the paper: 20-80 %, up to 4x)",
+                                        math.log(CLAIMED_SPEEDUP))):
+        verdict = at_least(effect.interval, claimed)
+        reason = text if verdict != INCONCLUSIVE else f"{text}; {detectable(effect)}"
+        parts.append(Part(what, verdict, reason))
+    return parts
+
+
+def growth_part(per_seed: dict[tuple[int, str], dict[int, float]], counts: list[int],
+                context: Context) -> Part:
+    """The advantage at the largest count against the smallest, per seed (the smaller ratio)."""
+    name = "advantage holds as threads grow"
+    if len(counts) < 2:
+        return Part(name, NOT_TESTABLE, f"needs two thread counts >= 2 that each get a core, so "
+                                        f">= 4 cores; the runs had {context.cores}")
+    first, last = counts[0], counts[-1]
+    if any((m, b) not in per_seed for m in (first, last) for b in BASELINES):
+        return Part(name, NOT_TESTABLE, f"needs both baselines at {first} and {last} threads")
+    seeds = set.intersection(*(set(per_seed[m, b]) for m in (first, last) for b in BASELINES))
+    changes = [min(per_seed[last, b][s] for b in BASELINES)
+               - min(per_seed[first, b][s] for b in BASELINES) for s in sorted(seeds)]
+    effect = effect_of(changes)
+    if effect.interval is None:
+        return Part(name, NOT_TESTABLE, f"needs >= {MIN_PAIRS} seeds informative at both counts; "
+                                        f"has {len(changes)}")
+    verdict = at_least(effect.interval, -math.log(GROWTH_MARGIN))
+    text = (f"change of the smaller ratio from {first} to {last} threads, per seed: "
+            f"x{ratio_text(effect.interval)} (a fall by 20 % or more, below "
+            f"x{1 / GROWTH_MARGIN:.2f}, contradicts it)")
+    return Part(name, verdict, text if verdict != INCONCLUSIVE else
+                f"{text}; {detectable(effect)}")
+
+
+# -- claim 2: stability ------------------------------------------------------------------------
+
+def log_spread(times: np.ndarray) -> np.ndarray:
+    """Standard deviation of log time to ε along the last axis (0 for identical times)."""
+    return np.std(np.log(times), axis=-1, ddof=1)
+
+
+def judge_stability(results: Sequence[RunResult], workload: str, context: Context
+                    ) -> tuple[list[Part], Table]:
+    threads = max([r.config.threads for r in results if r.config.workload == workload
+                   and r.config.algorithm == LEASHED and r.config.threads <= context.cores]
+                  or [0])
+    lrs = sorted({r.config.lr for r in results if r.config.workload == workload
+                  and r.config.algorithm == LEASHED and r.config.threads == threads})
+    headers = ("strategy", "step size", "converged", "median time to ε [s]",
+               "spread (sd of log time)")
+    cells = {label: {lr: runs_of(results, workload, label, threads, lr) for lr in lrs}
+             for label in (LEASHED, *BASELINES)}
+    rows = []
+    for label, by_lr in cells.items():
+        for lr, runs in by_lr.items():
+            times = np.array([r.time_to_target_s for r in runs if r.converged])
+            rows.append((label, f"{lr:g}", f"{len(times)}/{len(runs)}",
+                         f"{np.median(times):.3g}" if times.size else "—",
+                         f"{float(log_spread(times)):.2f}" if times.size >= 2 else "—"))
+    if threads == 0 or len(lrs) < 2:
+        return [Part("stability", NOT_TESTABLE,
+                     f"needs >= 2 step sizes at a thread count within the {context.cores} cores; "
+                     f"the runs have {len(lrs)}")], (headers, rows)
+    short = too_few({f"{label} lr={lr:g}": runs for label, by_lr in cells.items()
+                     for lr, runs in by_lr.items()}, context.min_seeds)
+    if short:
+        return [Part("stability", NOT_TESTABLE, short)], (headers, rows)
+    return [stability_part(cells[LEASHED], cells[b], b) for b in BASELINES], (headers, rows)
+
+
+def stability_part(leashed: dict[float, list[RunResult]], baseline: dict[float, list[RunResult]],
+                   label: str) -> Part:
+    """Success per (step size, seed) pair, then the spread of time to ε: either may show it."""
+    ours_only = theirs_only = 0
+    for lr in leashed:
+        ours, theirs = (by_seed(runs, lambda r: float(r.converged)) for runs in
+                        (leashed[lr], baseline[lr]))
+        for seed in set(ours) & set(theirs):
+            ours_only += ours[seed][0] > theirs[seed][0]
+            theirs_only += theirs[seed][0] > ours[seed][0]
+    if ours_only + theirs_only:
+        share = proportion_interval(ours_only, ours_only + theirs_only)
+        success = at_least(share, 0.5)
+        success_text = (f"of the {ours_only + theirs_only} (step size, seed) pairs where one "
+                        f"converged and the other not, Leashed was the one in {ours_only}: share "
+                        f"{share.text()} (0.5: no difference)")
+    elif not any(r.converged for cell in (leashed, baseline) for runs in cell.values()
+                 for r in runs):
+        success, success_text = NOT_TESTABLE, ("no run converged at any step size: needs a "
+                                               "longer time limit (a larger scale)")
+    else:
+        success, success_text = INCONCLUSIVE, "both converged on exactly the same pairs"
+    both = [lr for lr in leashed
+            if sum(r.converged for r in leashed[lr]) >= 3 and sum(r.converged for r in
+                                                                   baseline[lr]) >= 3]
+    if both:
+        groups = [[r.time_to_target_s for r in cell[lr] if r.converged]
+                  for lr in both for cell in (baseline, leashed)]
+
+        def spread_difference(*resampled: np.ndarray) -> np.ndarray:
+            pairs = [log_spread(resampled[2 * k]) - log_spread(resampled[2 * k + 1])
+                     for k in range(len(both))]
+            return np.mean(pairs, axis=0)
+        spread_interval = bootstrap(groups, spread_difference)
+        spread = at_least(spread_interval, 0.0)
+        spread_text = (f"spread of log time to ε, {label} minus Leashed, averaged over "
+                       f"{len(both)} step sizes: {spread_interval.text()} (bootstrap)")
+    else:
+        spread, spread_text = NOT_TESTABLE, "no step size where both converged 3 times"
+    verdict = either_way(success, spread)
+    by = [what for what, v in (("success", success), ("spread", spread)) if v == verdict]
+    lead = (f"decided by {' and '.join(by)}; " if verdict in (SUPPORTED, CONTRADICTED)
+            else "neither measure decides; ")
+    return Part(f"vs {label}", verdict, f"{lead}success: {success} ({success_text}); "
+                f"spread: {spread} ({spread_text})")
+
+
+# -- claim 3: memory ---------------------------------------------------------------------------
+
+def judge_memory(results: Sequence[RunResult], workload: str, context: Context
+                 ) -> tuple[list[Part], Table]:
+    lr = context.base_lr[workload]
+    counts = thread_counts_run(results, workload, LEASHED, 10 ** 9)
+    headers = ("threads", "strategy", "mean live vectors (median [90% CI])", "peak vectors",
+               "mean live bytes", "Leashed / this, per seed pair (HL [90% CI])")
+    rows, parts = [], []
+    for threads in counts:
+        leashed = runs_of(results, workload, LEASHED, threads, lr)
+        for label in (LEASHED, *BASELINES):
+            runs = leashed if label == LEASHED else runs_of(results, workload, label, threads, lr)
+            if not runs:
+                continue
+            ratio = "—"
+            if label != LEASHED:
+                effect = paired_effect(by_seed(leashed, mean_live_bytes),
+                                       by_seed(runs, mean_live_bytes), log_ratio)
+                ratio = ratio_text(effect.interval)
+                if label == LOCK:
+                    parts.append(memory_part(effect, threads, context,
+                                             too_few({LEASHED: leashed, LOCK: runs},
+                                                     context.min_seeds)))
+            live = median_interval([r.live_param_vectors.get("mean", r.peak_param_vectors)
+                                    for r in runs])
+            rows.append((str(threads), label, live.text(2) if live else "—",
+                         str(max(r.peak_param_vectors for r in runs)),
+                         _bytes(np.median([mean_live_bytes(r) for r in runs])), ratio))
+        if not runs_of(results, workload, LOCK, threads, lr):
+            parts.append(Part(f"{threads} threads", NOT_TESTABLE,
+                              f"no {LOCK} runs at {threads} threads"))
+    if not counts:
+        parts.append(Part("memory", NOT_TESTABLE, "no Leashed runs with >= 2 threads"))
+    return parts, (headers, rows)
+
+
+def memory_part(effect: PairedEffect, threads: int, context: Context, short: str | None) -> Part:
+    name = f"{threads} threads"
+    if short or effect.interval is None:
+        return Part(name, NOT_TESTABLE, short or untestable_effect(effect))
+    verdict = at_most(effect.interval, math.log(MEMORY_REDUCTION))
+    text = (f"time-averaged live bytes Leashed / {LOCK} {ratio_text(effect.interval)} over "
+            f"{effect_counts(effect)}; a reduction needs the interval below "
+            f"{MEMORY_REDUCTION:g}")
+    return Part(name, verdict, text if verdict != INCONCLUSIVE else
+                f"{text}; {detectable(effect)}")
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.3g} {unit}" if unit != "B" else f"{count:.0f} B"
+        count /= 1024
+    return ""
+
+
+# -- claim 4: contention regulation ------------------------------------------------------------
+
+def judge_contention(results: Sequence[RunResult], workload: str, context: Context
+                     ) -> tuple[list[Part], Table]:
+    lr = context.base_lr[workload]
+    headers = ("strategy", "threads", "CAS failures / update (pooled)",
+               "dropped share (median [90% CI])", "mean staleness (median [90% CI])", "runs")
+    rows = []
+    every = sorted({r.config.threads for r in results if r.config.workload == workload
+                    and r.config.algorithm in LEASHED_TP})
+    for label in LEASHED_TP:
+        for threads in every:
+            runs = runs_of(results, workload, label, threads, lr)
+            if runs:
+                note = "" if threads <= context.cores else " (time-shared)"
+                failures = sum((r.cas or {}).get("failures") or 0 for r in runs)
+                updates = sum(r.updates_applied for r in runs)
+                dropped = median_interval([dropped_share(r) for r in runs])
+                stale = median_interval([staleness_figure(r, "mean") for r in runs])
+                rows.append((label, f"{threads}{note}",
+                             f"{failures / updates:.2e}" if updates else "—",
+                             dropped.text(4) if dropped else "—",
+                             stale.text(3) if stale else "—", str(len(runs))))
+    counts = thread_counts_run(results, workload, LEASHED, context.cores)
+    parts = [growth_exponent_part(results, workload, lr, counts, context),
+             persistence_part(results, workload, lr, counts, context)]
+    return parts, (headers, rows)
+
+
+def growth_exponent_part(results, workload, lr, counts, context) -> Part:
+    """Failed CAS per update ∝ threads^k: k from the pooled rates, seeds resampled together."""
+    name = "failures per update grow sub-linearly"
+    if len(counts) < 2:
+        return Part(name, NOT_TESTABLE, f"needs two thread counts >= 2 that each get a core, so "
+                                        f">= 4 cores; the runs had {context.cores}")
+    first, last = counts[0], counts[-1]
+    low = by_seed(runs_of(results, workload, LEASHED, first, lr),
+                  lambda r: (r.cas or {}).get("failures") or 0)
+    high = by_seed(runs_of(results, workload, LEASHED, last, lr),
+                   lambda r: (r.cas or {}).get("failures") or 0)
+    low_updates = by_seed(runs_of(results, workload, LEASHED, first, lr),
+                          lambda r: r.updates_applied)
+    high_updates = by_seed(runs_of(results, workload, LEASHED, last, lr),
+                           lambda r: r.updates_applied)
+    seeds = sorted(set(low) & set(high))
+    if len(seeds) < context.min_seeds:
+        return Part(name, NOT_TESTABLE, f"needs >= {context.min_seeds} seeds run at both "
+                                        f"{first} and {last} threads; has {len(seeds)}")
+    columns = [np.array([table[s][0] for s in seeds], dtype=float)
+               for table in (low, low_updates, high, high_updates)]
+    if columns[0].sum() == 0:
+        return Part(name, NOT_TESTABLE, f"no failed CAS at {first} threads in any seed: growth "
+                                        f"from zero has no exponent; needs more contention")
+
+    def exponent(failures_low, updates_low, failures_high, updates_high):
+        rate_low = failures_low.sum(-1) / updates_low.sum(-1)
+        rate_high = failures_high.sum(-1) / updates_high.sum(-1)
+        return np.log(rate_high / rate_low) / math.log(last / first)
+    interval = seed_bootstrap(columns, exponent)
+    verdict = at_most(interval, 1.0)
+    return Part(name, verdict, f"exponent of failed CAS per update from {first} to {last} "
+                               f"threads {interval.text()} (pooled rates, seeds resampled; "
+                               f"1 is linear growth)")
+
+
+def persistence_part(results, workload, lr, counts, context) -> Part:
+    name = "finite tp trades dropped gradients for lower staleness"
+    if not counts:
+        return Part(name, NOT_TESTABLE, f"needs >= 2 threads on >= 2 cores; the runs had "
+                                        f"{context.cores}")
+    threads = counts[-1]
+    bounded = runs_of(results, workload, "leashed:tp=0", threads, lr)
+    unbounded = runs_of(results, workload, LEASHED, threads, lr)
+    short = too_few({"tp=0": bounded, "tp=inf": unbounded}, context.min_seeds)
+    if short:
+        return Part(name, NOT_TESTABLE, short)
+    dropped = median_interval([dropped_share(r) for r in bounded])
+    effect = paired_effect(by_seed(unbounded, lambda r: staleness_figure(r, "mean")),
+                           by_seed(bounded, lambda r: staleness_figure(r, "mean")))
+    if effect.interval is None:
+        return Part(name, NOT_TESTABLE, untestable_effect(effect))
+    text = (f"at {threads} threads tp=0 dropped a share {dropped.text(4)} of gradients; mean "
+            f"staleness tp=inf minus tp=0, per seed {effect.interval.text(3)}")
+    lower = at_least(effect.interval, 0.0)
+    if lower == CONTRADICTED:
+        return Part(name, CONTRADICTED, text + ": tp=0's staleness is not lower")
+    if max(dropped_share(r) for r in bounded) == 0:
+        return Part(name, NOT_TESTABLE, text + ": tp=0 dropped nothing, so there was no "
+                                               "contention to regulate; needs more threads")
+    verdict = SUPPORTED if lower == SUPPORTED and dropped.low > 0 else INCONCLUSIVE
+    return Part(name, verdict, text if verdict == SUPPORTED else
+                f"{text}; {detectable(effect, as_ratio=False)}")
+
+
+# -- claim 5: staleness ------------------------------------------------------------------------
+
+STALENESS_FIGURES = (("mean", "mean", 1), ("zero", "share at τ = 0", -1), ("p50", "median", 1),
+                     ("p99", "p99", 1), ("max", "max", 1))
+"""(figure, its name, +1 if larger is worse / -1 if smaller is worse); max is reported only."""
+JUDGED_FIGURES = ("mean", "zero", "p50", "p99")
+
+
+def judge_staleness(results: Sequence[RunResult], workload: str, context: Context
+                    ) -> tuple[list[Part], Table]:
+    lr = context.base_lr[workload]
+    counts = thread_counts_run(results, workload, LEASHED, context.cores)
+    headers = ("threads", "strategy", *(f"{title}" for _, title, _ in STALENESS_FIGURES))
+    rows, parts = [], []
+    for threads in counts:
+        cells = {label: runs_of(results, workload, label, threads, lr)
+                 for label in (LEASHED, *BASELINES)}
+        for label, runs in cells.items():
+            if runs:
+                figures = [median_interval([staleness_figure(r, f) for r in runs])
+                           for f, _, _ in STALENESS_FIGURES]
+                rows.append((str(threads), f"{label} (median [90% CI])",
+                             *(i.text(2) for i in figures)))
+        for label in BASELINES:
+            if not cells[label] or not cells[LEASHED]:
+                continue
+            effects = {f: paired_effect(*(by_seed(cells[x], lambda r, f=f: staleness_figure(r, f))
+                                          for x in (LEASHED, label)))
+                       for f, _, _ in STALENESS_FIGURES}
+            rows.append((str(threads), f"Leashed minus {label} (HL [90% CI])",
+                         *(e.interval.text(2) if e.interval else "—" for e in effects.values())))
+            if label == LOCK:
+                parts += staleness_parts(effects, threads)
+        if not cells[LOCK]:
+            parts.append(Part(f"{threads} threads", NOT_TESTABLE, f"no {LOCK} runs"))
+    if not counts:
+        parts.append(Part("staleness", NOT_TESTABLE,
+                          f"needs >= 2 threads on >= 2 cores; the runs had {context.cores}"))
+    return parts, (headers, rows)
+
+
+def staleness_parts(effects: dict[str, PairedEffect], threads: int) -> list[Part]:
+    parts = []
+    for figure, title, worse in STALENESS_FIGURES:
+        if figure not in JUDGED_FIGURES:
+            continue
+        effect = effects[figure]
+        name = f"{title} no {'larger' if worse > 0 else 'smaller'} than {LOCK}'s at {threads} threads"
+        if effect.interval is None:
+            parts.append(Part(name, NOT_TESTABLE, untestable_effect(effect)))
+            continue
+        verdict = no_worse(effect.interval, worse)
+        text = f"Leashed minus lock, per seed pair {effect.interval.text(3)}"
+        parts.append(Part(name, verdict, text if verdict != INCONCLUSIVE else
+                          f"{text}; {detectable(effect, as_ratio=False)}"))
+    return parts
+

@@ -1,0 +1,250 @@
+"""The statistics behind the claims' verdicts: paired seeds, censoring, intervals and power.
+
+Runs of a reproduce plan go round by round, one seed per round, so the runs
+of two strategies with the same seed ran next to each other under the same
+machine load: they are analysed as *pairs*. A paired effect is the per-seed
+difference ``d`` (for times, the log of the time ratio), summarised by the
+Hodges-Lehmann estimate (the median of the Walsh averages ``(d_i + d_j)/2``)
+with the exact distribution-free interval that inverts the Wilcoxon
+signed-rank test. Unlike a bootstrap of a median of five, it neither
+pretends to a confidence that five pairs cannot give (its achieved level is
+reported) nor lets one outlier seed of ten move its ends.
+
+Censoring. A run that never reached ε (timed out, stalled or diverged) has a
+time to ε of *at least* its time limit. In a pair with one such run the log
+ratio enters at that bound: its sign is exact (the converged run was the
+faster) and its size understated, which pulls the estimate toward no effect.
+A pair where both runs are censored says nothing about which is faster; it is
+left out and counted (``PairedEffect.uninformative``). Fewer than
+:data:`MIN_PAIRS` informative pairs: not testable.
+
+Intervals are two-sided at :data:`CONFIDENCE` (90 %): each end is a one-sided
+test at 5 %, as in non-inferiority testing, so "the lower end exceeds x" is a
+one-sided test of "the effect exceeds x" at 5 %. Power uses the same level.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.90
+"""Two-sided level of every interval: each end is a one-sided test at 5 %."""
+POWER = 0.80
+MIN_PAIRS = 5
+"""Informative seed pairs an effect needs: the Wilcoxon interval needs 5 pairs at 90 %."""
+WILCOXON_EFFICIENCY = 3 / math.pi
+"""Asymptotic efficiency of the signed-rank test against the t-test under normal errors."""
+RESAMPLES = 4000
+BOOTSTRAP_SEED = 20210517  # fixed: the same runs always give the same intervals
+MAX_PLANNED_SEEDS = 60
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its interval, and the confidence the interval actually has."""
+
+    point: float
+    low: float
+    high: float
+    confidence: float
+
+    def text(self, digits: int = 2, transform: Callable[[float], float] = float) -> str:
+        point, low, high = (transform(v) for v in (self.point, self.low, self.high))
+        return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class PairedEffect:
+    """The paired differences of one comparison, what was left out, and their interval."""
+
+    differences: np.ndarray
+    """Informative per-seed differences (censored ones at their bound)."""
+    uninformative: int
+    """Pairs where both runs were censored: left out."""
+    censored: int
+    """Informative pairs with one censored run (entered at the bound)."""
+    unpaired: int
+    """Runs whose seed has no partner in the other cell."""
+    interval: Interval | None
+    """None: fewer than :data:`MIN_PAIRS` informative pairs."""
+
+    @property
+    def spread(self) -> float:
+        """Standard deviation of the differences (the pilot's noise, for planning)."""
+        return float(np.std(self.differences, ddof=1)) if self.differences.size >= 2 else math.nan
+
+
+def signed_rank_null(n: int) -> np.ndarray:
+    """P(T = t) for t = 0 .. n(n+1)/2, T the Wilcoxon signed-rank statistic of n pairs, no ties."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return counts / 2.0 ** n
+
+
+def walsh_averages(values: np.ndarray) -> np.ndarray:
+    rows, cols = np.triu_indices(values.size)
+    return np.sort((values[rows] + values[cols]) / 2)
+
+
+def hodges_lehmann(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
+    """Median of the Walsh averages and the exact interval inverting the signed-rank test.
+
+    The interval is ``[A_c, A_{N+1-c}]`` over the sorted Walsh averages, ``c``
+    the largest with ``P(T <= c - 1) <= (1 - confidence) / 2``; its achieved
+    confidence ``1 - 2 P(T <= c - 1)`` is returned. None when even the widest
+    interval (the extreme Walsh averages) falls short of ``confidence``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return None
+    averages = walsh_averages(values)
+    tail = np.cumsum(signed_rank_null(values.size))
+    c = int(np.searchsorted(tail, (1 - confidence) / 2, side="right"))
+    if c < 1:
+        return None
+    achieved = 1 - 2 * tail[c - 1]
+    return Interval(float(np.median(averages)), float(averages[c - 1]),
+                    float(averages[averages.size - c]), float(achieved))
+
+
+Pairs = dict[int, tuple[float, bool]]
+"""Per seed: a run's value and whether it is censored (a lower bound: the time limit)."""
+
+
+def paired_differences(first: Pairs, second: Pairs,
+                       difference: Callable[[float, float], float] = lambda a, b: a - b,
+                       ) -> tuple[dict[int, float], int, int, int]:
+    """Per shared seed, ``difference(first, second)``, censoring handled as documented above.
+
+    Also: pairs left out (both censored), pairs with one censored run, runs
+    whose seed has no partner.
+    """
+    differences, uninformative, censored = {}, 0, 0
+    for seed in sorted(set(first) & set(second)):
+        (a, a_censored), (b, b_censored) = first[seed], second[seed]
+        if a_censored and b_censored:
+            uninformative += 1
+            continue
+        censored += a_censored or b_censored
+        differences[seed] = difference(a, b)
+    return differences, uninformative, censored, len(set(first) ^ set(second))
+
+
+def paired_effect(first: Pairs, second: Pairs,
+                  difference: Callable[[float, float], float] = lambda a, b: a - b,
+                  ) -> PairedEffect:
+    """The :class:`PairedEffect` of ``difference(first, second)`` over the seeds both have."""
+    by_seed, uninformative, censored, unpaired = paired_differences(first, second, difference)
+    return effect_of(list(by_seed.values()), uninformative, censored, unpaired)
+
+
+def effect_of(differences: Sequence[float], uninformative: int = 0, censored: int = 0,
+              unpaired: int = 0) -> PairedEffect:
+    values = np.asarray(differences, dtype=float)
+    interval = hodges_lehmann(values) if values.size >= MIN_PAIRS else None
+    return PairedEffect(values, uninformative, censored, unpaired, interval)
+
+
+def log_ratio(a: float, b: float) -> float:
+    return math.log(a) - math.log(b)
+
+
+def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
+    """The sample median and its distribution-free interval (order statistics, sign test)."""
+    values = np.sort(np.asarray(values, dtype=float))
+    n = values.size
+    if n == 0:
+        return None
+    tail = stats.binom.cdf(np.arange(n), n, 0.5)
+    c = int(np.searchsorted(tail, (1 - confidence) / 2, side="right"))
+    if c < 1:
+        return Interval(float(np.median(values)), -math.inf, math.inf, 0.0)
+    return Interval(float(np.median(values)), float(values[c - 1]), float(values[n - c]),
+                    float(1 - 2 * tail[c - 1]))
+
+
+def bootstrap(groups: Sequence[Sequence[float]], statistic: Callable[..., np.ndarray],
+              confidence: float = CONFIDENCE) -> Interval:
+    """``statistic(*groups)`` and a seeded percentile interval, each group resampled on its own.
+
+    ``statistic`` reduces the last axis, so every resample goes at once. A
+    resample whose statistic is infinite is kept (the ends take the nearest
+    order statistic, never an interpolation between infinities); only NaN ones
+    are dropped, and none should arise from the statistics used here.
+    """
+    arrays = [np.asarray(group, dtype=float) for group in groups]
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    resampled = [array[rng.integers(0, array.size, (RESAMPLES, array.size))] for array in arrays]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.asarray(statistic(*resampled), dtype=float)
+        point = float(statistic(*arrays))
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return Interval(point, math.nan, math.nan, confidence)
+    tail = 100 * (1 - confidence) / 2
+    low = np.percentile(values, tail, method="lower")
+    high = np.percentile(values, 100 - tail, method="higher")
+    return Interval(point, float(low), float(high), confidence)
+
+
+def seed_bootstrap(columns: Sequence[np.ndarray], statistic: Callable[..., np.ndarray],
+                   confidence: float = CONFIDENCE) -> Interval:
+    """Like :func:`bootstrap`, but the seeds (first axis, shared by every column) resampled together."""
+    arrays = [np.asarray(column, dtype=float) for column in columns]
+    n = arrays[0].shape[0]
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    picks = rng.integers(0, n, (RESAMPLES, n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.asarray(statistic(*[array[picks] for array in arrays]), dtype=float)
+        point = float(statistic(*[array[None] for array in arrays])[0])
+    values = values[~np.isnan(values)]
+    tail = 100 * (1 - confidence) / 2
+    if not values.size:
+        return Interval(point, math.nan, math.nan, confidence)
+    return Interval(point, float(np.percentile(values, tail, method="lower")),
+                    float(np.percentile(values, 100 - tail, method="higher")), confidence)
+
+
+def proportion_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> Interval:
+    """Exact (Clopper-Pearson) interval of a binomial proportion (``scipy.stats.binomtest``)."""
+    ci = stats.binomtest(successes, trials).proportion_ci(confidence, method="exact")
+    return Interval(successes / trials, float(ci.low), float(ci.high), confidence)
+
+
+# -- power -------------------------------------------------------------------------------
+
+def minimum_detectable_effect(spread: float, pairs: int, power: float = POWER,
+                              confidence: float = CONFIDENCE) -> float:
+    """Smallest paired effect (in the differences' units) a one-sided test at the interval's
+    level detects with ``power``, given the differences' standard deviation ``spread``.
+
+    The t-test's formula, divided by the signed-rank test's efficiency
+    (3/π under normal errors); inf when ``pairs`` < 2 or the spread is unknown.
+    """
+    if pairs < 2 or not math.isfinite(spread):
+        return math.inf
+    alpha = (1 - confidence) / 2
+    quantiles = stats.t.ppf(1 - alpha, pairs - 1) + stats.t.ppf(power, pairs - 1)
+    return float(quantiles * spread / math.sqrt(pairs * WILCOXON_EFFICIENCY))
+
+
+def seeds_needed(spread: float, effect: float, power: float = POWER,
+                 confidence: float = CONFIDENCE) -> int | None:
+    """Seeds (pairs) for a paired effect of ``effect`` to be detected with ``power``.
+
+    At least :data:`MIN_PAIRS`; None when more than :data:`MAX_PLANNED_SEEDS`
+    would be needed, or the spread is unknown.
+    """
+    if not math.isfinite(spread) or effect <= 0:
+        return None
+    for pairs in range(MIN_PAIRS, MAX_PLANNED_SEEDS + 1):
+        if minimum_detectable_effect(spread, pairs, power, confidence) <= effect:
+            return pairs
+    return None

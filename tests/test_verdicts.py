@@ -1,0 +1,366 @@
+"""The claims' verdict rules on synthetic run records, and the statistics behind them.
+
+Every edge case the rules once got wrong is a record set here with the verdict
+it must give: all time-outs, a missing baseline either way, zero spread, zero
+staleness, one outlier seed, ties. The statistics are checked against
+independent references: scipy's exact Wilcoxon p-values, closed forms, and a
+Monte Carlo of the power the seed planning promises. No run, no numba.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from claim_records import LR, WORKLOAD, record, seeds
+from scipy import stats
+
+from asgdbench.study import claim_statistics as cs
+from asgdbench.study import claims
+from asgdbench.study.claim_runs import HOGWILD, LEASHED, LOCK
+from asgdbench.study.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_TESTABLE,
+    SUPPORTED,
+    Part,
+    Verdict,
+    combine,
+    overall,
+)
+
+
+def context(cores: int, min_seeds: int = 5) -> claims.Context:
+    return claims.Context(cores, {WORKLOAD: LR}, min_seeds)
+
+
+def judged(number: int, runs, cores: int) -> Verdict:
+    return claims.get_claim(number).judge(runs, WORKLOAD, context(cores))
+
+
+def parts(verdict: Verdict) -> dict[str, str]:
+    return {part.name: part.verdict for part in verdict.parts}
+
+
+# -- claim 1 ---------------------------------------------------------------------------------
+
+def speed_runs(leashed, baseline, threads=(2,), count=5, baselines=(LOCK, HOGWILD)):
+    """``leashed(seed, m)`` and ``baseline(seed, m)`` give each run's time (None: timed out)."""
+    runs = []
+    for m in threads:
+        for label, time_of in ((LEASHED, leashed), *((b, baseline) for b in baselines)):
+            for seed in range(count):
+                time = time_of(seed, m)
+                runs.append(record(label, m, seed, time=time or 1.0, converged=time is not None,
+                                   max_time=10.0))
+    return runs
+
+
+def jitter(seed: int) -> float:
+    """A fixed, seed-dependent factor within +-4 %: noise shared by a seed's pair of runs."""
+    return 1 + 0.04 * math.sin(3.7 * seed + 1)
+
+
+def test_claim_1_twice_as_fast_on_both_baselines_and_growing_is_supported():
+    runs = speed_runs(lambda s, m: jitter(s), lambda s, m: 2 * (1 + (m > 2) / 4) * jitter(s),
+                      threads=(2, 4))
+    assert judged(1, runs, cores=4).verdict == SUPPORTED
+
+
+def test_claim_1_a_2_percent_speed_up_is_not_supported_but_contradicts_the_magnitude():
+    runs = speed_runs(lambda s, m: jitter(s), lambda s, m: 1.02 * jitter(s) * (1 + 0.002 * s))
+    verdict = judged(1, runs, cores=2)
+    found = parts(verdict)
+    assert found[f"faster than {LOCK} at 2 threads"] == SUPPORTED  # the direction holds
+    magnitude = next(name for name in found if name.startswith(f"faster than {LOCK}")
+                     and "20 %" in name)
+    assert found[magnitude] == CONTRADICTED  # but 2 % is not 20-80 %
+    assert verdict.verdict == CONTRADICTED
+
+
+def test_claim_1_slower_is_contradicted():
+    runs = speed_runs(lambda s, m: 2 * jitter(s), lambda s, m: jitter(s))
+    assert judged(1, runs, cores=2).verdict == CONTRADICTED
+
+
+def test_claim_1_noisy_seeds_are_inconclusive_and_say_what_could_be_detected():
+    noise = [0.6, 1.7, 0.9, 1.4, 0.7]
+    runs = speed_runs(lambda s, m: noise[s], lambda s, m: 1.2 * noise[(s + 2) % 5])
+    verdict = judged(1, runs, cores=2)
+    assert verdict.verdict == INCONCLUSIVE
+    assert "smallest effect detectable at 80 % power" in verdict.reason
+
+
+def test_claim_1_all_runs_timing_out_is_not_testable():
+    runs = speed_runs(lambda s, m: None, lambda s, m: None)
+    verdict = judged(1, runs, cores=2)
+    assert verdict.verdict == NOT_TESTABLE
+    assert "timed out" in verdict.reason
+
+
+def test_claim_1_a_missing_baseline_gives_the_same_verdict_whichever_it_is():
+    faster = (lambda s, m: jitter(s), lambda s, m: 2 * jitter(s))
+    without_lock = judged(1, speed_runs(*faster, threads=(2, 4), baselines=(HOGWILD,)), cores=4)
+    without_hogwild = judged(1, speed_runs(*faster, threads=(2, 4), baselines=(LOCK,)), cores=4)
+    assert without_lock.verdict == without_hogwild.verdict == NOT_TESTABLE
+    assert f"no {LOCK} runs at 2 threads" in without_lock.reason
+    assert f"no {HOGWILD} runs at 2 threads" in without_hogwild.reason
+
+
+def test_claim_1_one_outlier_seed_moves_neither_the_estimate_nor_the_verdict_the_wrong_way():
+    def leashed(seed, m):  # seed 3: Leashed 40x slower, once
+        return jitter(seed) * (40 if seed == 3 else 1)
+    five = judged(1, speed_runs(leashed, lambda s, m: 2 * jitter(s)), cores=2)
+    assert five.verdict == INCONCLUSIVE  # 4 of 5 pairs: not enough to rule the outlier out
+    ratio = next(row[4] for row in five.rows if row[1] == LOCK)
+    assert 1.5 < float(ratio.split()[0]) < 2.5  # the estimate stays near 2x
+    ten = judged(1, speed_runs(leashed, lambda s, m: 2 * jitter(s), count=10), cores=2)
+    assert parts(ten)[f"faster than {LOCK} at 2 threads"] == SUPPORTED
+
+
+@pytest.mark.parametrize("at_four, verdict", [(2.0, SUPPORTED), (1.99, SUPPORTED),
+                                              (1.4, CONTRADICTED)])
+def test_claim_1_holding_as_threads_grow_allows_ties_and_refutes_a_fall(at_four, verdict):
+    runs = speed_runs(lambda s, m: jitter(s),
+                      lambda s, m: (2.0 if m == 2 else at_four) * jitter(s) * (1 + 0.001 * s),
+                      threads=(2, 4))
+    assert parts(judged(1, runs, cores=4))["advantage holds as threads grow"] == verdict
+
+
+def test_claim_1_a_censored_pair_enters_at_its_bound_and_both_censored_are_counted():
+    def baseline(seed, m):
+        return None if seed in (0, 1) else 2 * jitter(seed)
+
+    def leashed(seed, m):
+        return None if seed == 0 else jitter(seed)
+    runs = speed_runs(leashed, baseline, count=7)
+    verdict = judged(1, runs, cores=2)
+    assert parts(verdict)[f"faster than {LOCK} at 2 threads"] == SUPPORTED
+    assert "1 with one run censored" in verdict.reason
+    assert "1 with both censored, left out" in verdict.reason
+
+
+# -- claim 2 ---------------------------------------------------------------------------------
+
+def stability_runs(success, times, lrs=(LR, 4 * LR), count=5):
+    """``success(label, lr, seed)`` and ``times(label, lr, seed)`` per run."""
+    return [record(label, 2, seed, lr=lr, time=times(label, lr, seed),
+                   converged=success(label, lr, seed))
+            for lr in lrs for label in (LEASHED, LOCK, HOGWILD) for seed in range(count)]
+
+
+def test_claim_2_zero_spread_for_leashed_is_the_best_case_not_a_failure():
+    verdict = judged(2, stability_runs(lambda *a: True,
+                                       lambda label, lr, s: 1.0 if label == LEASHED
+                                       else 1.0 + 0.3 * s), cores=2)
+    assert verdict.verdict == SUPPORTED
+    assert "nan" not in verdict.reason and "decided by spread" in verdict.reason
+
+
+def test_claim_2_names_success_when_success_decides():
+    def success(label, lr, seed):
+        return label == LEASHED or lr == LR
+    verdict = judged(2, stability_runs(success, lambda label, lr, s: 1.0 + 0.5 * s,
+                                       lrs=(LR, 4 * LR, 8 * LR), count=5), cores=2)
+    assert verdict.verdict == SUPPORTED
+    assert "decided by success" in verdict.reason
+
+
+def test_claim_2_converging_less_often_is_contradicted():
+    def success(label, lr, seed):
+        return label != LEASHED or lr == LR
+    verdict = judged(2, stability_runs(success, lambda label, lr, s: 1.0 + 0.1 * s,
+                                       lrs=(LR, 4 * LR, 8 * LR)), cores=2)
+    assert verdict.verdict == CONTRADICTED
+
+
+def test_claim_2_nothing_converging_is_not_testable():
+    verdict = judged(2, stability_runs(lambda *a: False, lambda *a: 1.0), cores=2)
+    assert verdict.verdict == NOT_TESTABLE
+    assert "no run converged" in verdict.reason
+
+
+def test_claim_2_one_step_size_is_not_testable():
+    verdict = judged(2, stability_runs(lambda *a: True, lambda *a: 1.0, lrs=(LR,)), cores=2)
+    assert verdict.verdict == NOT_TESTABLE
+
+
+# -- claim 3 ---------------------------------------------------------------------------------
+
+def memory_runs(leashed_live, lock_live, threads=(2, 4), count=5):
+    runs = []
+    for m in threads:
+        runs += seeds(lambda s, j: record(LEASHED, m, s, live_vectors=leashed_live(m) + j), count)
+        runs += seeds(lambda s, j: record(LOCK, m, s, live_vectors=lock_live(m) + 2 * j), count)
+    return runs
+
+
+def test_claim_3_verdicts_against_the_authors_lock():
+    assert judged(3, memory_runs(lambda m: 2.0, lambda m: 1 + 0.8 * m), cores=2).verdict \
+        == SUPPORTED
+    # a 3 % reduction is not the claimed reduction of the footprint
+    assert judged(3, memory_runs(lambda m: 0.97 * (1 + 0.8 * m), lambda m: 1 + 0.8 * m),
+                  cores=2).verdict == CONTRADICTED
+    assert judged(3, memory_runs(lambda m: 2.0, lambda m: 3.0, count=3), cores=2).verdict \
+        == NOT_TESTABLE
+
+
+# -- claim 4 ---------------------------------------------------------------------------------
+
+def contention_runs(failures, tp0_staleness=0.8, dropped=0.02, threads=(2, 4)):
+    runs = []
+    for m in threads:
+        runs += seeds(lambda s, j: record(LEASHED, m, s, failures=failures(m, s),
+                                          staleness=1.5 + j))
+        runs += seeds(lambda s, j: record("leashed:tp=0", m, s, failures=failures(m, s),
+                                          dropped_share=dropped, staleness=tp0_staleness + j))
+        runs += seeds(lambda s, j: record("leashed:tp=1", m, s, failures=failures(m, s),
+                                          dropped_share=dropped / 2, staleness=1.2 + j))
+    return runs
+
+
+def test_claim_4_growth_exponent_verdicts():
+    sub = contention_runs(lambda m, s: (100 if m == 2 else 150) + s)  # 1.5x for 2x threads
+    assert judged(4, sub, cores=4).verdict == SUPPORTED
+    sup = contention_runs(lambda m, s: (100 if m == 2 else 500) + s)  # 5x for 2x threads
+    assert judged(4, sup, cores=4).verdict == CONTRADICTED
+
+
+def test_claim_4_failures_from_zero_have_no_exponent_and_no_floor_invents_one():
+    runs = contention_runs(lambda m, s: 0 if m == 2 else 1)  # 0 -> 1e-4 per update
+    verdict = judged(4, runs, cores=4)
+    assert parts(verdict)["failures per update grow sub-linearly"] == NOT_TESTABLE
+    assert "no failed CAS at 2 threads" in verdict.reason
+
+
+def test_claim_4_tp_part_and_its_table_cover_tp_0_1_and_inf():
+    verdict = judged(4, contention_runs(lambda m, s: 100, threads=(2,)), cores=2)
+    assert [part.verdict for part in verdict.parts] == [NOT_TESTABLE, SUPPORTED]
+    assert {row[0] for row in verdict.rows} == {"leashed:tp=0", "leashed:tp=1", LEASHED}
+    higher = judged(4, contention_runs(lambda m, s: 100, tp0_staleness=3.0, threads=(2,)),
+                    cores=2)
+    assert higher.parts[1].verdict == CONTRADICTED
+
+
+# -- claim 5 ---------------------------------------------------------------------------------
+
+def staleness_runs(leashed: dict, lock: dict, count: int = 5):
+    runs = []
+    for label, figures in ((LEASHED, leashed), (LOCK, lock), (HOGWILD, lock)):
+        runs += seeds(lambda s, j, f=figures, a=label: record(
+            a, 2, s, staleness=f.get("mean", 1.0) + j * f.get("jitter", 1),
+            zero_share=f.get("zero", 0.5), p50=f.get("p50", 1), p99=f.get("p99", 4),
+            max_staleness=f.get("max", 20)), count)
+    return runs
+
+
+def test_claim_5_equal_distributions_are_supported():
+    assert judged(5, staleness_runs({}, {}), cores=2).verdict == SUPPORTED
+
+
+def test_claim_5_zero_staleness_on_both_sides_is_supported_without_nan():
+    zero = {"mean": 0.0, "zero": 1.0, "p50": 0, "p99": 0, "max": 0, "jitter": 0}
+    verdict = judged(5, staleness_runs(zero, zero), cores=2)
+    assert verdict.verdict == SUPPORTED
+    assert "nan" not in verdict.reason
+
+
+def test_claim_5_a_mean_3_percent_above_locks_contradicts_no_larger():
+    verdict = judged(5, staleness_runs({"mean": 1.03}, {"mean": 1.0}), cores=2)
+    assert verdict.verdict == CONTRADICTED
+    assert parts(verdict)[f"mean no larger than {LOCK}'s at 2 threads"] == CONTRADICTED
+
+
+def test_claim_5_fewer_updates_at_zero_staleness_contradicts_it():
+    verdict = judged(5, staleness_runs({"zero": 0.77}, {"zero": 0.97}), cores=2)
+    assert parts(verdict)[f"share at τ = 0 no smaller than {LOCK}'s at 2 threads"] \
+        == CONTRADICTED
+    assert any(row[1].startswith("Leashed minus") for row in verdict.rows)
+
+
+def test_claim_5_without_a_core_per_thread_is_not_testable():
+    assert judged(5, staleness_runs({}, {}), cores=1).verdict == NOT_TESTABLE
+
+
+# -- combining ---------------------------------------------------------------------------------
+
+def test_parts_combine_into_four_verdicts():
+    def of(*verdicts):
+        return combine([Part(str(i), v, "") for i, v in enumerate(verdicts)])
+    assert of(SUPPORTED, SUPPORTED) == SUPPORTED
+    assert of(SUPPORTED, CONTRADICTED, INCONCLUSIVE) == CONTRADICTED
+    assert of(SUPPORTED, INCONCLUSIVE, NOT_TESTABLE) == INCONCLUSIVE
+    assert of(SUPPORTED, NOT_TESTABLE) == NOT_TESTABLE
+
+
+def test_an_overall_line_counts_workloads():
+    def verdict(word):
+        return Verdict(1, "w", word, "", ())
+    assert overall([verdict(SUPPORTED), verdict(SUPPORTED), verdict(INCONCLUSIVE)]) == \
+        "supported on 2 of 3 workloads, inconclusive on 1"
+    assert overall([verdict(CONTRADICTED)]) == "contradicted on the one workload"
+    assert overall([verdict(INCONCLUSIVE)] * 2) == "inconclusive on both workloads"
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [[0.3, -0.1, 0.5, 0.2, 0.05, -0.4, 0.7],
+                                    [1.0, 2.0, 3.5, -0.5, 0.25, 4.0, 0.1, -2.2, 0.6]])
+def test_the_signed_rank_null_matches_scipys_exact_wilcoxon(values):
+    values = np.asarray(values)
+    ranks = stats.rankdata(np.abs(values))
+    positive = ranks[values > 0].sum()
+    tail = cs.signed_rank_null(values.size)[:int(positive) + 1].sum()  # P(T <= observed)
+    expected = stats.wilcoxon(values, alternative="less", method="exact").pvalue
+    assert tail == pytest.approx(expected)
+
+
+def test_the_hodges_lehmann_interval_inverts_the_signed_rank_test():
+    values = np.array([0.31, 0.12, 0.55, 0.24, 0.05, 0.42, -0.08, 0.19, 0.36, 0.27])
+    interval = cs.hodges_lehmann(values)
+    assert interval.low < interval.point < interval.high
+    # shifting by a value inside the interval leaves the test unrejected at 5 % one-sided,
+    # shifting just beyond an end rejects it: the interval is the test's acceptance set
+    for shift, rejects in ((interval.low + 1e-9, False), (interval.low - 1e-6, True),
+                           (interval.high + 1e-6, True)):
+        side = "greater" if shift < interval.point else "less"
+        p = stats.wilcoxon(values - shift, alternative=side, method="exact").pvalue
+        assert (p <= 0.05) == rejects, (shift, p)
+
+
+def test_five_pairs_give_the_extreme_interval_at_its_true_confidence_and_four_none():
+    interval = cs.hodges_lehmann([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert (interval.low, interval.high) == (0.1, 0.5)
+    assert interval.confidence == pytest.approx(1 - 2 / 32)
+    assert cs.hodges_lehmann([0.1, 0.2, 0.3, 0.4]) is None
+
+
+def test_the_planned_seeds_reach_the_promised_power():
+    spread, effect = 0.24, math.log(1.2)
+    needed = cs.seeds_needed(spread, effect)
+    assert 8 <= needed <= 20
+    rng = np.random.default_rng(7)
+    detected = [cs.hodges_lehmann(rng.normal(effect, spread, needed)).low > 0
+                for _ in range(400)]
+    assert np.mean(detected) >= 0.75  # 80 % promised, Monte Carlo error about 2 %
+    fewer = [cs.hodges_lehmann(rng.normal(effect, spread, 5)).low > 0 for _ in range(400)]
+    assert np.mean(fewer) < 0.6
+
+
+def test_the_median_interval_uses_order_statistics():
+    interval = cs.median_interval([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (interval.point, interval.low, interval.high) == (3.0, 1.0, 5.0)
+    assert interval.confidence == pytest.approx(1 - 2 / 32)
+
+
+def test_a_run_recorded_without_p50_takes_its_median_from_the_histogram():
+    from asgdbench.study.claim_runs import staleness_figure, time_to_epsilon
+
+    run = record(LEASHED, 2, 0, zero_share=0.3)  # 30 % at 0, 70 % at 3
+    del run.staleness["p50"]
+    assert staleness_figure(run, "p50") == 3.0
+    assert staleness_figure(run, "zero") == pytest.approx(0.3)
+    instant = record(LEASHED, 2, 0)
+    instant.time_to_target_s = 0.0
+    assert time_to_epsilon(instant) > 0  # a log ratio needs it
