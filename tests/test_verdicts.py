@@ -364,3 +364,39 @@ def test_a_run_recorded_without_p50_takes_its_median_from_the_histogram():
     instant = record(LEASHED, 2, 0)
     instant.time_to_target_s = 0.0
     assert time_to_epsilon(instant) > 0  # a log ratio needs it
+
+
+# -- censoring: a bound limits one end of the interval only -----------------------------------
+
+def test_claim_1_baselines_timing_out_just_after_leashed_do_not_contradict_the_magnitude():
+    # the baseline never reached ε within 10 s; Leashed did in about 9 s: the ratio is at
+    # least 1.05-1.1, perhaps 4x. The direction is shown; the 20 % can be neither shown nor
+    # excluded, so the magnitude part must not read contradicted
+    runs = speed_runs(lambda s, m: 9.0 + 0.1 * s, lambda s, m: None)
+    found = parts(judged(1, runs, cores=2))
+    assert found[f"faster than {LOCK} at 2 threads"] == SUPPORTED
+    magnitude = next(name for name in found if name.startswith(f"faster than {LOCK}")
+                     and "20 %" in name)
+    assert found[magnitude] == INCONCLUSIVE
+
+
+def test_an_interval_with_censored_pairs_contains_that_of_every_completion():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(5, 14))
+        values = rng.normal(0.2, 0.3, n)
+        bounds = rng.choice([-1, 0, 0, 1], n)  # -1: at most the value, 1: at least it
+        censored = cs.hodges_lehmann(values, bounds=bounds)
+        completed = values + bounds * rng.exponential(1.0, n)  # any values beyond the bounds
+        exact = cs.hodges_lehmann(completed)
+        assert censored.low <= exact.low and exact.high <= censored.high
+        assert censored.point == cs.hodges_lehmann(values).point
+
+
+def test_claim_1_a_baseline_timing_out_at_more_threads_does_not_refute_the_growth():
+    def baseline(seed, m):  # 2x at 2 threads; at 4 threads it never reached ε in 10 s
+        return 2 * jitter(seed) if m == 2 else None
+
+    runs = speed_runs(lambda s, m: jitter(s) if m == 2 else 9.0 + 0.1 * s, baseline,
+                      threads=(2, 4))
+    assert parts(judged(1, runs, cores=4))["advantage holds as threads grow"] == INCONCLUSIVE

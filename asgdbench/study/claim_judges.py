@@ -118,7 +118,7 @@ def speed_parts(effect: PairedEffect, name: str) -> list[Part]:
     return parts
 
 
-def growth_part(per_seed: dict[tuple[int, str], dict[int, float]], counts: list[int],
+def growth_part(per_seed: dict[tuple[int, str], dict[int, tuple[float, int]]], counts: list[int],
                 context: Context) -> Part:
     """The advantage at the largest count against the smallest, per seed (the smaller ratio)."""
     name = "advantage holds as threads grow"
@@ -129,9 +129,18 @@ def growth_part(per_seed: dict[tuple[int, str], dict[int, float]], counts: list[
     if any((m, b) not in per_seed for m in (first, last) for b in BASELINES):
         return Part(name, NOT_TESTABLE, f"needs both baselines at {first} and {last} threads")
     seeds = set.intersection(*(set(per_seed[m, b]) for m in (first, last) for b in BASELINES))
-    changes = [min(per_seed[last, b][s] for b in BASELINES)
-               - min(per_seed[first, b][s] for b in BASELINES) for s in sorted(seeds)]
-    effect = effect_of(changes)
+    changes, bounds = [], []
+    for s in sorted(seeds):
+        # a censored ratio bounds its minimum the same way; the change rises with the ratios
+        # at the largest count and falls with those at the smallest
+        directions = ({per_seed[last, b][s][1] for b in BASELINES}
+                      | {-per_seed[first, b][s][1] for b in BASELINES}) - {0}
+        if len(directions) > 1:
+            continue  # bounded from both sides: no bound on the change
+        changes.append(min(per_seed[last, b][s][0] for b in BASELINES)
+                       - min(per_seed[first, b][s][0] for b in BASELINES))
+        bounds.append(directions.pop() if directions else 0)
+    effect = effect_of(changes, bounds=bounds)
     if effect.interval is None:
         return Part(name, NOT_TESTABLE, f"needs >= {MIN_PAIRS} seeds informative at both counts; "
                                         f"has {len(changes)}")

@@ -14,9 +14,13 @@ Censoring. A run that never reached ε (timed out, stalled or diverged) has a
 time to ε of *at least* its time limit. In a pair with one such run the log
 ratio enters at that bound: its sign is exact (the converged run was the
 faster) and its size understated, which pulls the estimate toward no effect.
-A pair where both runs are censored says nothing about which is faster; it is
-left out and counted (``PairedEffect.uninformative``). Fewer than
-:data:`MIN_PAIRS` informative pairs: not testable.
+Toward no effect is not toward a safe verdict (it is away from a claimed 20 %),
+so the bound limits one end of the interval only: the end it cannot limit is
+computed as if that difference were unbounded (``bounds``), and the interval
+holds the interval of every completion of the censored values. A pair where
+both runs are censored says nothing about which is faster; it is left out and
+counted (``PairedEffect.uninformative``). Fewer than :data:`MIN_PAIRS`
+informative pairs: not testable.
 
 Intervals are two-sided at :data:`CONFIDENCE` (90 %): each end is a one-sided
 test at 5 %, as in non-inferiority testing, so "the lower end exceeds x" is a
@@ -72,6 +76,8 @@ class PairedEffect:
     """Runs whose seed has no partner in the other cell."""
     interval: Interval | None
     """None: fewer than :data:`MIN_PAIRS` informative pairs."""
+    bounds: np.ndarray | None = None
+    """Per difference: 1 if the true one is at least it, -1 at most it, 0 exact (None: all 0)."""
 
     @property
     def spread(self) -> float:
@@ -93,13 +99,18 @@ def walsh_averages(values: np.ndarray) -> np.ndarray:
     return np.sort((values[rows] + values[cols]) / 2)
 
 
-def hodges_lehmann(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
+def hodges_lehmann(values: Sequence[float], confidence: float = CONFIDENCE,
+                   bounds: Sequence[int] | None = None) -> Interval | None:
     """Median of the Walsh averages and the exact interval inverting the signed-rank test.
 
     The interval is ``[A_c, A_{N+1-c}]`` over the sorted Walsh averages, ``c``
     the largest with ``P(T <= c - 1) <= (1 - confidence) / 2``; its achieved
     confidence ``1 - 2 P(T <= c - 1)`` is returned. None when even the widest
     interval (the extreme Walsh averages) falls short of ``confidence``.
+    ``bounds`` (censored values, see :class:`PairedEffect`): the low end takes
+    each "at most" value as -inf, the high end each "at least" value as +inf;
+    both ends are monotone in every value, so the interval of any completion
+    lies within.
     """
     values = np.asarray(values, dtype=float)
     if values.size == 0:
@@ -110,8 +121,12 @@ def hodges_lehmann(values: Sequence[float], confidence: float = CONFIDENCE) -> I
     if c < 1:
         return None
     achieved = 1 - 2 * tail[c - 1]
-    return Interval(float(np.median(averages)), float(averages[c - 1]),
-                    float(averages[averages.size - c]), float(achieved))
+    low, high = averages[c - 1], averages[averages.size - c]
+    if bounds is not None:
+        bounds = np.asarray(bounds)
+        low = walsh_averages(np.where(bounds < 0, -math.inf, values))[c - 1]
+        high = walsh_averages(np.where(bounds > 0, math.inf, values))[averages.size - c]
+    return Interval(float(np.median(averages)), float(low), float(high), float(achieved))
 
 
 Pairs = dict[int, tuple[float, bool]]
@@ -120,11 +135,13 @@ Pairs = dict[int, tuple[float, bool]]
 
 def paired_differences(first: Pairs, second: Pairs,
                        difference: Callable[[float, float], float] = lambda a, b: a - b,
-                       ) -> tuple[dict[int, float], int, int, int]:
-    """Per shared seed, ``difference(first, second)``, censoring handled as documented above.
+                       ) -> tuple[dict[int, tuple[float, int]], int, int, int]:
+    """Per shared seed, ``difference(first, second)`` and its bound, censoring as documented above.
 
-    Also: pairs left out (both censored), pairs with one censored run, runs
-    whose seed has no partner.
+    ``difference`` rises with its first argument and falls with its second, so
+    a censored first run (a lower bound) makes the difference a lower bound
+    (1), a censored second run an upper bound (-1). Also: pairs left out (both
+    censored), pairs with one censored run, runs whose seed has no partner.
     """
     differences, uninformative, censored = {}, 0, 0
     for seed in sorted(set(first) & set(second)):
@@ -133,7 +150,7 @@ def paired_differences(first: Pairs, second: Pairs,
             uninformative += 1
             continue
         censored += a_censored or b_censored
-        differences[seed] = difference(a, b)
+        differences[seed] = (difference(a, b), int(a_censored) - int(b_censored))
     return differences, uninformative, censored, len(set(first) ^ set(second))
 
 
@@ -142,14 +159,17 @@ def paired_effect(first: Pairs, second: Pairs,
                   ) -> PairedEffect:
     """The :class:`PairedEffect` of ``difference(first, second)`` over the seeds both have."""
     by_seed, uninformative, censored, unpaired = paired_differences(first, second, difference)
-    return effect_of(list(by_seed.values()), uninformative, censored, unpaired)
+    values = [value for value, _ in by_seed.values()]
+    bounds = [bound for _, bound in by_seed.values()]
+    return effect_of(values, uninformative, censored, unpaired, bounds)
 
 
 def effect_of(differences: Sequence[float], uninformative: int = 0, censored: int = 0,
-              unpaired: int = 0) -> PairedEffect:
+              unpaired: int = 0, bounds: Sequence[int] | None = None) -> PairedEffect:
     values = np.asarray(differences, dtype=float)
-    interval = hodges_lehmann(values) if values.size >= MIN_PAIRS else None
-    return PairedEffect(values, uninformative, censored, unpaired, interval)
+    bounds = None if bounds is None else np.asarray(bounds, dtype=int)
+    interval = hodges_lehmann(values, bounds=bounds) if values.size >= MIN_PAIRS else None
+    return PairedEffect(values, uninformative, censored, unpaired, interval, bounds)
 
 
 def log_ratio(a: float, b: float) -> float:
