@@ -418,3 +418,18 @@ def test_the_smallest_detectable_effect_is_detected_at_the_stated_power(pairs):
     detected = np.mean([cs.hodges_lehmann(rng.normal(mde, spread, pairs)).low > 0
                         for _ in range(3000)])
     assert detected == pytest.approx(cs.POWER, abs=0.03)  # Monte Carlo error about 0.7 %
+
+
+def test_an_inconclusive_magnitude_states_the_ratio_that_would_clear_1_2_not_1():
+    noise = [0.6, 1.7, 0.9, 1.4, 0.7]
+    runs = speed_runs(lambda s, m: noise[s], lambda s, m: 1.5 * noise[(s + 2) % 5])
+    verdict = judged(1, runs, cores=2)
+    by_name = {part.name: part for part in verdict.parts}
+    differences = [math.log(1.5 * noise[(s + 2) % 5] / noise[s]) for s in range(5)]
+    shift = cs.minimum_detectable_effect(float(np.std(differences, ddof=1)), 5)
+    direction = by_name[f"faster than {LOCK} at 2 threads"]
+    magnitude = next(p for name, p in by_name.items()
+                     if name.startswith(f"faster than {LOCK}") and "20 %" in name)
+    assert direction.verdict == magnitude.verdict == INCONCLUSIVE
+    assert f"is {math.exp(shift):.2f}x" in direction.reason
+    assert f"is {1.2 * math.exp(shift):.2f}x" in magnitude.reason  # shown above 1.2, not 1

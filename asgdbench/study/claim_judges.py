@@ -113,7 +113,8 @@ def speed_parts(effect: PairedEffect, name: str) -> list[Part]:
     for what, claimed in ((name, 0.0), (f"{name}, by >= 20 % (the paper: 20-80 %, up to 4x)",
                                         math.log(CLAIMED_SPEEDUP))):
         verdict = at_least(effect.interval, claimed)
-        reason = text if verdict != INCONCLUSIVE else f"{text}; {detectable(effect)}"
+        reason = (text if verdict != INCONCLUSIVE
+                  else f"{text}; {detectable(effect, claimed=claimed)}")
         parts.append(Part(what, verdict, reason))
     return parts
 
@@ -149,7 +150,7 @@ def growth_part(per_seed: dict[tuple[int, str], dict[int, tuple[float, int]]], c
             f"x{ratio_text(effect.interval)} (a fall by 20 % or more, below "
             f"x{1 / GROWTH_MARGIN:.2f}, contradicts it)")
     return Part(name, verdict, text if verdict != INCONCLUSIVE else
-                f"{text}; {detectable(effect)}")
+                f"{text}; {detectable(effect, claimed=-math.log(GROWTH_MARGIN))}")
 
 
 # -- claim 2: stability ------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def memory_part(effect: PairedEffect, threads: int, context: Context, short: str
             f"{effect_counts(effect)}; a reduction needs the interval below "
             f"{MEMORY_REDUCTION:g}")
     return Part(name, verdict, text if verdict != INCONCLUSIVE else
-                f"{text}; {detectable(effect)}")
+                f"{text}; {detectable(effect, claimed=math.log(MEMORY_REDUCTION), side=-1)}")
 
 
 def _bytes(count: float) -> str:
@@ -440,6 +441,6 @@ def staleness_parts(effects: dict[str, PairedEffect], threads: int) -> list[Part
         verdict = no_worse(effect.interval, worse)
         text = f"Leashed minus lock, per seed pair {effect.interval.text(3)}"
         parts.append(Part(name, verdict, text if verdict != INCONCLUSIVE else
-                          f"{text}; {detectable(effect, as_ratio=False)}"))
+                          f"{text}; {detectable(effect, as_ratio=False, side=-worse)}"))
     return parts
 
