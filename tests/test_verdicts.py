@@ -433,3 +433,18 @@ def test_an_inconclusive_magnitude_states_the_ratio_that_would_clear_1_2_not_1()
     assert direction.verdict == magnitude.verdict == INCONCLUSIVE
     assert f"is {math.exp(shift):.2f}x" in direction.reason
     assert f"is {1.2 * math.exp(shift):.2f}x" in magnitude.reason  # shown above 1.2, not 1
+
+
+def test_claim_5_a_run_without_the_figure_is_left_out_not_read_as_infinite():
+    runs = staleness_runs({}, {}, count=6)
+    leashed_5 = next(r for r in runs if r.config.algorithm == LEASHED and r.config.seed == 5)
+    leashed_5.staleness = None  # recorded without a staleness summary: every figure is NaN
+    verdict = judged(5, runs, cores=2)
+    assert parts(verdict)[f"mean no larger than {LOCK}'s at 2 threads"] == SUPPORTED
+    assert "nan" not in verdict.reason
+    assert "1 runs without a partner seed" in verdict.reason
+
+
+def test_a_nan_difference_never_decides_an_interval():
+    interval = cs.effect_of([0.1, 0.2, math.nan, 0.3, 0.4, 0.5]).interval
+    assert interval is not None and not any(map(math.isnan, (interval.low, interval.high)))

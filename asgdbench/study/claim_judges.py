@@ -439,7 +439,8 @@ def staleness_parts(effects: dict[str, PairedEffect], threads: int) -> list[Part
             parts.append(Part(name, NOT_TESTABLE, untestable_effect(effect)))
             continue
         verdict = no_worse(effect.interval, worse)
-        text = f"Leashed minus lock, per seed pair {effect.interval.text(3)}"
+        text = (f"Leashed minus lock, per seed pair {effect.interval.text(3)} over "
+                f"{effect_counts(effect)}")
         parts.append(Part(name, verdict, text if verdict != INCONCLUSIVE else
                           f"{text}; {detectable(effect, as_ratio=False, side=-worse)}"))
     return parts

@@ -74,7 +74,7 @@ class PairedEffect:
     censored: int
     """Informative pairs with one censored run (entered at the bound)."""
     unpaired: int
-    """Runs whose seed has no partner in the other cell."""
+    """Runs whose seed has no partner in the other cell (or whose difference is NaN)."""
     interval: Interval | None
     """None: fewer than :data:`MIN_PAIRS` informative pairs."""
     bounds: np.ndarray | None = None
@@ -169,6 +169,10 @@ def effect_of(differences: Sequence[float], uninformative: int = 0, censored: in
               unpaired: int = 0, bounds: Sequence[int] | None = None) -> PairedEffect:
     values = np.asarray(differences, dtype=float)
     bounds = None if bounds is None else np.asarray(bounds, dtype=int)
+    known = ~np.isnan(values)  # a NaN would sort last and act as +inf on both ends
+    if not known.all():
+        unpaired += int((~known).sum())
+        values, bounds = values[known], None if bounds is None else bounds[known]
     interval = hodges_lehmann(values, bounds=bounds) if values.size >= MIN_PAIRS else None
     return PairedEffect(values, uninformative, censored, unpaired, interval, bounds)
 
