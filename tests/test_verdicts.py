@@ -448,3 +448,13 @@ def test_claim_5_a_run_without_the_figure_is_left_out_not_read_as_infinite():
 def test_a_nan_difference_never_decides_an_interval():
     interval = cs.effect_of([0.1, 0.2, math.nan, 0.3, 0.4, 0.5]).interval
     assert interval is not None and not any(map(math.isnan, (interval.low, interval.high)))
+
+
+def test_the_same_runs_in_another_order_give_the_same_report():
+    # a cluster appends runs as they finish: the order in runs.jsonl is not the runs
+    def times(label, lr, seed):
+        return (1.0 + 0.3 * math.sin(seed + 7 * lr)) * (1.3 if label != LEASHED else 1.0)
+    runs = stability_runs(lambda label, lr, s: not (label == LOCK and s == 4), times, count=6)
+    shuffled = list(runs)
+    np.random.default_rng(1).shuffle(shuffled)
+    assert judged(2, shuffled, cores=2).reason == judged(2, runs, cores=2).reason

@@ -215,7 +215,9 @@ def stability_part(leashed: dict[float, list[RunResult]], baseline: dict[float, 
             if sum(r.converged for r in leashed[lr]) >= 3 and sum(r.converged for r in
                                                                    baseline[lr]) >= 3]
     if both:
-        groups = [[r.time_to_target_s for r in cell[lr] if r.converged]
+        # sorted: the seeded resamples then depend on the runs, not on the order they were
+        # recorded in (a cluster records them as they finish)
+        groups = [sorted(r.time_to_target_s for r in cell[lr] if r.converged)
                   for lr in both for cell in (baseline, leashed)]
 
         def spread_difference(*resampled: np.ndarray) -> np.ndarray:
