@@ -458,3 +458,9 @@ def test_the_same_runs_in_another_order_give_the_same_report():
     shuffled = list(runs)
     np.random.default_rng(1).shuffle(shuffled)
     assert judged(2, shuffled, cores=2).reason == judged(2, runs, cores=2).reason
+
+
+def test_too_few_values_for_a_median_interval_give_the_whole_line_which_always_covers():
+    interval = cs.median_interval([1.0, 2.0, 3.0, 4.0])  # the widest, [min, max], is 87.5 %
+    assert (interval.low, interval.high) == (-math.inf, math.inf)
+    assert interval.confidence == 1.0

@@ -190,7 +190,7 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
     tail = stats.binom.cdf(np.arange(n), n, 0.5)
     c = int(np.searchsorted(tail, (1 - confidence) / 2, side="right"))
     if c < 1:
-        return Interval(float(np.median(values)), -math.inf, math.inf, 0.0)
+        return Interval(float(np.median(values)), -math.inf, math.inf, 1.0)
     return Interval(float(np.median(values)), float(values[c - 1]), float(values[n - c]),
                     float(1 - 2 * tail[c - 1]))
 
