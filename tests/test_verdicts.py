@@ -364,3 +364,103 @@ def test_a_run_recorded_without_p50_takes_its_median_from_the_histogram():
     instant = record(LEASHED, 2, 0)
     instant.time_to_target_s = 0.0
     assert time_to_epsilon(instant) > 0  # a log ratio needs it
+
+
+# -- censoring: a bound limits one end of the interval only -----------------------------------
+
+def test_claim_1_baselines_timing_out_just_after_leashed_do_not_contradict_the_magnitude():
+    # the baseline never reached ε within 10 s; Leashed did in about 9 s: the ratio is at
+    # least 1.05-1.1, perhaps 4x. The direction is shown; the 20 % can be neither shown nor
+    # excluded, so the magnitude part must not read contradicted
+    runs = speed_runs(lambda s, m: 9.0 + 0.1 * s, lambda s, m: None)
+    found = parts(judged(1, runs, cores=2))
+    assert found[f"faster than {LOCK} at 2 threads"] == SUPPORTED
+    magnitude = next(name for name in found if name.startswith(f"faster than {LOCK}")
+                     and "20 %" in name)
+    assert found[magnitude] == INCONCLUSIVE
+
+
+def test_an_interval_with_censored_pairs_contains_that_of_every_completion():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(5, 14))
+        values = rng.normal(0.2, 0.3, n)
+        bounds = rng.choice([-1, 0, 0, 1], n)  # -1: at most the value, 1: at least it
+        censored = cs.hodges_lehmann(values, bounds=bounds)
+        completed = values + bounds * rng.exponential(1.0, n)  # any values beyond the bounds
+        exact = cs.hodges_lehmann(completed)
+        assert censored.low <= exact.low and exact.high <= censored.high
+        assert censored.point == cs.hodges_lehmann(values).point
+
+
+def test_claim_1_a_baseline_timing_out_at_more_threads_does_not_refute_the_growth():
+    def baseline(seed, m):  # 2x at 2 threads; at 4 threads it never reached ε in 10 s
+        return 2 * jitter(seed) if m == 2 else None
+
+    runs = speed_runs(lambda s, m: jitter(s) if m == 2 else 9.0 + 0.1 * s, baseline,
+                      threads=(2, 4))
+    assert parts(judged(1, runs, cores=4))["advantage holds as threads grow"] == INCONCLUSIVE
+
+
+def test_five_pairs_detect_the_stated_smallest_effect_with_the_stated_power():
+    # with 5 pairs the interval is [min, max]: the low end clears 0 only if all 5 differences
+    # do, so under normal errors the power at shift d is Phi(d / sd)^5 (a closed form)
+    spread = 0.3
+    mde = cs.minimum_detectable_effect(spread, 5)
+    assert stats.norm.cdf(mde / spread) ** 5 == pytest.approx(cs.POWER, abs=0.02)
+
+
+@pytest.mark.parametrize("pairs", [5, 8, 13])
+def test_the_smallest_detectable_effect_is_detected_at_the_stated_power(pairs):
+    spread = 0.25
+    mde = cs.minimum_detectable_effect(spread, pairs)
+    rng = np.random.default_rng(11)  # not the seed the statistics use
+    detected = np.mean([cs.hodges_lehmann(rng.normal(mde, spread, pairs)).low > 0
+                        for _ in range(3000)])
+    assert detected == pytest.approx(cs.POWER, abs=0.03)  # Monte Carlo error about 0.7 %
+
+
+def test_an_inconclusive_magnitude_states_the_ratio_that_would_clear_1_2_not_1():
+    noise = [0.6, 1.7, 0.9, 1.4, 0.7]
+    runs = speed_runs(lambda s, m: noise[s], lambda s, m: 1.5 * noise[(s + 2) % 5])
+    verdict = judged(1, runs, cores=2)
+    by_name = {part.name: part for part in verdict.parts}
+    differences = [math.log(1.5 * noise[(s + 2) % 5] / noise[s]) for s in range(5)]
+    shift = cs.minimum_detectable_effect(float(np.std(differences, ddof=1)), 5)
+    direction = by_name[f"faster than {LOCK} at 2 threads"]
+    magnitude = next(p for name, p in by_name.items()
+                     if name.startswith(f"faster than {LOCK}") and "20 %" in name)
+    assert direction.verdict == magnitude.verdict == INCONCLUSIVE
+    assert f"is {math.exp(shift):.2f}x" in direction.reason
+    assert f"is {1.2 * math.exp(shift):.2f}x" in magnitude.reason  # shown above 1.2, not 1
+
+
+def test_claim_5_a_run_without_the_figure_is_left_out_not_read_as_infinite():
+    runs = staleness_runs({}, {}, count=6)
+    leashed_5 = next(r for r in runs if r.config.algorithm == LEASHED and r.config.seed == 5)
+    leashed_5.staleness = None  # recorded without a staleness summary: every figure is NaN
+    verdict = judged(5, runs, cores=2)
+    assert parts(verdict)[f"mean no larger than {LOCK}'s at 2 threads"] == SUPPORTED
+    assert "nan" not in verdict.reason
+    assert "1 runs without a partner seed" in verdict.reason
+
+
+def test_a_nan_difference_never_decides_an_interval():
+    interval = cs.effect_of([0.1, 0.2, math.nan, 0.3, 0.4, 0.5]).interval
+    assert interval is not None and not any(map(math.isnan, (interval.low, interval.high)))
+
+
+def test_the_same_runs_in_another_order_give_the_same_report():
+    # a cluster appends runs as they finish: the order in runs.jsonl is not the runs
+    def times(label, lr, seed):
+        return (1.0 + 0.3 * math.sin(seed + 7 * lr)) * (1.3 if label != LEASHED else 1.0)
+    runs = stability_runs(lambda label, lr, s: not (label == LOCK and s == 4), times, count=6)
+    shuffled = list(runs)
+    np.random.default_rng(1).shuffle(shuffled)
+    assert judged(2, shuffled, cores=2).reason == judged(2, runs, cores=2).reason
+
+
+def test_too_few_values_for_a_median_interval_give_the_whole_line_which_always_covers():
+    interval = cs.median_interval([1.0, 2.0, 3.0, 4.0])  # the widest, [min, max], is 87.5 %
+    assert (interval.low, interval.high) == (-math.inf, math.inf)
+    assert interval.confidence == 1.0

@@ -113,12 +113,13 @@ def speed_parts(effect: PairedEffect, name: str) -> list[Part]:
     for what, claimed in ((name, 0.0), (f"{name}, by >= 20 % (the paper: 20-80 %, up to 4x)",
                                         math.log(CLAIMED_SPEEDUP))):
         verdict = at_least(effect.interval, claimed)
-        reason = text if verdict != INCONCLUSIVE else f"{text}; {detectable(effect)}"
+        reason = (text if verdict != INCONCLUSIVE
+                  else f"{text}; {detectable(effect, claimed=claimed)}")
         parts.append(Part(what, verdict, reason))
     return parts
 
 
-def growth_part(per_seed: dict[tuple[int, str], dict[int, float]], counts: list[int],
+def growth_part(per_seed: dict[tuple[int, str], dict[int, tuple[float, int]]], counts: list[int],
                 context: Context) -> Part:
     """The advantage at the largest count against the smallest, per seed (the smaller ratio)."""
     name = "advantage holds as threads grow"
@@ -129,9 +130,18 @@ def growth_part(per_seed: dict[tuple[int, str], dict[int, float]], counts: list[
     if any((m, b) not in per_seed for m in (first, last) for b in BASELINES):
         return Part(name, NOT_TESTABLE, f"needs both baselines at {first} and {last} threads")
     seeds = set.intersection(*(set(per_seed[m, b]) for m in (first, last) for b in BASELINES))
-    changes = [min(per_seed[last, b][s] for b in BASELINES)
-               - min(per_seed[first, b][s] for b in BASELINES) for s in sorted(seeds)]
-    effect = effect_of(changes)
+    changes, bounds = [], []
+    for s in sorted(seeds):
+        # a censored ratio bounds its minimum the same way; the change rises with the ratios
+        # at the largest count and falls with those at the smallest
+        directions = ({per_seed[last, b][s][1] for b in BASELINES}
+                      | {-per_seed[first, b][s][1] for b in BASELINES}) - {0}
+        if len(directions) > 1:
+            continue  # bounded from both sides: no bound on the change
+        changes.append(min(per_seed[last, b][s][0] for b in BASELINES)
+                       - min(per_seed[first, b][s][0] for b in BASELINES))
+        bounds.append(directions.pop() if directions else 0)
+    effect = effect_of(changes, bounds=bounds)
     if effect.interval is None:
         return Part(name, NOT_TESTABLE, f"needs >= {MIN_PAIRS} seeds informative at both counts; "
                                         f"has {len(changes)}")
@@ -140,7 +150,7 @@ def growth_part(per_seed: dict[tuple[int, str], dict[int, float]], counts: list[
             f"x{ratio_text(effect.interval)} (a fall by 20 % or more, below "
             f"x{1 / GROWTH_MARGIN:.2f}, contradicts it)")
     return Part(name, verdict, text if verdict != INCONCLUSIVE else
-                f"{text}; {detectable(effect)}")
+                f"{text}; {detectable(effect, claimed=-math.log(GROWTH_MARGIN))}")
 
 
 # -- claim 2: stability ------------------------------------------------------------------------
@@ -205,7 +215,9 @@ def stability_part(leashed: dict[float, list[RunResult]], baseline: dict[float, 
             if sum(r.converged for r in leashed[lr]) >= 3 and sum(r.converged for r in
                                                                    baseline[lr]) >= 3]
     if both:
-        groups = [[r.time_to_target_s for r in cell[lr] if r.converged]
+        # sorted: the seeded resamples then depend on the runs, not on the order they were
+        # recorded in (a cluster records them as they finish)
+        groups = [sorted(r.time_to_target_s for r in cell[lr] if r.converged)
                   for lr in both for cell in (baseline, leashed)]
 
         def spread_difference(*resampled: np.ndarray) -> np.ndarray:
@@ -272,7 +284,7 @@ def memory_part(effect: PairedEffect, threads: int, context: Context, short: str
             f"{effect_counts(effect)}; a reduction needs the interval below "
             f"{MEMORY_REDUCTION:g}")
     return Part(name, verdict, text if verdict != INCONCLUSIVE else
-                f"{text}; {detectable(effect)}")
+                f"{text}; {detectable(effect, claimed=math.log(MEMORY_REDUCTION), side=-1)}")
 
 
 def _bytes(count: float) -> str:
@@ -429,8 +441,9 @@ def staleness_parts(effects: dict[str, PairedEffect], threads: int) -> list[Part
             parts.append(Part(name, NOT_TESTABLE, untestable_effect(effect)))
             continue
         verdict = no_worse(effect.interval, worse)
-        text = f"Leashed minus lock, per seed pair {effect.interval.text(3)}"
+        text = (f"Leashed minus lock, per seed pair {effect.interval.text(3)} over "
+                f"{effect_counts(effect)}")
         parts.append(Part(name, verdict, text if verdict != INCONCLUSIVE else
-                          f"{text}; {detectable(effect, as_ratio=False)}"))
+                          f"{text}; {detectable(effect, as_ratio=False, side=-worse)}"))
     return parts
 

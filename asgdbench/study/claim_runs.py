@@ -57,10 +57,16 @@ def censored(result: RunResult) -> bool:
 
 def by_seed(runs: Sequence[RunResult], value: Callable[[RunResult], float],
             is_censored: Callable[[RunResult], bool] = lambda r: False) -> Pairs:
-    """``{seed: (value, censored)}``; a seed recorded twice keeps its first run."""
+    """``{seed: (value, censored)}``; a seed recorded twice keeps its first run.
+
+    A run whose value is NaN (a figure it did not record) is left out, so its
+    partner counts as unpaired rather than entering a rank test as +inf.
+    """
     pairs: Pairs = {}
     for r in runs:
-        pairs.setdefault(r.config.seed, (value(r), is_censored(r)))
+        figure = value(r)
+        if not math.isnan(figure):
+            pairs.setdefault(r.config.seed, (figure, is_censored(r)))
     return pairs
 
 

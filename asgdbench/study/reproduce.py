@@ -274,8 +274,8 @@ def plan_seeds(results: Sequence[RunResult], workloads: Sequence[str], context: 
 
     The spread is the standard deviation of the per-seed log time ratios
     (censored pairs as in the verdicts); the count is the smallest n whose
-    minimum detectable effect (t-based, over the signed-rank test's
-    efficiency) is at most ``log(effect)``.
+    minimum detectable effect (the exact test's, under normal errors) is at
+    most ``log(effect)``.
     """
     spreads = []
     for workload in workloads:

@@ -156,10 +156,13 @@ def untestable_effect(effect: PairedEffect) -> str:
             f"has {effect_counts(effect)}")
 
 
-def detectable(effect: PairedEffect, as_ratio: bool = True) -> str:
-    """The smallest effect this experiment could have detected at 80 % power."""
+def detectable(effect: PairedEffect, as_ratio: bool = True, claimed: float = 0.0,
+               side: int = 1) -> str:
+    """The smallest effect this experiment could have shown at 80 % power: the claimed
+    bound ``claimed`` plus the detectable shift, on the claimed ``side`` (+1: above it)."""
     mde = minimum_detectable_effect(effect.spread, effect.differences.size)
     if not math.isfinite(mde):
         return "the spread is unknown"
+    value = claimed + side * mde
     return ("the smallest effect detectable at 80 % power with this spread is "
-            + (f"{math.exp(mde):.2f}x" if as_ratio else f"{mde:.3g}"))
+            + (f"{math.exp(value):.2f}x" if as_ratio else f"{value:.3g}"))
