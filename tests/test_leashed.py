@@ -530,7 +530,7 @@ LEASHED_ORDERINGS = {
     "update": {("store", "release"): 1,  # the stamp: written after the vector, seen before it
                ("load", "monotonic"): 2},  # the budget, the stop flag before a retry
     "retire": {("store", "release"): 1},  # the spare's count back to 0
-    "push_free": {("load", "seq_cst"): 1, ("store", "seq_cst"): 1, ("cmpxchg", "seq_cst"): 1},
+    "push_free": {("load", "seq_cst"): 1, ("cmpxchg", "seq_cst"): 1},
     "pop_free": {("load", "seq_cst"): 2, ("cmpxchg", "seq_cst"): 1},
     "unpin": {("atomicrmw", "seq_cst"): 1},
 }

@@ -105,6 +105,12 @@ def test_hogwild_is_caught_by_the_same_checks(threads):
     assert sum(r.torn_reads + r.changed_while_held for r in reports) > 0
 
 
+def test_hogwild_races_on_the_vector_but_not_on_its_budget():
+    """Its update ticket is one atomic add: exactly the budget is applied, by 16 threads."""
+    report = consistency_stress("hogwild", 16, UPDATES)
+    assert report.applied == report.computed == UPDATES
+
+
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("tp", [0, 1, 4])
 def test_the_persistence_bound_holds(tp, threads):
