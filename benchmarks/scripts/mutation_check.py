@@ -31,6 +31,7 @@ import argparse
 import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -493,6 +494,8 @@ def main() -> int:
     parser.add_argument("--day", type=int, default=datetime.date.today().toordinal(),
                         help="the rotation's day (default: today)")
     args = parser.parse_args()
+    # a SIGTERM ends the run like Ctrl-C: the running pytest is killed, the copies removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     by_name = {m.name: m for m in MUTATIONS}
     unknown = [name for name in args.only if name not in by_name]
     if unknown:
