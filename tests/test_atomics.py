@@ -240,6 +240,8 @@ def llvm_ir(kernel: Callable) -> str:
 
 def test_cas_and_fetch_add_are_single_atomic_instructions():
     """What the contention tests above cannot see on x86: the instructions and their ordering."""
+    cas_twice(np.zeros(4, np.int64))  # compiled here too, so that the test runs alone
+    add_twice(np.zeros(3, np.int64))
     assert re.search(r"cmpxchg ptr .* seq_cst seq_cst", llvm_ir(cas_twice))
     assert re.search(r"atomicrmw add ptr .* seq_cst", llvm_ir(add_twice))
 

@@ -324,7 +324,8 @@ MUTATIONS = [
     one("hogwild-ticket-not-atomic", HOGWILD, "    ticket = fetch_add(tickets, 0, 1)\n",
         "    ticket = tickets[0]\n    tickets[0] = ticket + 1\n",
         "HOGWILD! takes its ticket with a plain read and write: tickets repeat, budget overrun",
-        T_STRATEGIES + "test_hogwild_races_on_the_vector_but_not_on_its_budget"),
+        T_STRATEGIES + "test_hogwild_races_on_the_vector_but_not_on_its_budget",
+        T_STRATEGIES + "test_hogwild_takes_its_ticket_with_one_atomic_add"),
     # -- atomics -------------------------------------------------------------------------
     one("cas-relaxed", ATOMICS, "builder.cmpxchg(ptr, args[2], args[3], \"seq_cst\", \"seq_cst\")",
         "builder.cmpxchg(ptr, args[2], args[3], \"monotonic\", \"monotonic\")",
