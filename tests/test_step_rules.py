@@ -230,6 +230,7 @@ def test_tail_publishes_ready_only_after_the_cdf_is_built():
     assert build and ready, "the IR was not read"
     assert min(ready) > min(build)
     assert re.search(r"load atomic [^\n]* acquire", ir)
+    assert "_park" not in ir  # the gates compile to nothing without a board
 
 
 def test_tail_claims_adds_and_counts_each_sample_with_an_atomic_add():
@@ -268,6 +269,31 @@ def test_tail_builds_f_only_once_every_claimed_sample_is_in():
     assert spec_inspect(state) == {"warmup_complete": True, "samples": 2, "samples_needed": 2}
     assert state[2].tolist() == [0, 1, 0, 0, 1, 0]
     np.testing.assert_array_equal(state[4], [0, 0, 0.5, 0.5, 0.5, 1])  # F of {1, 4}
+
+
+def test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample():
+    """The schedule above with real threads: A claims call 1 of a 2-call window and is
+    preempted before adding its τ; B's call 2, the window's last number, must not build F."""
+    from asgdbench.algorithms.step_rules.tail import CALL_CLAIMED, gated_step
+    from asgdbench.engine.gates import Actor, GateBoard
+
+    state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(2)
+    board = GateBoard(2)
+    A, B = range(2)
+    try:
+        board.arm(A, CALL_CLAIMED)
+        first = Actor(lambda: gated_step(LR, 4, A, state, board.array), "A")
+        board.wait_parked(A, CALL_CLAIMED)
+        assert gated_step(LR, 1, B, state, board.array) == LR
+        assert spec_inspect(state) == {"warmup_complete": False, "samples": 1,
+                                       "samples_needed": 2}
+        board.disarm(A)
+        board.release(A)
+        assert first.result() == LR
+    finally:
+        board.abort()
+    assert spec_inspect(state)["warmup_complete"] is True
+    assert state[2].tolist() == [0, 1, 0, 0, 1, 0]
 
 
 @njit(nogil=True)

@@ -247,7 +247,8 @@ MUTATIONS = [
         "        fetch_add(shared, SAMPLED, 1)\n        if call == limits[LAST_CALL]:\n",
         "TAIL builds F on the window's last call number, while an earlier claimed sample "
         "may still be on its way (the authors' order)",
-        T_RULES + "test_tail_does_not_build_f_while_a_claimed_sample_is_still_being_added"),
+        T_RULES + "test_tail_does_not_build_f_while_a_claimed_sample_is_still_being_added",
+        T_RULES + "test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample"),
     one("tail-count-before-add", TAIL, SAMPLE,
         "        counted = fetch_add(shared, SAMPLED, 1)\n        gate(gates, SAMPLE_ADDED, tid)\n"
         "        fetch_add(histogram, tau, 1)\n"
