@@ -12,7 +12,8 @@ The model is a chain of immutable, versioned parameter vectors; one shared word
             τ <- version(b) - version(x)       (this attempt's staleness)
             s <- b - step(lr, τ) * g           (stamped version(b) + 1)
             if CAS(latest, b, s): unpin(b) twice; return applied
-            unpin(b)                           (lost the race: retry on the new latest)
+            unpin(b)                           (lost the race: retry on the new latest,
+                                                unless the run is stopping)
         drop g, keep s for next time
 
 Memory: vectors live in a pool of ``2m + 1`` slots for m threads. A slot is
@@ -259,6 +260,8 @@ def update(state, tid, token, grad, lr, control, rule, rule_state):
         unpin(state, base_slot, 1)
         if persistence != NEVER_GIVE_UP and attempts > persistence:
             return DROPPED, 0, attempts, lr
+        if load(control, STOP_FLAG, "monotonic") != 0:  # no retry publishes after the stop
+            return STOP, 0, attempts, lr
 
 
 @njit(nogil=True, cache=True)

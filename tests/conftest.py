@@ -3,7 +3,9 @@ consistency probe's exact arithmetic, and a plain NumPy MLP to check kernels aga
 
 from __future__ import annotations
 
+import re
 import threading
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -123,3 +125,25 @@ class NumpyMLP:
 @pytest.fixture(scope="session")
 def numpy_mlp() -> type[NumpyMLP]:
     return NumpyMLP
+
+
+# -- generated code ---------------------------------------------------------------------
+
+def atomic_orderings(kernel: Any, name: str) -> Counter[tuple[str, str]]:
+    """(operation, ordering) -> count over the atomic instructions in ``kernel``'s own function.
+
+    ``kernel`` is a dispatcher with one compiled signature; ``name`` its Python name. The
+    count covers the function's optimised LLVM IR, callees inlined into it included;
+    operations are ``load``, ``store``, ``cmpxchg`` and ``atomicrmw``.
+    """
+    [ir] = kernel.inspect_llvm().values()
+    own = [m for m in re.finditer(r"^define [^\n]*?@(\S+?)\(", ir, flags=re.M)
+           if f"{len(name)}{name}B" in m.group(1)
+           and not m.group(1).startswith(("_ZN7cpython", "cfunc."))]
+    assert len(own) == 1, f"{name}: {len(own)} functions of that name in the IR, not one"
+    body = ir[own[0].start():ir.index("\n}", own[0].start())]
+    seen: Counter[tuple[str, str]] = Counter()
+    for match in re.finditer(r"\b(load atomic|store atomic|cmpxchg|atomicrmw \w+)\b[^\n]*?"
+                             r"\b(monotonic|acquire|release|acq_rel|seq_cst)\b", body):
+        seen[match.group(1).split()[0], match.group(2)] += 1
+    return seen

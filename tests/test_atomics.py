@@ -22,6 +22,7 @@ from numba.core.errors import TypingError
 from asgdbench.engine.atomics import (
     cas,
     cpu_pause,
+    fence,
     fetch_add,
     load,
     mutex_lock,
@@ -239,6 +240,8 @@ def llvm_ir(kernel: Callable) -> str:
 
 def test_cas_and_fetch_add_are_single_atomic_instructions():
     """What the contention tests above cannot see on x86: the instructions and their ordering."""
+    cas_twice(np.zeros(4, np.int64))  # compiled here too, so that the test runs alone
+    add_twice(np.zeros(3, np.int64))
     assert re.search(r"cmpxchg ptr .* seq_cst seq_cst", llvm_ir(cas_twice))
     assert re.search(r"atomicrmw add ptr .* seq_cst", llvm_ir(add_twice))
 
@@ -260,6 +263,41 @@ def test_test_gates_compile_away_in_normal_runs():
     without, with_gates = (gated.inspect_llvm(sig) for sig in gated.signatures)
     assert "_park" not in without and "call" not in without.split("define")[1].split("}")[0]
     assert "_park" in with_gates
+
+
+@pytest.mark.parametrize("ordering", ["acquire", "release", "acq_rel", "seq_cst"])
+def test_fence_emits_a_fence_of_its_ordering(ordering):
+    """The monitor's seqlock needs its acquire fence; on x86 it is only a compiler barrier,
+    so the IR is where its absence shows."""
+    @njit
+    def fenced(cells):
+        first = cells[0]
+        fence(ordering)
+        return first + cells[1]
+
+    assert fenced(np.arange(2, dtype=np.int64)) == 1
+    assert re.search(rf"\bfence (syncscope\(\S+\) )?{ordering}\b", llvm_ir(fenced))
+
+
+def test_a_parked_thread_leaves_its_gate_when_the_board_aborts():
+    """A schedule that goes wrong must not leave a thread parked: ``abort`` frees it for good."""
+    from asgdbench.engine.gates import Actor, GateBoard, gate
+
+    @njit(nogil=True)
+    def twice_gated(gates):
+        gate(gates, 3, 0)
+        gate(gates, 3, 0)
+        return 1
+
+    board = GateBoard(1)
+    board.arm(0, 3)
+    actor = Actor(lambda: twice_gated(board.array))
+    board.wait_parked(0, 3)
+    time.sleep(0.05)
+    assert actor.running and board.passes(0) == 1  # parked, not passing
+    board.abort()
+    assert actor.result() == 1
+    assert board.passes(0) == 2
 
 
 @pytest.mark.parametrize("store_order, load_order", [

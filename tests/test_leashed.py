@@ -27,7 +27,9 @@ from asgdbench.algorithms.leashed import (
     PIN_PINNED,
     POP_LOADED,
     SLOT_BITS,
+    SLOTS_USED,
     TAKING_SPARE,
+    live_slots,
     pack,
     pop_free,
     push_free,
@@ -40,6 +42,7 @@ from asgdbench.engine.protocol import (
     APPLIED,
     CONTROL_CELLS,
     DROPPED,
+    ERROR,
     MAX_UPDATES,
     NOT_READ,
     STOP,
@@ -400,6 +403,46 @@ def test_a_pin_that_cannot_succeed_gives_up_when_the_run_stops():
     assert reader.result()[1] == NOT_READ
 
 
+def test_an_update_whose_pin_cannot_succeed_ends_when_the_run_stops():
+    """The stop path inside ``update``: A has dropped its read pin and taken its spare when the
+    pool turns corrupt (latest's count 0), so its base pin spins; the stop flag must end it."""
+    m = Model(threads=1)
+    _, token = m.read(0)
+    m.board.arm(0, TAKING_SPARE)
+    publisher = Actor(lambda: m.update(0, token), "A")
+    m.board.wait_parked(0, TAKING_SPARE)
+    assert m.reference(0) == (0, 1)  # the read pin is gone: latest's reference alone
+    m.state[2][0] = pack(0, 0)
+    m.board.disarm(0)
+    m.board.release(0)
+    time.sleep(0.2)
+    assert publisher.running  # spinning, as it must: there is nothing valid to pin
+    m.control[STOP_FLAG] = 1
+    assert publisher.result() == (STOP, 0, 0, STEP)
+    assert m.latest() == (0, 0)  # nothing was published
+
+
+@pytest.mark.parametrize("tp", [float("inf"), 2])
+def test_a_publisher_that_lost_its_race_does_not_retry_after_the_stop(tp):
+    """A's CAS fails (B published first) and the run stops meanwhile: A's retry would pin the new
+    latest without a hitch and publish after the stop; it must end with STOP instead."""
+    m = Model(threads=2, tp=tp)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED  # v1: A's CAS must fail
+    m.control[STOP_FLAG] = 1
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (STOP, 0, 1, STEP)
+    assert m.latest()[0] == 1  # A published nothing after the stop
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1)
+
+
 def test_the_persistence_bound_never_exceeds_tp_plus_one_attempts_under_stress():
     from asgdbench.testing import consistency_stress
 
@@ -407,6 +450,108 @@ def test_the_persistence_bound_never_exceeds_tp_plus_one_attempts_under_stress()
     assert report.max_attempts <= 3
     assert report.final_is_exact
     assert report.applied == 20_000
+
+
+# -- the 2m + 1 bound -------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [3, 5])
+def test_every_thread_at_its_worst_moment_at_once_stays_within_the_pool(threads):
+    """The bound's argument is per thread: at most two slots (a spare and a pinned vector).
+
+    Every thread but the last reads a version of its own, then (after a publish by the last
+    thread) takes its spare and pins a newer base, and parks there with the base pinned,
+    while the last thread publishes on, reads the newest version and parks the same way.
+    With each stale thread's read, base and spare distinct, a thread that still held its
+    read pin at that moment would need 3m - 1 slots, more than the 2m + 1 there are.
+    Here the pool must hold exactly the stale threads' bases, the latest and every
+    spare, and every vector a parked thread pinned must be its version, untouched.
+    """
+    m = Model(threads=threads)
+    *stale, last = range(threads)
+    tokens = {}
+    for tid in stale:  # each stale thread reads a version of its own
+        _, tokens[tid] = m.read(tid)
+        assert m.step(last)[0] == APPLIED
+    pinned = {}
+    for tid in stale:  # each takes its spare and pins a newer base: there it parks
+        assert m.step(last)[0] == APPLIED
+        m.board.arm(tid, PIN_PINNED)
+        pinned[tid] = (m.latest(), Actor(lambda tid=tid: m.update(tid, tokens[tid]), f"T{tid}"))
+        m.board.wait_parked(tid, PIN_PINNED)
+    assert m.step(last)[0] == APPLIED
+    _, token = m.read(last)
+    m.board.arm(last, PIN_PINNED)
+    pinned[last] = (m.latest(), Actor(lambda: m.update(last, token), f"T{last}"))
+    m.board.wait_parked(last, PIN_PINNED)
+
+    assert m.control[ERROR] == 0, "a spare was refused: the pool ran out"
+    bases = {slot for (_, slot), _ in pinned.values()}
+    spares = set(m.state[4][leashed.SPARE::LINE].tolist())
+    assert len(bases) == threads and len(spares) == threads and not bases & spares
+    assert live_slots(m.state, threads) == 2 * threads <= 2 * threads + 1
+    assert m.state[5][SLOTS_USED] <= 2 * threads + 1
+    for (version, slot), _ in pinned.values():
+        assert m.reference(slot) == (version, 1 + (slot == m.latest()[1]))  # + latest's
+        assert_version(m.state[0][slot], version)
+    for tid, (_, publisher) in pinned.items():
+        m.board.disarm(tid)
+        m.board.release(tid)
+        assert publisher.result()[0] == APPLIED
+    for tid in range(threads):
+        retire(m.state, tid)
+    m.assert_quiescent(applied=2 * (threads - 1) + 1 + threads)
+
+
+def test_a_spare_beyond_the_pool_is_refused_and_fails_the_run():
+    """``take_spare``'s guard: with all 2m + 1 slots handed out and none free, the next spare
+    is refused (ERROR set, the update STOPs) and nothing is written past the pool."""
+    m = Model(threads=1)
+    capacity = m.state[0].shape[0]
+    rows = np.full((capacity + 1, N_PARAMS), 7.0)  # one guard row past the pool
+    rows[:capacity] = m.state[0]
+    m.state = (rows[:capacity],) + m.state[1:]
+    m.state[5][SLOTS_USED] = capacity  # every slot handed out; the free list is empty
+    _, token = m.read(0)
+    assert m.update(0, token) == (STOP, 0, 0, STEP)
+    assert m.control[ERROR] == 1
+    assert m.state[5][SLOTS_USED] == capacity  # the refused claim is given back
+    np.testing.assert_array_equal(rows[capacity], 7.0)
+    assert m.latest() == (0, 0)
+
+
+# -- memory orderings, which x86 code cannot show -------------------------------------
+
+# Per kernel, the orderings its own code needs (the generated code may hold more, inlined
+# from callees). Acquire loads pair with the seq_cst CAS that publishes a vector and the
+# release stores of stamps, so a pinned vector's contents and stamp are seen whole.
+LEASHED_ORDERINGS = {
+    "pin_latest": {("load", "acquire"): 3,  # latest, the slot's reference word, latest again
+                   ("load", "monotonic"): 1},  # the stop flag, with an atomic load
+    "update": {("store", "release"): 1,  # the stamp: written after the vector, seen before it
+               ("load", "monotonic"): 2},  # the budget, the stop flag before a retry
+    "retire": {("store", "release"): 1},  # the spare's count back to 0
+    "push_free": {("load", "seq_cst"): 1, ("cmpxchg", "seq_cst"): 1},
+    "pop_free": {("load", "seq_cst"): 2, ("cmpxchg", "seq_cst"): 1},
+    "unpin": {("atomicrmw", "seq_cst"): 1},
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(LEASHED_ORDERINGS))
+def test_leashed_uses_the_memory_orderings_its_argument_needs(kernel):
+    from conftest import atomic_orderings
+    from numba import njit
+
+    m = Model(threads=2)
+    state = m.state[:-1] + (None,)  # as in every run: no gates (their parking code has loads)
+    args = {"pin_latest": (state, 0, m.control), "retire": (state, 0),
+            "push_free": (state, 3), "pop_free": (state, 0), "unpin": (state, 0, 0),
+            "update": (state, 0, 0, m.grad, STEP, m.control, m.rule, m.rule_state)}[kernel]
+    fresh = njit(nogil=True)(getattr(leashed, kernel).py_func)  # numba hides cached IR
+    fresh(*args)
+    seen = atomic_orderings(fresh, kernel)
+    for (operation, ordering), count in LEASHED_ORDERINGS[kernel].items():
+        assert seen[operation, ordering] >= count, (
+            f"{kernel}: {seen[operation, ordering]} {operation} {ordering}, needs {count}: {seen}")
 
 
 def test_a_cyclic_free_list_is_reported_not_walked_forever():

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import probe_run, run_watched
+from numba import njit
 
+from asgdbench.algorithms.step_rules import tail
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.steps import rule_step
 from asgdbench.errors import ConfigError, PluginError
@@ -219,19 +221,109 @@ def test_tail_publishes_ready_only_after_the_cdf_is_built():
     """In the compiled kernel the release store of READY follows the call that builds F."""
     import re
 
-    from numba import njit
-
-    from asgdbench.algorithms.step_rules import tail
-
-    rule = njit(nogil=True)(tail.step.py_func)  # a fresh compile: numba hides cached IR
+    rule = njit(nogil=True)(tail.gated_step.py_func)  # a fresh compile: numba hides cached IR
     state = parse_step_spec("tail").make_state(1)
-    rule(LR, 0, 0, state)
+    rule(LR, 0, 0, state, None)
     [ir] = list(rule.inspect_llvm().values())
     build = [m.start() for m in re.finditer(r"call [^\n]*build_cdf", ir)]
     ready = [m.start() for m in re.finditer(r"store atomic [^\n]* release", ir)]
     assert build and ready, "the IR was not read"
     assert min(ready) > min(build)
     assert re.search(r"load atomic [^\n]* acquire", ir)
+    assert "_park" not in ir  # the gates compile to nothing without a board
+
+
+def test_tail_claims_adds_and_counts_each_sample_with_an_atomic_add():
+    """The call counter, the histogram bin and the sample count are each one ``atomicrmw``:
+    a plain ``+= 1`` on any of them loses samples under contention, and compiles to the same
+    x86 code as an atomic add would on an uncontended line only in the IR's eyes."""
+    from conftest import atomic_orderings
+
+    rule = njit(nogil=True)(tail.gated_step.py_func)
+    rule(LR, 0, 0, parse_step_spec("tail").make_state(1), None)
+    assert atomic_orderings(rule, "gated_step")["atomicrmw", "seq_cst"] >= 3
+
+
+def test_tail_builds_f_only_once_every_claimed_sample_is_in():
+    """Replay with gates: the window is calls 1-2 of 2 threads. A claims call 1 and is
+    preempted between adding its τ and counting it; B's call 2 must not build F, whose count
+    would then include a sample not in the histogram (or, counted first, not added yet).
+    A's count completes the sample: F is built from both."""
+    from asgdbench.algorithms.step_rules.tail import SAMPLE_ADDED, gated_step
+    from asgdbench.engine.gates import Actor, GateBoard
+
+    state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(2)
+    board = GateBoard(2)
+    A, B = range(2)
+    try:
+        board.arm(A, SAMPLE_ADDED)
+        first = Actor(lambda: gated_step(LR, 4, A, state, board.array), "A")
+        board.wait_parked(A, SAMPLE_ADDED)  # call 1: half done
+        assert gated_step(LR, 1, B, state, board.array) == LR  # call 2: all in, F not built
+        assert spec_inspect(state)["warmup_complete"] is False
+        board.disarm(A)
+        board.release(A)
+        assert first.result() == LR
+    finally:
+        board.abort()
+    assert spec_inspect(state) == {"warmup_complete": True, "samples": 2, "samples_needed": 2}
+    assert state[2].tolist() == [0, 1, 0, 0, 1, 0]
+    np.testing.assert_array_equal(state[4], [0, 0, 0.5, 0.5, 0.5, 1])  # F of {1, 4}
+
+
+def test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample():
+    """The schedule above with real threads: A claims call 1 of a 2-call window and is
+    preempted before adding its τ; B's call 2, the window's last number, must not build F."""
+    from asgdbench.algorithms.step_rules.tail import CALL_CLAIMED, gated_step
+    from asgdbench.engine.gates import Actor, GateBoard
+
+    state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(2)
+    board = GateBoard(2)
+    A, B = range(2)
+    try:
+        board.arm(A, CALL_CLAIMED)
+        first = Actor(lambda: gated_step(LR, 4, A, state, board.array), "A")
+        board.wait_parked(A, CALL_CLAIMED)
+        assert gated_step(LR, 1, B, state, board.array) == LR
+        assert spec_inspect(state) == {"warmup_complete": False, "samples": 1,
+                                       "samples_needed": 2}
+        board.disarm(A)
+        board.release(A)
+        assert first.result() == LR
+    finally:
+        board.abort()
+    assert spec_inspect(state)["warmup_complete"] is True
+    assert state[2].tolist() == [0, 1, 0, 0, 1, 0]
+
+
+@njit(nogil=True)
+def _tail_calls(rule_state, tau, calls, tid):
+    """``calls`` calls of the tail kernel in a row, without the GIL: real contention."""
+    for _ in range(calls):
+        tail.step(LR, tau, tid, rule_state)
+
+
+def test_tail_loses_no_sample_when_every_thread_hits_one_bin_at_once():
+    """8 threads fill a 160,000-call window, all with one τ, in nopython loops: every sample
+    must reach the histogram (a non-atomic add loses some), and F is built from all."""
+    import threading
+
+    threads, per_thread = 8, 20_000
+    spec = parse_step_spec(f"tail:warmup_from=1:warmup_to={per_thread}")
+    state = spec.make_state(threads)
+    _tail_calls(spec.make_state(1), 3, 1, 0)  # compile outside the race
+    workers = [threading.Thread(target=_tail_calls, args=(state, 3, 2 * per_thread, tid))
+               for tid in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert not any(worker.is_alive() for worker in workers)
+    needed = threads * per_thread
+    assert spec_inspect(state) == {"warmup_complete": True, "samples": needed,
+                                   "samples_needed": needed}
+    assert state[2].tolist() == [0, 0, 0, needed] + [0] * (state[2].size - 4)
+    assert state[4][3] == 0.0 and state[4][4] == 1.0
 
 
 def test_step_factors_out_of_range_go_to_the_edge_bins():

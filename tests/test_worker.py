@@ -10,9 +10,21 @@ from numba import njit
 
 from asgdbench.engine.atomics import load
 from asgdbench.engine.monitor import APPLIED_SEEN, FILLED, NEXT_ENTRY, LossMonitor, _scan
-from asgdbench.engine.protocol import APPLIED, CONTROL_CELLS, DROPPED, LOG_CURSOR, READY, STOP
+from asgdbench.engine.protocol import (
+    APPLIED,
+    CONTROL_CELLS,
+    DROPPED,
+    GO,
+    LOG_CURSOR,
+    NOT_READ,
+    READY,
+    STOP,
+    STOP_FLAG,
+)
+from asgdbench.engine.rng import thread_states
 from asgdbench.engine.runner import run
-from asgdbench.engine.worker import LossLog, claim_entry, commit_entry
+from asgdbench.engine.worker import LossLog, ThreadTelemetry, claim_entry, commit_entry, worker_loop
+from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import Strategy, StrategySpec
 
 # -- the loss log ----------------------------------------------------------------------
@@ -141,6 +153,68 @@ def test_the_monitor_never_reads_a_torn_entry_from_a_ring_writers_lap():
     read = monitor.cells[FILLED]
     assert read + monitor.lost_entries == total and read > 0
     assert monitor.sums[0] == monitor.cells[APPLIED_SEEN], "an entry was read half old, half new"
+
+
+# -- the worker loop's own waits ---------------------------------------------------------
+
+@njit(nogil=True)
+def _read_nothing(state, tid, control):
+    """A read that found the run stopping (as a pin or a lock that gave up does)."""
+    return state[0], NOT_READ
+
+
+@njit(nogil=True)
+def _update_counted(state, tid, token, grad, lr, control, rule, rule_state):
+    state[1][0] += 1
+    return APPLIED, 0, 1, lr
+
+
+@njit(nogil=True)
+def _retire_counted(state, tid):
+    state[1][1] += 1
+
+
+@njit(nogil=True)
+def _no_gradient(params, data, rows, work, grad):
+    return 0.0
+
+
+def loop_arguments(read, control: np.ndarray) -> tuple:
+    """``worker_loop``'s arguments for thread 0 of a test strategy whose state is
+    ``(params, calls)``: ``calls[0]`` counts updates, ``calls[1]`` retires."""
+    constant = parse_step_spec("constant")
+    state = (np.zeros(4), np.zeros(2, np.int64))
+    return (read, _update_counted, _retire_counted, _no_gradient, state, 0, np.zeros((4, 4)), 4,
+            (np.zeros(1),), np.zeros(4), np.zeros(1, np.int64), thread_states(0, 1)[0], 0.1,
+            constant.rule.step, constant.make_state(1), control, LossLog.allocate(16).arrays(),
+            ThreadTelemetry.allocate(1).arrays(), np.zeros(2, np.int64))
+
+
+def test_a_read_that_returns_not_read_ends_the_loop_without_an_update():
+    """The contract: NOT_READ means the run stopped while ``read`` waited; the thread leaves
+    at once (no gradient, no ``update``) and gives back what it holds."""
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    control[GO] = 1  # the start barrier is open; the stop flag is not set
+    arguments = loop_arguments(_read_nothing, control)
+    loop = threading.Thread(target=worker_loop, args=arguments, daemon=True)
+    loop.start()
+    loop.join(20)
+    control[STOP_FLAG] = 1  # whatever happened, let it end
+    loop.join(20)
+    calls = arguments[4][1]
+    assert calls.tolist() == [0, 1], "update was called after NOT_READ, or retire was not"
+
+
+def test_the_worker_loop_polls_the_stop_flag_with_an_atomic_load():
+    """A plain load of the flag compiles to the same x86 code here, so only the IR shows it;
+    it is the loop's one monotonic load (its other waits use acquire)."""
+    from conftest import atomic_orderings
+
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    control[STOP_FLAG] = 1  # as the runner compiles it: the loop returns at once
+    fresh = njit(nogil=True)(worker_loop.py_func)  # numba hides cached IR
+    fresh(*loop_arguments(_read_nothing, control))
+    assert atomic_orderings(fresh, "worker_loop")["load", "monotonic"] >= 1
 
 
 # -- a strategy that hangs ------------------------------------------------------------

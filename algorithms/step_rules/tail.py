@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 
 from asgdbench.engine.atomics import fetch_add, load, store
+from asgdbench.engine.gates import gate
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.params import Param
 from asgdbench.plugins.step_rules import StepRule, register_step_rule
@@ -39,6 +40,10 @@ CALLS = 0  # rule calls so far, all threads together (counted until the window i
 SAMPLED = 8  # samples added to the histogram
 READY = 16  # 1 once ``cdf`` is built
 MAX_CALLS = 2 ** 62  # the call counter (int64) stays far from wrapping
+
+# test-only gate points (see asgdbench.engine.gates)
+CALL_CLAIMED = 1  # a call number in the window claimed, its τ not yet added
+SAMPLE_ADDED = 2  # τ added to the histogram, the sample not yet counted
 
 
 def make_state(n_threads: int, amplitude: float = 1.0, warmup_from: int = 10,
@@ -74,6 +79,12 @@ def build_cdf(histogram, cdf):
 
 @njit(nogil=True, cache=True)
 def step(lr, staleness, tid, rule_state):
+    return gated_step(lr, staleness, tid, rule_state, None)
+
+
+@njit(nogil=True, cache=True)
+def gated_step(lr, staleness, tid, rule_state, gates):
+    """``step`` with test-only gates (``None`` in every run: they compile to nothing)."""
     settings, limits, histogram, shared, cdf = rule_state
     tau = min(max(staleness, 0), limits[MAX_STALENESS])  # a comparison, both ends
     if load(shared, READY, "acquire") != 0:
@@ -82,7 +93,9 @@ def step(lr, staleness, tid, rule_state):
         return lr  # the window is claimed: its last samples are being added
     call = fetch_add(shared, CALLS, 1) + 1
     if limits[FIRST_CALL] <= call <= limits[LAST_CALL]:
-        fetch_add(histogram, tau, 1)
+        gate(gates, CALL_CLAIMED, tid)
+        fetch_add(histogram, tau, 1)  # add, then count: the count says the sample is in
+        gate(gates, SAMPLE_ADDED, tid)
         if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:
             build_cdf(histogram, cdf)  # every sample is in: the others' adds came first
             store(shared, READY, 1, "release")

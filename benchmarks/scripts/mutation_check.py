@@ -1,25 +1,37 @@
-"""Mutation check of the synchronization code: every listed bug must fail the concurrency tests.
+"""Mutation check of the synchronization code: every listed bug must fail the tests that target it.
 
 Each mutation is a small source patch that reintroduces a bug someone could
-plausibly write (or once wrote) in the lock-free code, the lock, the barrier
-or the loss log. For each one this script patches a private copy of the
-package, runs the concurrency tests against it with an empty numba cache, and
-expects them to fail (a failing test, or a hang caught by the timeout). A
-mutation they pass is a missing test.
+plausibly write (or once wrote) in a file with synchronization code: Leashed-SGD,
+the lock, SYNC, HOGWILD!, the atomics, the barrier, the worker loop and its
+loss log, the monitor, the test gates, and the step rule with shared state
+(TAIL; the others keep none). Each names the tests that must kill it. For each
+one this script patches a private copy of the package, runs those tests on it
+with empty numba and asgdbench caches, and expects a failure (a failing test, or
+a hang caught by a timeout). A mutation they pass is a missing test, unless it
+is marked equivalent: then it must survive, and its one-line argument is printed.
 
-    python benchmarks/scripts/mutation_check.py            # all mutations
-    python benchmarks/scripts/mutation_check.py --list
+Before the mutants, the same tests run on the unpatched copy, cold, and are
+timed (the baseline): a test that fails there would kill every mutant for
+nothing, and each mutant's timeouts derive from its tests' baseline time, so
+nothing needs tuning to the machine.
+
+    python benchmarks/scripts/mutation_check.py                # every mutation
+    python benchmarks/scripts/mutation_check.py --subset ci    # a rotating subset, ~5 minutes
     python benchmarks/scripts/mutation_check.py --only pin-no-version-check
+    python benchmarks/scripts/mutation_check.py --list         # mutations and their killers
+    python benchmarks/scripts/mutation_check.py --check-patches  # every patch applies (seconds)
 
-Exit status 0 when every mutation is killed (and the unpatched copy passes).
-The working tree is never modified: the copy lives in a temporary folder.
+Exit status 0 when every non-equivalent mutation is killed, every equivalent one
+survives and the unpatched copy passes. The working tree is never modified.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,223 +40,529 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-TESTS = ["tests/test_leashed.py", "tests/test_barrier.py", "tests/test_worker.py",
-         "tests/test_strategies.py", "tests/test_atomics.py", "tests/test_step_rules.py"]
-TEST_TIMEOUT_S = 90  # per test: a hang counts as killed
-TIMEOUT_S = 900  # the whole run of one mutant
+BASELINE_TIMEOUT_S = 1800  # the unpatched run has nothing to derive from: a generous cap
+TIMEOUT_FACTOR = 3  # a mutant's run may take this many times its baseline...
+TIMEOUT_MARGIN_S = 30  # ...plus this (a cold start's noise on a loaded machine)
+CI_BUDGET_S = 300  # --subset ci: baselines and mutants together
+CI_STEP = 12  # --subset ci: how far the rotation moves each day
 
 
 @dataclass(frozen=True)
 class Mutation:
     name: str
     path: str  # inside the package copy
-    old: str
-    new: str
+    edits: tuple[tuple[str, str], ...]  # (old, new), each old text found once
     why: str
+    killers: tuple[str, ...]  # pytest node ids that must fail on it
+    equivalent: str = ""  # if set: why no test can fail on it (it must survive)
+
+
+def one(name, path, old, new, why, *killers, equivalent=""):
+    return Mutation(name, path, ((old, new),), why, tuple(killers), equivalent)
 
 
 LEASHED = "asgdbench/algorithms/leashed.py"
 TAIL = "asgdbench/algorithms/step_rules/tail.py"
+LOCK = "asgdbench/algorithms/lock.py"
+SYNC = "asgdbench/algorithms/sync.py"
+HOGWILD = "asgdbench/algorithms/hogwild.py"
+ATOMICS = "asgdbench/engine/atomics.py"
+BARRIER = "asgdbench/engine/barrier.py"
+WORKER = "asgdbench/engine/worker.py"
+MONITOR = "asgdbench/engine/monitor.py"
+GATES = "asgdbench/engine/gates.py"
+
+T_LEASHED = "tests/test_leashed.py::"
+T_RULES = "tests/test_step_rules.py::"
+T_STRATEGIES = "tests/test_strategies.py::"
+T_ATOMICS = "tests/test_atomics.py::"
+T_BARRIER = "tests/test_barrier.py::"
+T_WORKER = "tests/test_worker.py::"
+ORDERINGS = T_LEASHED + "test_leashed_uses_the_memory_orderings_its_argument_needs"
+
+PIN_CHECK = "if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:"
+TAKE_SPARE = ("    spare = take_spare(state, tid, control)  # before the pin: invariant (I)\n"
+              "    if spare == NO_SLOT:\n        return STOP, 0, 0, lr\n")
+BASE_PINNED = ("        base = pin_latest(state, tid, control)\n"
+               "        if base == NOT_PINNED:\n            return STOP, 0, attempts, lr\n")
+READ_PIN_DROP = ("    if held != NO_SLOT:  # done computing on the read vector\n"
+                 "        state[MINE][tid * LINE + HELD] = NO_SLOT\n"
+                 "        unpin(state, held, 1)\n")
+RECHECK = "                if load(latest, 0, \"acquire\") == word:"
+POP_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)"
+PUSH_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)"
+SAMPLE = ("        fetch_add(histogram, tau, 1)  # add, then count: the count says the sample is in\n"
+          "        gate(gates, SAMPLE_ADDED, tid)\n"
+          "        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:\n")
+LOCK_IN_READ = ("    if mutex_lock(mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
+                "        return local_copies[tid], NOT_READ\n")
+UNLOCK_IN_READ = ("    if mutex_unlock(mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
+                  "    return local_copies[tid], version\n")
+
 MUTATIONS = [
-    Mutation("retry-keeps-first-staleness", LEASHED,
-             "    attempts = 0\n    while True:\n        base = pin_latest(state, tid, control)\n        if base == NOT_PINNED:\n            return STOP, 0, attempts, lr\n        base_slot = base & SLOT_MASK\n        base_version = base >> SLOT_BITS\n        if base_version >= limit:\n            unpin(state, base_slot, 1)\n            return STOP, 0, attempts, lr\n        staleness = base_version - token  # against this attempt's base\n        step = rule_step(rule, rule_state, lr, staleness, tid)\n",
-             '    attempts = 0\n    first_staleness = -1\n    while True:\n        base = pin_latest(state, tid, control)\n        if base == NOT_PINNED:\n            return STOP, 0, attempts, lr\n        base_slot = base & SLOT_MASK\n        base_version = base >> SLOT_BITS\n        if base_version >= limit:\n            unpin(state, base_slot, 1)\n            return STOP, 0, attempts, lr\n        if first_staleness < 0:\n            first_staleness = base_version - token\n        staleness = first_staleness\n        step = rule_step(rule, rule_state, lr, staleness, tid)\n',
-             "a CAS retry reuses the first attempt's staleness (and so its step)"),
-    Mutation("tail-ready-before-cdf", TAIL,
-             "            build_cdf(histogram, cdf)  # every sample is in: the others' adds came first\n"
-             "            store(shared, READY, 1, \"release\")\n",
-             "            store(shared, READY, 1, \"release\")\n"
-             "            build_cdf(histogram, cdf)\n",
-             "TAIL publishes READY before F is built: a reader may use a half-built CDF"),
-    Mutation("tail-builder-is-last-number", TAIL,
-             "        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:\n",
-             "        fetch_add(shared, SAMPLED, 1)\n        if call == limits[LAST_CALL]:\n",
-             "TAIL builds F on the window's last call number, while an earlier claimed sample "
-             "may still be on its way (the authors' order)"),
-    Mutation("tail-one-sided-clamp", TAIL,
-             "    tau = min(max(staleness, 0), limits[MAX_STALENESS])",
-             "    tau = min(staleness, limits[MAX_STALENESS])",
-             "a negative τ indexes before TAIL's histogram"),
-    Mutation("pin-no-version-check", LEASHED,
-             "if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:",
-             "if ref & COUNT_MASK != 0:",
-             "a pin accepts any live slot that latest once named"),
-    Mutation("pin-no-count-check", LEASHED,
-             "if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:",
-             "if ref >> COUNT_BITS == word >> SLOT_BITS:",
-             "a pin revives a slot whose count reached 0 (already free)"),
-    Mutation("pin-blind-fetch-add", LEASHED,
-             "            if cas(refs, slot * LINE, ref, ref + 1) == ref:",
-             "            if fetch_add(refs, slot * LINE, 1) >= 0:",
-             "a pin increments the count without checking what it increments"),
-    Mutation("pin-no-recheck", LEASHED,
-             "                if load(latest, 0, \"acquire\") == word:",
-             "                if True:",
-             "a pin keeps a vector latest no longer names"),
+    # -- Leashed-SGD: pinning ---------------------------------------------------------
+    one("pin-no-version-check", LEASHED, PIN_CHECK, "if ref & COUNT_MASK != 0:",
+        "a pin accepts any live slot that latest once named",
+        T_LEASHED + "test_a_pin_checks_the_version_not_just_a_live_count"),
+    one("pin-no-count-check", LEASHED, PIN_CHECK, "if ref >> COUNT_BITS == word >> SLOT_BITS:",
+        "a pin revives a slot whose count reached 0 (already free)",
+        T_LEASHED + "test_a_reader_never_pins_a_recycled_vector",
+        T_LEASHED + "test_a_pin_checks_the_version_not_just_a_live_count",
+        T_LEASHED + "test_a_stale_reader_leaves_a_free_slot_alone"),
+    one("pin-blind-fetch-add", LEASHED,
+        "            if cas(refs, slot * LINE, ref, ref + 1) == ref:",
+        "            if fetch_add(refs, slot * LINE, 1) >= 0:",
+        "a pin increments the count without checking what it increments",
+        T_LEASHED + "test_a_stale_reader_leaves_a_free_slot_alone"),
+    one("pin-no-recheck", LEASHED, RECHECK, "                if True:",
+        "a pin keeps a vector latest no longer names",
+        T_LEASHED + "test_a_pin_is_only_kept_if_latest_still_names_it"),
+    one("pin-ignores-stop", LEASHED,
+        "        if load(control, STOP_FLAG, \"monotonic\") != 0:\n            return NOT_PINNED",
+        "        if False:\n            return NOT_PINNED",
+        "a pin that cannot succeed spins forever",
+        T_LEASHED + "test_a_pin_that_cannot_succeed_gives_up_when_the_run_stops"),
+    one("pin-stop-plain-load", LEASHED,
+        "        if load(control, STOP_FLAG, \"monotonic\") != 0:\n            return NOT_PINNED",
+        "        if control[STOP_FLAG] != 0:\n            return NOT_PINNED",
+        "a pin polls the stop flag with a plain load (a data race; same x86 code)", ORDERINGS),
+    one("pin-latest-relaxed", LEASHED, "        word = load(latest, 0, \"acquire\")",
+        "        word = load(latest, 0, \"monotonic\")",
+        "a pin loads latest without acquire (same x86 code)", ORDERINGS),
+    one("pin-reference-relaxed", LEASHED, "        ref = load(refs, slot * LINE, \"acquire\")",
+        "        ref = load(refs, slot * LINE, \"monotonic\")",
+        "a pin loads the slot's reference word without acquire (same x86 code)", ORDERINGS),
+    one("pin-recheck-relaxed", LEASHED, RECHECK,
+        "                if load(latest, 0, \"monotonic\") == word:",
+        "a pin re-checks latest without acquire (same x86 code)", ORDERINGS),
+    # -- Leashed-SGD: publishing ------------------------------------------------------
+    one("retry-keeps-first-staleness", LEASHED,
+        "        staleness = base_version - token  # against this attempt's base\n",
+        "        if attempts == 0:\n            first_staleness = base_version - token\n"
+        "        staleness = first_staleness\n",
+        "a CAS retry reuses the first attempt's staleness (and so its step)",
+        T_LEASHED + "test_a_retry_recomputes_staleness_and_step_against_its_new_base"),
     Mutation("take-spare-after-pin", LEASHED,
-             "    spare = take_spare(state, tid, control)  # before the pin: invariant (I)\n"
-             "    if spare == NO_SLOT:\n        return STOP, 0, 0, lr\n",
-             "",
-             "the spare is taken after the base is pinned (breaks invariant I)"),
+             ((TAKE_SPARE, ""),
+              ("        base_slot = base & SLOT_MASK\n",
+               "        base_slot = base & SLOT_MASK\n"
+               "        spare = take_spare(state, tid, control)\n"
+               "        if spare == NO_SLOT:\n            unpin(state, base_slot, 1)\n"
+               "            return STOP, 0, attempts, lr\n")),
+             "the spare is taken after the base is pinned (breaks invariant I)",
+             (T_LEASHED + "test_the_spare_is_taken_before_the_base_is_pinned",)),
     Mutation("original-pin-then-take", LEASHED,
-             "                if load(latest, 0, \"acquire\") == word:",
-             "                if True:",
-             "the code before issue 7: no re-check and (with take-spare-after-pin) late take"),
+             ((RECHECK, "                if True:"), (TAKE_SPARE, ""),
+              ("        base_slot = base & SLOT_MASK\n",
+               "        base_slot = base & SLOT_MASK\n"
+               "        spare = take_spare(state, tid, control)\n"
+               "        if spare == NO_SLOT:\n            unpin(state, base_slot, 1)\n"
+               "            return STOP, 0, attempts, lr\n")),
+             "the code before issue 7: no re-check, and the spare taken after the pin",
+             (T_LEASHED + "test_a_reader_never_pins_a_recycled_vector",)),
+    one("publish-without-cas", LEASHED,
+        "        if cas(latest, 0, base, pack(base_version + 1, spare)) == base:",
+        "        store(latest, 0, pack(base_version + 1, spare), \"seq_cst\")\n        if True:",
+        "publish overwrites latest without checking it is still the base",
+        T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
+    one("stamp-relaxed", LEASHED,
+        "store(refs, spare * LINE, pack(base_version + 1, 1), \"release\")",
+        "store(refs, spare * LINE, pack(base_version + 1, 1), \"monotonic\")",
+        "the new vector's stamp is stored without release (same x86 code)", ORDERINGS),
+    one("unpin-skipped-on-lost-race", LEASHED,
+        "        unpin(state, base_slot, 1)\n        if persistence != NEVER_GIVE_UP",
+        "        if persistence != NEVER_GIVE_UP",
+        "a failed attempt keeps its pin on the base: vectors leak",
+        T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
+    one("unpin-once-on-publish", LEASHED, "unpin(state, base_slot, 2)", "unpin(state, base_slot, 1)",
+        "publish forgets to drop latest's reference to the old vector",
+        T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
+    one("no-budget-check", LEASHED, "        if base_version >= limit:", "        if False:",
+        "leashed publishes past the update budget",
+        T_LEASHED + "test_versions_stop_at_the_limit_instead_of_wrapping"),
+    one("budget-off-by-one", LEASHED, "        if base_version >= limit:",
+        "        if base_version > limit:",
+        "leashed publishes one version past its limit (MAX_VERSION overflows the word)",
+        T_LEASHED + "test_versions_stop_at_the_limit_instead_of_wrapping"),
+    one("persistence-off-by-one", LEASHED, "attempts > persistence:", "attempts > persistence + 1:",
+        "one more retry than tp allows",
+        T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
+    one("update-ignores-stop-in-pin", LEASHED, BASE_PINNED,
+        BASE_PINNED.replace("return STOP, 0, attempts, lr", "continue"),
+        "update ignores NOT_PINNED after the stop flag and spins on",
+        T_LEASHED + "test_an_update_whose_pin_cannot_succeed_ends_when_the_run_stops"),
+    one("retry-ignores-stop", LEASHED,
+        "        if load(control, STOP_FLAG, \"monotonic\") != 0:  # no retry publishes after the stop\n"
+        "            return STOP, 0, attempts, lr\n", "",
+        "a publisher that lost its race retries (and publishes) after the stop",
+        T_LEASHED + "test_a_publisher_that_lost_its_race_does_not_retry_after_the_stop"),
+    Mutation("read-pin-dropped-after-base-pin", LEASHED,
+             ((READ_PIN_DROP, ""),
+              (BASE_PINNED, BASE_PINNED + "        if held != NO_SLOT:\n"
+                                          "            state[MINE][tid * LINE + HELD] = NO_SLOT\n"
+                                          "            unpin(state, held, 1)\n"
+                                          "            held = NO_SLOT\n")),
+             "the read pin is dropped only once the base is pinned: three slots per thread",
+             (T_LEASHED + "test_every_thread_at_its_worst_moment_at_once_stays_within_the_pool",)),
+    one("read-pin-never-dropped", LEASHED,
+        "    if held != NO_SLOT:  # done computing on the read vector", "    if False:",
+        "the read vector is never unpinned: the pool runs out (the ERROR cell)",
+        T_LEASHED + "test_a_pin_is_only_kept_if_latest_still_names_it"),
+    # -- Leashed-SGD: the pool and the free list ---------------------------------------
+    one("take-spare-no-guard", LEASHED, "        if slot >= pool.shape[0]:", "        if False:",
+        "a spare past the 2m + 1 slots is handed out (written past the pool)",
+        T_LEASHED + "test_a_spare_beyond_the_pool_is_refused_and_fails_the_run"),
+    one("take-spare-guard-off-by-one", LEASHED, "        if slot >= pool.shape[0]:",
+        "        if slot > pool.shape[0]:", "the guard lets slot 2m + 1 (one past the pool) through",
+        T_LEASHED + "test_a_spare_beyond_the_pool_is_refused_and_fails_the_run"),
+    one("retire-relaxed", LEASHED,
+        "store(refs, slot * LINE, stamp & ~COUNT_MASK, \"release\")",
+        "store(refs, slot * LINE, stamp & ~COUNT_MASK, \"monotonic\")",
+        "a retired spare's count is reset without release (same x86 code)", ORDERINGS),
     Mutation("free-list-no-aba-tag", LEASHED,
-             "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)",
-             "desired = after + 1",
-             "the free-list head carries no tag: ABA on pop (push's tag removed too)"),
-    Mutation("publish-without-cas", LEASHED,
-             "        if cas(latest, 0, base, pack(base_version + 1, spare)) == base:",
-             "        store(latest, 0, pack(base_version + 1, spare), \"seq_cst\")\n        if True:",
-             "publish overwrites latest without checking it is still the base"),
-    Mutation("unpin-skipped-on-lost-race", LEASHED,
-             "        unpin(state, base_slot, 1)\n        if persistence != NEVER_GIVE_UP",
-             "        if persistence != NEVER_GIVE_UP",
-             "a failed attempt keeps its pin on the base: vectors leak"),
-    Mutation("unpin-once-on-publish", LEASHED,
-             "unpin(state, base_slot, 2)",
-             "unpin(state, base_slot, 1)",
-             "publish forgets to drop latest's reference to the old vector"),
-    Mutation("no-budget-check", LEASHED,
-             "        if base_version >= limit:",
-             "        if False:",
-             "leashed publishes past the update budget"),
-    Mutation("persistence-off-by-one", LEASHED,
-             "attempts > persistence:",
-             "attempts > persistence + 1:",
-             "one more retry than tp allows"),
-    Mutation("pin-ignores-stop", LEASHED,
-             "        if load(control, STOP_FLAG, \"monotonic\") != 0:\n            return NOT_PINNED",
-             "        if False:\n            return NOT_PINNED",
-             "a pin that cannot succeed spins forever"),
-    Mutation("barrier-blind-withdrawal", "asgdbench/engine/barrier.py",
-             "            if cas(barrier, index, word, word - 1) == word:\n                return False",
-             "            cas(barrier, index, load(barrier, index, \"seq_cst\"),"
-             " load(barrier, index, \"seq_cst\") - 1)\n            return False",
-             "a stopping waiter withdraws even from a barrier that opened"),
-    Mutation("lock-update-unlocked", "asgdbench/algorithms/lock.py",
-             "    if mutex_lock(mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
-             "        return STOP, 0, 0, lr\n",
-             "",
-             "the lock-based update takes no lock (and its unlock frees another thread's)"),
-    Mutation("log-commit-without-claim", "asgdbench/engine/worker.py",
-             "    while True:  # claim the slot: from an older, finished entry to \"entry is being written\"",
-             "    while False:",
-             "a log writer writes its slot without claiming it: lapped writers overwrite newer entries"),
-    Mutation("monitor-no-recheck", "asgdbench/engine/monitor.py",
-             "        if load(sequence, slot, \"monotonic\") != entry + 1:  # rewritten while read: torn",
-             "        if False:",
-             "the monitor uses an entry rewritten while it read it (torn)"),
-    Mutation("start-wait-ignores-stop", "asgdbench/engine/worker.py",
-             "    while load(control, GO, \"acquire\") == 0 and load(control, STOP_FLAG, \"acquire\") == 0:",
-             "    while load(control, GO, \"acquire\") == 0:",
-             "a worker waiting at the start barrier never sees a run stopped before it opened"),
-    Mutation("read-pin-never-dropped", LEASHED,
-             "    if held != NO_SLOT:  # done computing on the read vector",
-             "    if False:",
-             "the read vector is never unpinned: the pool runs out (the ERROR cell)"),
+             ((POP_TAG, "desired = after + 1"), (PUSH_TAG, "desired = slot + 1")),
+             "the free-list head carries no tag: ABA on pop",
+             (T_LEASHED + "test_free_list_pop_survives_aba",)),
+    one("free-list-tag-on-push-only", LEASHED, POP_TAG,
+        "desired = (top & ~SLOT_MASK) | (after + 1)", "a pop does not bump the head's tag",
+        T_LEASHED + "test_free_list_pop_survives_aba",
+        equivalent="a head can come back only by a push, which bumps the tag, so a stale pop's "
+                   "CAS still fails"),
+    one("push-next-relaxed", LEASHED,
+        "store(next_free, slot, (top & SLOT_MASK) - 1, \"seq_cst\")",
+        "store(next_free, slot, (top & SLOT_MASK) - 1, \"monotonic\")",
+        "push stores the new head's successor relaxed",
+        T_LEASHED + "test_free_list_pop_survives_aba", ORDERINGS,
+        equivalent="the push's seq_cst CAS on the head releases that store, and a pop reads "
+                   "the successor only after an acquiring (seq_cst) load of that head"),
+    # -- TAIL --------------------------------------------------------------------------
+    one("tail-ready-before-cdf", TAIL,
+        "            build_cdf(histogram, cdf)  # every sample is in: the others' adds came first\n"
+        "            store(shared, READY, 1, \"release\")\n",
+        "            store(shared, READY, 1, \"release\")\n            build_cdf(histogram, cdf)\n",
+        "TAIL publishes READY before F is built: a reader may use a half-built CDF",
+        T_RULES + "test_tail_publishes_ready_only_after_the_cdf_is_built"),
+    one("tail-builder-is-last-number", TAIL,
+        "        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:\n",
+        "        fetch_add(shared, SAMPLED, 1)\n        if call == limits[LAST_CALL]:\n",
+        "TAIL builds F on the window's last call number, while an earlier claimed sample "
+        "may still be on its way (the authors' order)",
+        T_RULES + "test_tail_does_not_build_f_while_a_claimed_sample_is_still_being_added",
+        T_RULES + "test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample"),
+    one("tail-count-before-add", TAIL, SAMPLE,
+        "        counted = fetch_add(shared, SAMPLED, 1)\n        gate(gates, SAMPLE_ADDED, tid)\n"
+        "        fetch_add(histogram, tau, 1)\n"
+        "        if counted == limits[LAST_CALL] - limits[FIRST_CALL]:\n",
+        "TAIL counts a sample before adding it: F may be built without it",
+        T_RULES + "test_tail_builds_f_only_once_every_claimed_sample_is_in"),
+    one("tail-histogram-add-not-atomic", TAIL,
+        "        fetch_add(histogram, tau, 1)  # add", "        histogram[tau] += 1  # add",
+        "TAIL adds to its histogram with a plain += (lost samples under contention)",
+        T_RULES + "test_tail_loses_no_sample_when_every_thread_hits_one_bin_at_once",
+        T_RULES + "test_tail_claims_adds_and_counts_each_sample_with_an_atomic_add"),
+    one("tail-call-counter-not-atomic", TAIL, "    call = fetch_add(shared, CALLS, 1) + 1\n",
+        "    call = shared[CALLS] + 1\n    shared[CALLS] = call\n",
+        "TAIL numbers calls with a plain read and write: calls share a number",
+        T_RULES + "test_tail_loses_no_sample_when_every_thread_hits_one_bin_at_once",
+        T_RULES + "test_tail_claims_adds_and_counts_each_sample_with_an_atomic_add"),
+    one("tail-ready-relaxed", TAIL, "            store(shared, READY, 1, \"release\")",
+        "            store(shared, READY, 1, \"monotonic\")",
+        "TAIL publishes READY without release (same x86 code)",
+        T_RULES + "test_tail_publishes_ready_only_after_the_cdf_is_built"),
+    one("tail-ready-read-relaxed", TAIL, "    if load(shared, READY, \"acquire\") != 0:",
+        "    if load(shared, READY, \"monotonic\") != 0:",
+        "TAIL reads READY without acquire (same x86 code)",
+        T_RULES + "test_tail_publishes_ready_only_after_the_cdf_is_built"),
+    one("tail-one-sided-clamp", TAIL, "    tau = min(max(staleness, 0), limits[MAX_STALENESS])",
+        "    tau = min(staleness, limits[MAX_STALENESS])",
+        "a negative τ indexes before TAIL's histogram",
+        T_RULES + "test_tail_clamps_a_negative_staleness_to_zero_instead_of_writing_before_its_"
+                  "histogram"),
+    one("tail-no-window-precheck", TAIL,
+        "    if load(shared, CALLS, \"monotonic\") >= limits[LAST_CALL]:\n"
+        "        return lr  # the window is claimed: its last samples are being added\n", "",
+        "TAIL claims a call number even after the window",
+        T_RULES + "test_tail_samples_each_call_of_the_window_once_under_contention",
+        T_RULES + "test_tail_loses_no_sample_when_every_thread_hits_one_bin_at_once",
+        equivalent="a call number past the window is never sampled; the check only spares a "
+                   "contended add (the 64-bit counter cannot wrap in any run)"),
+    # -- lock-based AsyncSGD -----------------------------------------------------------
+    one("lock-update-unlocked", LOCK,
+        "    if mutex_lock(mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
+        "        return STOP, 0, 0, lr\n", "",
+        "the lock-based update takes no lock (and its unlock frees another thread's)",
+        T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",
+        T_STRATEGIES + "test_no_update_is_lost_in_a_run[lock-16]"),
+    Mutation("lock-read-unlocked", LOCK,
+             ((LOCK_IN_READ, ""), (UNLOCK_IN_READ, "    return local_copies[tid], version\n")),
+             "the lock-based read copies the vector without the lock: torn reads",
+             (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
+    Mutation("lock-version-after-unlock", LOCK,
+             (("    version = updates[0]\n", ""),
+              (UNLOCK_IN_READ, UNLOCK_IN_READ.replace("    return", "    version = updates[0]\n"
+                                                                    "    return"))),
+             "the read's version is read after the unlock: its token may name a later version",
+             (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
+    # -- SYNC ----------------------------------------------------------------------------
+    one("sync-no-second-barrier", SYNC,
+        "    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, gates, tid)\n", "",
+        "SYNC lets a thread into the next round while others still apply this one",
+        T_STRATEGIES + "test_sync_rounds_are_whole_versions",
+        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run"),
+    one("sync-first-barrier-deaf-to-stop", SYNC,
+        "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, gates, tid)",
+        "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, NEVER, gates, tid)",
+        "a SYNC thread waits for gradients that threads which stopped will never send",
+        T_BARRIER + "test_sync_stops_mid_round_without_deadlock"),
+    one("sync-every-thread-counts-the-round", SYNC, "    if tid == 0:\n        rounds[0] += 1\n",
+        "    rounds[0] += 1\n", "every SYNC thread counts the round (racing plain adds)",
+        T_STRATEGIES + "test_sync_rounds_are_whole_versions",
+        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run"),
+    # -- HOGWILD! ------------------------------------------------------------------------
+    one("hogwild-budget-off-by-one", HOGWILD, "    if ticket >= control[MAX_UPDATES]:",
+        "    if ticket > control[MAX_UPDATES]:", "HOGWILD! applies one update past its budget",
+        T_STRATEGIES + "test_hogwild_races_on_the_vector_but_not_on_its_budget"),
+    one("hogwild-ticket-not-atomic", HOGWILD, "    ticket = fetch_add(tickets, 0, 1)\n",
+        "    ticket = tickets[0]\n    tickets[0] = ticket + 1\n",
+        "HOGWILD! takes its ticket with a plain read and write: tickets repeat, budget overrun",
+        T_STRATEGIES + "test_hogwild_races_on_the_vector_but_not_on_its_budget",
+        T_STRATEGIES + "test_hogwild_takes_its_ticket_with_one_atomic_add"),
+    # -- atomics -------------------------------------------------------------------------
+    one("cas-relaxed", ATOMICS, "builder.cmpxchg(ptr, args[2], args[3], \"seq_cst\", \"seq_cst\")",
+        "builder.cmpxchg(ptr, args[2], args[3], \"monotonic\", \"monotonic\")",
+        "CAS without ordering (same x86 code)",
+        T_ATOMICS + "test_cas_and_fetch_add_are_single_atomic_instructions"),
+    one("fetch-add-relaxed", ATOMICS, "builder.atomic_rmw(\"add\", ptr, args[2], \"seq_cst\")",
+        "builder.atomic_rmw(\"add\", ptr, args[2], \"monotonic\")",
+        "fetch-add without ordering (same x86 code)",
+        T_ATOMICS + "test_cas_and_fetch_add_are_single_atomic_instructions"),
+    one("fetch-add-not-atomic", ATOMICS,
+        "        return builder.atomic_rmw(\"add\", ptr, args[2], \"seq_cst\")",
+        "        old = builder.load(ptr)\n        builder.store(builder.add(old, args[2]), ptr)\n"
+        "        return old",
+        "fetch-add as a load and a store", T_ATOMICS + "test_fetch_add_counts_exactly_under_contention"),
+    one("load-not-atomic", ATOMICS, "        return builder.load_atomic(ptr, order, 8)",
+        "        return builder.load(ptr)", "an ordered load that is a plain load",
+        T_ATOMICS + "test_load_and_store_with_every_valid_ordering"),
+    one("load-ignores-ordering", ATOMICS, "        return builder.load_atomic(ptr, order, 8)",
+        "        return builder.load_atomic(ptr, \"monotonic\", 8)",
+        "every load relaxed, whatever it asks for (same x86 code)",
+        T_ATOMICS + "test_load_and_store_with_every_valid_ordering"),
+    one("store-not-atomic", ATOMICS, "        builder.store_atomic(args[2], ptr, order, 8)",
+        "        builder.store(args[2], ptr)", "an ordered store that is a plain store",
+        T_ATOMICS + "test_load_and_store_with_every_valid_ordering"),
+    one("fence-emits-nothing", ATOMICS, "        builder.fence(order)\n", "",
+        "fence() emits no fence (the monitor's seqlock loses its ordering)",
+        T_ATOMICS + "test_fence_emits_a_fence_of_its_ordering"),
+    one("mutex-lock-does-nothing", ATOMICS,
+        "    return _pthread_mutex_lock(mutex.ctypes.data)", "    return 0",
+        "the mutex does not lock", T_ATOMICS + "test_mutex_excludes_under_contention"),
+    one("cpu-pause-emits-nothing", ATOMICS,
+        "        _emit_pause(builder)\n        return context.get_dummy_value()",
+        "        return context.get_dummy_value()", "spin loops without the pause hint",
+        T_ATOMICS + "test_spin_hints_are_callable",
+        T_ATOMICS + "test_release_store_publishes_to_acquire_load",
+        equivalent="pause is a hint to the core: it changes how fast a spin burns power, "
+                   "never what it reads"),
+    # -- the barrier ---------------------------------------------------------------------
+    one("barrier-blind-withdrawal", BARRIER,
+        "            if cas(barrier, index, word, word - 1) == word:\n                return False",
+        "            cas(barrier, index, load(barrier, index, \"seq_cst\"),"
+        " load(barrier, index, \"seq_cst\") - 1)\n            return False",
+        "a stopping waiter withdraws even from a barrier that opened",
+        T_BARRIER + "test_a_waiter_that_sees_stop_as_the_barrier_opens_goes_through"),
+    one("barrier-deaf-to-stop", BARRIER,
+        "        if load(stop, stop_index, \"seq_cst\") != 0:", "        if False:",
+        "a barrier waiter never withdraws when the run stops",
+        T_BARRIER + "test_a_waiter_withdraws_cleanly_when_the_barrier_never_opens"),
+    one("barrier-last-does-not-open", BARRIER,
+        "            desired = (generation + 1) << 32", "            desired = word + 1",
+        "the last arrival counts itself but does not open the barrier",
+        T_BARRIER + "test_a_waiter_that_sees_stop_as_the_barrier_opens_goes_through",
+        T_BARRIER + "test_a_waiter_withdraws_cleanly_when_the_barrier_never_opens"),
+    # -- the worker loop, the loss log and the monitor -----------------------------------
+    one("worker-stop-flag-plain-load", WORKER,
+        "    while load(control, STOP_FLAG, \"monotonic\") == 0:\n        sample_batch",
+        "    while control[STOP_FLAG] == 0:\n        sample_batch",
+        "the worker loop polls the stop flag with a plain load (a data race; same x86 code)",
+        T_WORKER + "test_the_worker_loop_polls_the_stop_flag_with_an_atomic_load"),
+    one("worker-ignores-not-read", WORKER, "        if token == NOT_READ:\n            break\n", "",
+        "the worker computes and updates after read said the run stopped",
+        T_WORKER + "test_a_read_that_returns_not_read_ends_the_loop_without_an_update"),
+    one("worker-never-retires", WORKER, "    retire(state, tid)\n", "",
+        "a worker leaves without giving back what it holds (Leashed's spare)",
+        T_WORKER + "test_a_read_that_returns_not_read_ends_the_loop_without_an_update"),
+    one("start-wait-ignores-stop", WORKER,
+        "    while load(control, GO, \"acquire\") == 0 and load(control, STOP_FLAG, \"acquire\") == 0:",
+        "    while load(control, GO, \"acquire\") == 0:",
+        "a worker waiting at the start barrier never sees a run stopped before it opened",
+        T_WORKER + "test_ctrl_c_before_the_start_barrier_opens_leaves_no_worker_behind"),
+    one("log-commit-without-claim", WORKER,
+        "    while True:  # claim the slot: from an older, finished entry to \"entry is being written\"",
+        "    while False:",
+        "a log writer writes its slot without claiming it: lapped writers overwrite newer entries",
+        T_WORKER + "test_a_writer_lapped_by_a_whole_ring_keeps_the_newer_entry_and_the_monitor_"
+                   "goes_on"),
+    one("monitor-no-recheck", MONITOR,
+        "        if load(sequence, slot, \"monotonic\") != entry + 1:  # rewritten while read: torn",
+        "        if False:", "the monitor uses an entry rewritten while it read it (torn)",
+        T_WORKER + "test_an_entry_rewritten_while_the_monitor_reads_it_is_dropped"),
+    # -- the test gates ------------------------------------------------------------------
+    one("gate-never-parks", GATES,
+        "    while load(gates, row + PARKED_AT, \"acquire\") == point:",
+        "    while False:", "an armed gate lets its thread through: no replay replays",
+        T_ATOMICS + "test_a_parked_thread_leaves_its_gate_when_the_board_aborts"),
+    one("gate-deaf-to-abort", GATES,
+        "        if load(gates, ABORT, \"acquire\") != 0:\n            return",
+        "        if False:\n            return",
+        "a parked thread ignores the board's abort: a failed replay hangs",
+        T_ATOMICS + "test_a_parked_thread_leaves_its_gate_when_the_board_aborts"),
+    one("gate-costs-in-normal-runs", GATES, "        return lambda gates, point, tid: None",
+        "        return lambda gates, point, tid: os_yield()",
+        "a gate without a board still does something (a yield on every pass)",
+        T_ATOMICS + "test_test_gates_compile_away_in_normal_runs"),
 ]
-# Mutations applied together with others (the second half of one bug), not run alone.
-PARTS = [
-    Mutation("push-no-aba-tag", LEASHED,
-             "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)",
-             "desired = slot + 1", "push without the tag"),
-]
-COMBINED = {"original-pin-then-take": ["take-spare-after-pin"],
-            "free-list-no-aba-tag": ["push-no-aba-tag"]}
 
 
 def apply(root: Path, mutation: Mutation) -> None:
     path = root / mutation.path
     text = path.read_text()
-    if text.count(mutation.old) < 1:
-        raise SystemExit(f"mutation {mutation.name}: its source text is not in {mutation.path}; "
-                         "update the mutation list to the code")
-    text = text.replace(mutation.old, mutation.new, 1)
+    for old, new in mutation.edits:
+        if text.count(old) != 1:
+            raise SystemExit(f"mutation {mutation.name}: its source text is in {mutation.path} "
+                             f"{text.count(old)} times, not once; update the list to the code:\n"
+                             f"{old}")
+        text = text.replace(old, new)
     path.write_text(text)
-    if mutation.name == "take-spare-after-pin":  # and take it right after the pin instead
-        text = path.read_text().replace(
-            "        base_slot = base & SLOT_MASK\n",
-            "        base_slot = base & SLOT_MASK\n"
-            "        spare = take_spare(state, tid, control)\n"
-            "        if spare == NO_SLOT:\n            unpin(state, base_slot, 1)\n"
-            "            return STOP, 0, attempts\n", 1)
-        path.write_text(text)
 
 
 def make_copy(workdir: Path) -> Path:
     """The package laid out as it installs (asgdbench.algorithms, asgdbench.workloads), plus tests."""
     root = workdir / "tree"
-    shutil.copytree(REPO / "asgdbench", root / "asgdbench",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "algorithms", root / "asgdbench" / "algorithms",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "workloads", root / "asgdbench" / "workloads",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "tests", root / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "asgdbench", root / "asgdbench", ignore=skip)
+    shutil.copytree(REPO / "algorithms", root / "asgdbench" / "algorithms", ignore=skip)
+    shutil.copytree(REPO / "workloads", root / "asgdbench" / "workloads", ignore=skip)
+    shutil.copytree(REPO / "tests", root / "tests", ignore=skip)
     # pytest's settings; tests run the README's plugin and CONTRIBUTING's example rule
     for name in ("pyproject.toml", "README.md", "CONTRIBUTING.md"):
         shutil.copy(REPO / name, root / name)
     return root
 
 
-def run_tests(root: Path, workdir: Path, label: str) -> tuple[bool, str, float]:
-    """(passed, last line of pytest's output, seconds) for the concurrency tests on ``root``."""
-    cache = workdir / f"numba-cache-{label}"
-    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(cache))
+def run_tests(root: Path, caches: Path, tests: tuple[str, ...],
+              timeout_s: float) -> tuple[bool, str, float]:
+    """(passed, pytest's first failure or last line, seconds) for ``tests`` on ``root``, cold."""
+    shutil.rmtree(caches, ignore_errors=True)
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(caches / "numba"),
+               ASGDBENCH_CACHE_DIR=str(caches / "asgdbench"))
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+               "--timeout", str(int(timeout_s)), *tests]
     begin = time.monotonic()
     try:
-        out = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                              "-m", "not slow", "--timeout", str(TEST_TIMEOUT_S), *TESTS],
-                             cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        out = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
+                             timeout=timeout_s + 15, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return False, f"hung (killed after {TIMEOUT_S} s)", time.monotonic() - begin
+        return False, f"hung (killed after {timeout_s + 15:.0f} s)", time.monotonic() - begin
+    seconds = time.monotonic() - begin
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    if out.returncode == 5:
+        raise SystemExit(f"no test selected by {tests}: a killer's node id is stale")
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))
-              or "Timeout" in line or " failed" in line]
-    summary = (failed[0] if failed else lines[-1])[:160] if lines else "(no output)"
-    return out.returncode == 0, summary, time.monotonic() - begin
+              or "Timeout" in line or "Fatal Python error" in line]
+    summary = (failed[0] if failed else lines[-1] if lines else "(no output)")[:150]
+    if out.returncode < 0:
+        summary = f"crashed (signal {-out.returncode}) {summary}"[:150]
+    return out.returncode == 0, summary, seconds
+
+
+def rotated(mutations: list[Mutation], day: int) -> list[Mutation]:
+    """The list started ``CI_STEP`` further on each day, so that CI's subsets cover all of it."""
+    start = (day * CI_STEP) % len(mutations)
+    return mutations[start:] + mutations[:start]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--check-patches", action="store_true",
+                        help="only check that every mutation applies to the code")
     parser.add_argument("--only", action="append", default=[], help="run only this mutation")
+    parser.add_argument("--subset", choices=["all", "ci"], default="all",
+                        help="ci: today's rotation of the list, as much as fits "
+                             f"--budget-s (default {CI_BUDGET_S} s)")
+    parser.add_argument("--budget-s", type=float, default=CI_BUDGET_S)
+    parser.add_argument("--day", type=int, default=datetime.date.today().toordinal(),
+                        help="the rotation's day (default: today)")
     args = parser.parse_args()
+    # a SIGTERM ends the run like Ctrl-C: the running pytest is killed, the copies removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    by_name = {m.name: m for m in MUTATIONS}
+    unknown = [name for name in args.only if name not in by_name]
+    if unknown:
+        parser.error(f"unknown mutation {', '.join(unknown)} (see --list)")
     if args.list:
         for m in MUTATIONS:
-            print(f"{m.name:30} {m.why}")
+            tag = "  [equivalent]" if m.equivalent else ""
+            print(f"{m.name:36} {m.path.split('/')[-1]:10} {m.why}{tag}")
+            for killer in m.killers:
+                print(f"{'':36} {'':10}   {killer}")
         return 0
-    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
-    by_name = {m.name: m for m in MUTATIONS + PARTS}
+    chosen = [by_name[name] for name in args.only] if args.only else list(MUTATIONS)
+    if args.subset == "ci" and not args.only:
+        chosen = rotated(chosen, args.day)
+    begin = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="asgdbench-mutants-") as tmp:
         workdir = Path(tmp)
         pristine = make_copy(workdir)  # one snapshot: edits made meanwhile do not leak in
-        root = workdir / "mutant"
-        shutil.copytree(pristine, root)
-        passed, summary, seconds = run_tests(root, workdir, "baseline")
-        print(f"{'(unpatched)':30} {'passes' if passed else 'FAILS'}  {seconds:5.0f} s  {summary}",
-              flush=True)
-        if not passed:
-            print("the unpatched code fails the tests: fix that first")
-            return 1
-        survivors = []
+        for mutation in MUTATIONS:  # every patch applies: a stale list fails at once
+            scratch = workdir / "scratch"
+            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.copytree(pristine / "asgdbench", scratch / "asgdbench")
+            apply(scratch, mutation)
+        if args.check_patches:
+            print(f"all {len(MUTATIONS)} mutations apply")
+            return 0
+        baselines: dict[tuple[str, ...], float] = {}
+        results = []  # (mutation, killed, summary)
         for mutation in chosen:
-            shutil.rmtree(root)
+            spent = time.monotonic() - begin
+            known = baselines.get(mutation.killers)
+            estimate = (known or 30.0) * (1 if known else 2)
+            if args.subset == "ci" and results and spent + estimate > args.budget_s:
+                break
+            if known is None:  # the baseline: unpatched, cold, timed
+                passed, summary, seconds = run_tests(pristine, workdir / "caches", mutation.killers,
+                                                     BASELINE_TIMEOUT_S)
+                print(f"{'(unpatched)':36} {'passes' if passed else 'FAILS':8} {seconds:5.0f} s  "
+                      f"{' '.join(k.split('::')[-1] for k in mutation.killers)[:90]}", flush=True)
+                if not passed:
+                    print(f"the unpatched code fails {mutation.killers}: {summary}")
+                    return 1
+                baselines[mutation.killers] = seconds
+            root = workdir / "mutant"
+            shutil.rmtree(root, ignore_errors=True)
             shutil.copytree(pristine, root)
-            for extra in COMBINED.get(mutation.name, []):
-                apply(root, by_name[extra])
             apply(root, mutation)
-            passed, summary, seconds = run_tests(root, workdir, mutation.name)
+            timeout = TIMEOUT_FACTOR * baselines[mutation.killers] + TIMEOUT_MARGIN_S
+            passed, summary, seconds = run_tests(root, workdir / "caches", mutation.killers, timeout)
             verdict = "SURVIVED" if passed else "killed"
-            print(f"{mutation.name:30} {verdict:8} {seconds:5.0f} s  {summary}", flush=True)
-            if passed:
-                survivors.append(mutation.name)
-        killed = len(chosen) - len(survivors)
-        print(f"\n{killed}/{len(chosen)} mutations killed"
-              + (f"; survivors: {', '.join(survivors)}" if survivors else ""))
-        return 1 if survivors else 0
+            if mutation.equivalent:
+                verdict = "survived (equivalent)" if passed else "KILLED (equivalent?)"
+            print(f"{mutation.name:36} {verdict:8} {seconds:5.0f} s  {summary}", flush=True)
+            results.append((mutation, not passed, summary))
+        real = [(m, killed) for m, killed, _ in results if not m.equivalent]
+        killed = sum(k for _, k in real)
+        survivors = [m for m, k in real if not k]
+        equivalents = [(m, k) for m, k, _ in results if m.equivalent]
+        print(f"\n{killed}/{len(real)} non-equivalent mutations killed"
+              f" ({len(results)} of {len(MUTATIONS)} run, {time.monotonic() - begin:.0f} s)")
+        for m in survivors:
+            print(f"  SURVIVED {m.name}: {m.why}: a missing test")
+        for m, k in equivalents:
+            state = "killed: not equivalent after all?" if k else "survived, equivalent"
+            print(f"  {m.name} {state}: {m.equivalent}")
+        return 1 if survivors or any(k for _, k in equivalents) else 0
 
 
 if __name__ == "__main__":
