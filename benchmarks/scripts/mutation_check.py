@@ -71,6 +71,7 @@ BARRIER = "asgdbench/engine/barrier.py"
 WORKER = "asgdbench/engine/worker.py"
 MONITOR = "asgdbench/engine/monitor.py"
 GATES = "asgdbench/engine/gates.py"
+STEPS = "asgdbench/engine/steps.py"
 
 T_LEASHED = "tests/test_leashed.py::"
 T_RULES = "tests/test_step_rules.py::"
@@ -78,6 +79,8 @@ T_STRATEGIES = "tests/test_strategies.py::"
 T_ATOMICS = "tests/test_atomics.py::"
 T_BARRIER = "tests/test_barrier.py::"
 T_WORKER = "tests/test_worker.py::"
+T_COPIES = "tests/test_step_copies.py::"
+COPIES_STRESS = T_COPIES + "test_the_lock_variant_reads_whole_versions_and_loses_no_update[3]"
 ORDERINGS = T_LEASHED + "test_leashed_uses_the_memory_orderings_its_argument_needs"
 
 PIN_CHECK = "if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:"
@@ -298,11 +301,51 @@ MUTATIONS = [
              "the lock-based read copies the vector without the lock: torn reads",
              (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
     Mutation("lock-version-after-unlock", LOCK,
-             (("    version = updates[0]\n", ""),
+             (("    copy_into(local_copies[tid], params)\n    version = updates[0]\n",
+               "    copy_into(local_copies[tid], params)\n"),
               (UNLOCK_IN_READ, UNLOCK_IN_READ.replace("    return", "    version = updates[0]\n"
                                                                     "    return"))),
              "the read's version is read after the unlock: its token may name a later version",
              (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
+    # -- the authors' variants: a copy per step (lock-per-step-copy, hogwild-per-step-copy) --
+    Mutation("lock-per-step-read-unlocked", LOCK,
+             (("    local = take_step_copy(params, copies)\n    if mutex_lock(mutex) != 0:\n"
+               "        drop_step_copy(copies)  # no update follows a read that failed\n"
+               "        store(control, ERROR, 1, \"seq_cst\")\n        return local, NOT_READ\n",
+               "    local = take_step_copy(params, copies)\n"),
+              ("    version = updates[0]\n    if mutex_unlock(mutex) != 0:\n"
+               "        store(control, ERROR, 1, \"seq_cst\")\n    return local, version\n",
+               "    version = updates[0]\n    return local, version\n")),
+             "the per-step-copy lock reads without the lock: torn reads", (COPIES_STRESS,)),
+    Mutation("lock-per-step-copy-before-lock", LOCK,
+             (("    local = take_step_copy(params, copies)\n",
+               "    local = take_step_copy(params, copies)\n    copy_into(local, params)\n"),
+              ("    copy_into(local, params)\n    version = updates[0]\n",
+               "    version = updates[0]\n")),
+             "the per-step-copy lock copies before it takes the lock", (COPIES_STRESS,)),
+    one("lock-per-step-copy-never-dropped", LOCK,
+        "    drop_step_copy(copies)  # the gradient is computed: the copy is freed before the lock\n",
+        "", "the per-step copy is never counted as freed: memory accounting overstates",
+        T_COPIES + "test_every_step_allocates_its_copy_and_frees_it[lock-per-step-copy]"),
+    one("hogwild-per-step-copy-never-dropped", HOGWILD,
+        "    drop_step_copy(copies)  # the gradient is computed: the copy is freed\n", "",
+        "HOGWILD!'s per-step copy is never counted as freed",
+        T_COPIES + "test_every_step_allocates_its_copy_and_frees_it[hogwild-per-step-copy]"),
+    one("hogwild-per-step-copy-unfilled", HOGWILD,
+        "    copy_into(local, params)  # racy: others write params meanwhile, so the copy may be "
+        "torn\n", "", "HOGWILD!'s per-step copy is never filled: gradients of garbage",
+        T_COPIES + "test_a_read_returns_a_fresh_copy_of_the_shared_vector[hogwild-per-step-copy]"),
+    one("step-copy-peak-never-raised", STEPS, "    while seen < live:\n", "    while seen > live:\n",
+        "the peak of live per-step copies is never raised: memory understated",
+        T_COPIES + "test_every_step_allocates_its_copy_and_frees_it[lock-per-step-copy]"),
+    one("step-copy-is-the-shared-vector", STEPS, "    local = np.empty_like(params)\n",
+        "    local = params\n", "a per-step copy aliases the shared vector: reads are not copies",
+        COPIES_STRESS),
+    one("step-copy-not-counted-live", STEPS,
+        "    live = fetch_add(counter, STEP_COPIES_LIVE, 1) + 1\n",
+        "    live = load(counter, STEP_COPIES_LIVE, \"monotonic\") + 1\n",
+        "a per-step copy is taken without counting it live (a racy read instead of an add)",
+        T_COPIES + "test_every_step_allocates_its_copy_and_frees_it[lock-per-step-copy]"),
     # -- SYNC ----------------------------------------------------------------------------
     one("sync-no-second-barrier", SYNC,
         "    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, gates, tid)\n", "",
