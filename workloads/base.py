@@ -98,7 +98,8 @@ def _defined_in(spec: WorkloadSpec) -> str:
 
 WORKLOADS: Registry[WorkloadSpec] = Registry(
     "workload", ENTRY_POINT_GROUP, _check, defined_in=_defined_in,
-    builtins=lambda: importlib.import_module("asgdbench.workloads"),
+    builtins=lambda: [importlib.import_module(f"asgdbench.workloads.{name}")
+                      for name in ("catalog", "probe")],
     builtin_prefix="asgdbench.workloads.",
 )
 

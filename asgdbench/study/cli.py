@@ -19,8 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from asgdbench.engine.run_result import RunResult
-from asgdbench.engine.runner import WORKLOAD_DEFAULT
+from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunResult
 from asgdbench.errors import UserError
 from asgdbench.plugins.files import load_plugin_file
 from asgdbench.plugins.params import Param
@@ -30,7 +29,6 @@ from asgdbench.plugins.step_rules import (
     combined_label,
     parse_step_spec,
 )
-from asgdbench.plugins.strategies import available_strategies
 from asgdbench.study import claims as claims_module
 from asgdbench.study import cluster, grid, plots, report, reproduce
 from asgdbench.study.result_folder import RUNS_FILE, SUMMARY_CSV, SUMMARY_MD, ResultStore
@@ -74,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- commands -------------------------------------------------------------------
 
 def _list(args: argparse.Namespace) -> int:
+    from asgdbench.plugins.strategies import available_strategies
+
     strategies = available_strategies()
     workloads = available_workloads()
     width = max(map(len, [*strategies, *workloads])) + 2
