@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ENV_VAR = "ASGDBENCH_CACHE_DIR"
+from asgdbench.caching import ENV_VAR, cache_folder, write_atomically
+
 FORMAT = 1
 """Version of the generated source's shape: bump it when this module changes what it writes."""
 MODULE_PREFIX = "asgdbench_loop_"
@@ -57,16 +58,6 @@ KEY_CHARS = 32  # 128 bits of the SHA-256 in names
 
 _loaded: dict[str, Any] = {}  # key -> compiled dispatcher, in this process
 _warned: set[str] = set()
-
-
-def cache_folder() -> Path:
-    """Where compiled loops live: ``$ASGDBENCH_CACHE_DIR``, else the user cache folder."""
-    explicit = os.environ.get(ENV_VAR)
-    if explicit:
-        return Path(explicit).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("asgdbench")) / "compiled"
 
 
 # -- kernels as constants -------------------------------------------------------------
@@ -211,16 +202,6 @@ def generate_source(template: Any, kernels: Mapping[str, Any], key: str | None) 
     return "\n".join(header) + "\n\n" + ast.unparse(tree) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that no reader ever sees part of it."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:16]}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
@@ -233,7 +214,7 @@ def _writable_file(folder: Path, name: str, text: str) -> Path | None:
     try:
         if not path.is_file() or path.read_text() != text:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, text)
+            write_atomically(path, text.encode())
         (folder / "__pycache__").mkdir(exist_ok=True)
         if not os.access(folder / "__pycache__", os.W_OK):
             raise PermissionError(f"{folder / '__pycache__'} is not writable")
@@ -288,13 +269,15 @@ def _typeof(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """What the cache folder holds."""
+    """What the cache folder holds (the compiled loops, and prepared data sets)."""
 
     folder: Path
     entries: int
     """Generated loop modules (each compiled for one combination of kernels and types)."""
     compiled: int
     """Of those, how many have compiled code stored (numba's index and data files)."""
+    datasets: int
+    """Prepared data sets (see :func:`asgdbench.workloads.datasets.load_digits`)."""
     size_bytes: int
 
 
@@ -303,6 +286,8 @@ def _owned_files(folder: Path) -> list[Path]:
     owned = list(folder.glob(f"{MODULE_PREFIX}*.py"))
     owned += folder.glob(f".{MODULE_PREFIX}*.tmp")
     owned += (folder / "__pycache__").glob(f"{MODULE_PREFIX}*")
+    owned += (folder / "datasets").glob("*.npz")
+    owned += (folder / "datasets").glob(".*.tmp")
     return owned
 
 
@@ -318,7 +303,8 @@ def describe_cache(folder: Path | None = None) -> CacheInfo:
             size += path.stat().st_size
         except OSError:  # removed meanwhile by another process
             pass
-    return CacheInfo(folder, len(modules), sum(path.stem in indexed for path in modules), size)
+    return CacheInfo(folder, len(modules), sum(path.stem in indexed for path in modules),
+                     sum(path.suffix == ".npz" for path in files), size)
 
 
 def clear_cache(folder: Path | None = None) -> int:

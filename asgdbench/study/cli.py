@@ -258,7 +258,8 @@ def _cache(args: argparse.Namespace) -> int:
         return _warm(args)
     info = loop_cache.describe_cache()
     print(f"folder    {info.folder} (${loop_cache.ENV_VAR} overrides it)")
-    print(f"entries   {info.entries} compiled worker loop(s), {info.compiled} with machine code")
+    print(f"entries   {info.entries} compiled worker loop(s), {info.compiled} with machine code; "
+          f"{info.datasets} prepared data set(s)")
     print(f"size      {info.size_bytes / 2**20:.1f} MiB")
     if os.environ.get("NUMBA_CACHE_DIR"):
         print(f"note      NUMBA_CACHE_DIR is set: numba keeps the machine code in "
