@@ -12,9 +12,10 @@ combination this module writes a module of its own (the pattern of pytensor's nu
   that goes into the compiled code (:func:`cache_key`): the format of this generator, the
   source of the whole installed project (engine, strategies, step rules, workloads), the
   source of every kernel's defining file (a ``--plugin`` file, or an outside package), the
-  Python, numba, llvmlite and NumPy versions, numba's optimisation level, and the numba type
-  of every argument (which holds the dtype). numba adds the CPU name and features to its own
-  index key. Editing any of these gives a new key, hence a new module: nothing is ever stale;
+  Python, numba, llvmlite and NumPy versions, numba's optimisation level, the CPU (numba's
+  own machine key: target, CPU name and features) and the numba type of every argument
+  (which holds the dtype). Editing any of these gives a new key, hence a new module: nothing
+  is ever stale;
 - it is written to a real file in :func:`cache_folder` (a temporary file, then ``os.replace``,
   so a reader sees the whole file or none) and compiled with numba's ``cache=True``, which
   keeps its machine code in ``__pycache__`` next to it. numba writes its index and data files
@@ -166,8 +167,12 @@ def cache_key(template: Any, kernels: Mapping[str, Any], args: tuple) -> str | N
     import numba
     import numpy
     from numba import typeof
+    from numba.core.registry import cpu_target
 
-    parts = [f"format {FORMAT}", f"template {template.py_func.__module__}."
+    # numba's own index key for the machine (target triple, CPU name, features): in ours too,
+    # so that nodes of different CPUs sharing a folder never share a file
+    machine = cpu_target.target_context.codegen().magic_tuple()
+    parts = [f"format {FORMAT}", f"machine {machine}", f"template {template.py_func.__module__}."
              f"{template.py_func.__qualname__}", f"project {project_digest()}",
              f"python {sys.version}", f"platform {platform.machine()}",
              f"numba {numba.__version__} opt {numba.config.OPT}",
