@@ -251,3 +251,29 @@ def test_the_loop_compiled_in_memory_shows_its_ir_and_loads_the_stop_flag_atomic
     ir = loop.inspect_llvm(loop.signatures[0])
     assert "worker_loop" in ir
     assert "load atomic" in ir and "monotonic" in ir
+
+
+def _apply_kernel(kernel, state):
+    kernel(state, 0)
+
+
+def test_a_loop_of_closure_kernels_compiles_in_memory_once_per_process():
+    """The key cannot name a closure, so it is not cached on disk; but a second run in the same
+    process must not compile it again (a notebook's strategies are such kernels)."""
+    import numpy as np
+    from numba import njit
+
+    def make(k):
+        @njit
+        def add(state, tid):
+            state[0] += k
+        return add
+
+    template, add_one = njit(_apply_kernel), make(1.0)
+    first = loop_cache.specialize(template, {"kernel": add_one}, (np.zeros(1),))
+    assert loop_cache.specialize(template, {"kernel": add_one}, (np.zeros(1),)) is first
+    other = loop_cache.specialize(template, {"kernel": make(2.0)}, (np.zeros(1),))
+    state = np.zeros(1)
+    first(state)
+    other(state)
+    assert state[0] == 3.0

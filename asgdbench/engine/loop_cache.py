@@ -57,7 +57,7 @@ FORMAT = 1
 MODULE_PREFIX = "asgdbench_loop_"
 KEY_CHARS = 32  # 128 bits of the SHA-256 in names
 
-_loaded: dict[str, Any] = {}  # key -> compiled dispatcher, in this process
+_loaded: dict[Any, Any] = {}  # key (or the kernels themselves) -> compiled loop, this process
 _warned: set[str] = set()
 
 
@@ -243,9 +243,13 @@ def specialize(template: Any, kernels: Mapping[str, Any], args: tuple, *,
     from numba import njit
 
     _register_static_kernel_type()
+    signature = tuple(_typeof(arg) for arg in args)
     key = cache_key(template, kernels, args) if cache else None
-    if key is not None and key in _loaded:
-        return _loaded[key]
+    # kernels the key cannot name (closures, no source file) are reused in this process only
+    memo: Any = key if key is not None or not cache else (
+        template, tuple(sorted(kernels.items())), signature)
+    if memo is not None and memo in _loaded:
+        return _loaded[memo]
     name = f"{MODULE_PREFIX}{template.py_func.__name__}_{key or uuid.uuid4().hex[:KEY_CHARS]}"
     source = generate_source(template, kernels, key)
     path = None if key is None else _writable_file(cache_folder(), f"{name}.py", source)
@@ -258,9 +262,9 @@ def specialize(template: Any, kernels: Mapping[str, Any], args: tuple, *,
     exec(compile(source, module.__file__, "exec"), namespace)
     sys.modules[name] = module  # numba finds a cached entry's environment by module name
     loop = njit(nogil=True, cache=path is not None)(namespace[template.py_func.__name__])
-    loop.compile(tuple(_typeof(arg) for arg in args))
-    if key is not None:
-        _loaded[key] = loop
+    loop.compile(signature)
+    if memo is not None:
+        _loaded[memo] = loop
     return loop
 
 
