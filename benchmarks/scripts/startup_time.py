@@ -4,6 +4,7 @@
     python benchmarks/scripts/startup_time.py --cold          # + cold first runs
     python benchmarks/scripts/startup_time.py --cold --fresh-venv   # cold in a new virtualenv
     python benchmarks/scripts/startup_time.py --suite         # + the default test suite, warm and cold
+    python benchmarks/scripts/startup_time.py --before REV    # + the same warm figures of REV
 
 Every figure is the wall time of a whole process (``subprocess.run``), measured several
 times; the script prints the median, min and max, and the target where there is one:
@@ -19,6 +20,9 @@ times; the script prints the median, min and max, and the target where there is 
 - ``--suite``: ``pytest -q`` (the default suite, ``-m 'not slow'``) with the caches as they
   are (warm: <= 4 min on 2 cores), then with empty ones (cold: <= 7 min).
 
+With ``--before REV`` (a git revision or a folder, laid out as ``ab_compare.py`` does) the
+warm figures are also taken for that version of the code, interleaved with this one's, and
+printed with their ratio: on a loaded machine only such same-run ratios mean anything.
 Timings on a loaded machine are not comparable with the targets; run it on a quiet one.
 """
 
@@ -40,11 +44,16 @@ CNN_RUN = ["run", "--workload", "cnn-mnist", "--strategy", "lock", "--threads", 
            "--max-updates", "200", "--target-loss", "none"]
 
 
-def wall(command: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> float:
-    """Seconds one process takes from start to exit; fails loudly if it fails."""
+def wall(command: list[str], env: dict[str, str] | None = None, timeout: float = 1800,
+         cwd: Path | None = None) -> float:
+    """Seconds one process takes from start to exit; fails loudly if it fails.
+
+    It runs outside the repository (unless ``cwd``), so that ``python -m`` imports the
+    installed code, or the ``--before`` tree on ``PYTHONPATH``, not the folder it sits in.
+    """
     begin = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
-                          cwd=REPO)
+                          cwd=cwd or tempfile.gettempdir())
     seconds = time.perf_counter() - begin
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
@@ -58,16 +67,27 @@ def show(name: str, times: list[float], target: float | None = None) -> None:
           f"max {max(times):7.2f}  (n={len(times)}){verdict}", flush=True)
 
 
-def warm(python: str, repeats: int, env: dict[str, str]) -> None:
+def warm(python: str, repeats: int, env: dict[str, str], before: dict[str, str] | None) -> None:
+    """The warm figures; with ``before`` (its environment), that code's too, interleaved."""
     cli = [python, "-m", "asgdbench"]
-    show("python -c pass", [wall([python, "-c", "pass"], env) for _ in range(repeats)])
-    show("import asgdbench.study.cli",
-         [wall([python, "-c", "import asgdbench.study.cli"], env) for _ in range(repeats)])
-    show("asgdbench --version", [wall([*cli, "--version"], env) for _ in range(repeats)])
-    show("asgdbench list", [wall([*cli, "list"], env) for _ in range(repeats)])
-    wall([*cli, *RUN], env)  # primes the caches, if this is the first run here
-    show("warm: asgdbench run mlp-digits lock x2",
-         [wall([*cli, *RUN], env) for _ in range(repeats)], 1.5)
+    figures = (("python -c pass", [python, "-c", "pass"], None),
+               ("import asgdbench.study.cli", [python, "-c", "import asgdbench.study.cli"], 0.3),
+               ("asgdbench --version", [*cli, "--version"], None),
+               ("asgdbench list", [*cli, "list"], None),
+               ("warm: asgdbench run mlp-digits lock x2", [*cli, *RUN], 1.5))
+    sides = {"": env} if before is None else {"before: ": before, "": env}
+    for side_env in sides.values():
+        wall([*cli, *RUN], side_env)  # primes the caches, if this is the first run here
+    for name, command, target in figures:
+        times: dict[str, list[float]] = {side: [] for side in sides}
+        for _ in range(repeats):
+            for side, side_env in sides.items():
+                times[side].append(wall(command, side_env))
+        for side in sides:
+            show(f"{side}{name}", times[side], target if not side else None)
+        if before is not None:
+            print(f"{'':44} after/before: "
+                  f"{statistics.median(times['']) / statistics.median(times['before: ']):.2f}")
 
 
 def cold(python: str, repeats: int, env: dict[str, str]) -> None:
@@ -98,10 +118,10 @@ def fresh_venv(workdir: Path) -> str:
 
 def suite(python: str, env: dict[str, str]) -> None:
     command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    show("test suite, caches as they are (warm)", [wall(command, env, timeout=3600)], 240)
+    show("test suite, caches as they are (warm)", [wall(command, env, 3600, REPO)], 240)
     with tempfile.TemporaryDirectory(prefix="asgdbench-cold-") as empty:
         cold_env = dict(env, ASGDBENCH_CACHE_DIR=f"{empty}/loops", NUMBA_CACHE_DIR=f"{empty}/numba")
-        show("test suite, empty caches (cold)", [wall(command, cold_env, timeout=3600)], 420)
+        show("test suite, empty caches (cold)", [wall(command, cold_env, 3600, REPO)], 420)
 
 
 def main() -> int:
@@ -112,10 +132,20 @@ def main() -> int:
     parser.add_argument("--fresh-venv", action="store_true",
                         help="cold runs in a new virtualenv (pip installs the tree first)")
     parser.add_argument("--suite", action="store_true", help="also time the default test suite")
+    parser.add_argument("--before", metavar="REV",
+                        help="also time the warm figures of this git revision or folder")
     args = parser.parse_args()
     env = dict(os.environ)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start")
-    warm(sys.executable, args.repeats, env)
+    with tempfile.TemporaryDirectory(prefix="asgdbench-before-") as workdir:
+        before = None
+        if args.before:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from ab_compare import importable, tree_from
+
+            root = importable(tree_from(args.before, Path(workdir)), Path(workdir), "before")
+            before = dict(env, PYTHONPATH=str(root))
+        warm(sys.executable, args.repeats, env, before)
     if args.cold:
         if args.fresh_venv:
             with tempfile.TemporaryDirectory(prefix="asgdbench-venv-") as workdir:
