@@ -271,7 +271,7 @@ def _warm(args: argparse.Namespace) -> int:
     """Compile (or find) the worker loop of every combination asked for, as a run would."""
     import time
 
-    from asgdbench.engine.runner import single_threaded_blas, worker_loop_for
+    from asgdbench.engine.runner import worker_loop_for
     from asgdbench.plugins.strategies import parse_spec
 
     strategies = [parse_spec(text) for text in args.algorithms]  # bad names fail before any work
@@ -284,8 +284,7 @@ def _warm(args: argparse.Namespace) -> int:
             for spec in strategies:
                 for step in steps:
                     begin = time.perf_counter()
-                    with single_threaded_blas():
-                        worker_loop_for(workload, spec, step=step, dtype=dtype)
+                    worker_loop_for(workload, spec, step=step, dtype=dtype)
                     print(f"{name} {dtype} {combined_label(spec.label, step.label)}: "
                           f"{time.perf_counter() - begin:.1f} s", flush=True)
     return 0
