@@ -94,7 +94,8 @@ def importable(tree: Path, workdir: Path, label: str) -> Path:
 
 
 def measure(root: Path, cache: Path) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(cache))
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(cache),
+               ASGDBENCH_CACHE_DIR=str(cache / "asgdbench"))
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                          check=True, cwd=root)
     return json.loads(out.stdout.strip().splitlines()[-1])
