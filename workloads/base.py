@@ -125,7 +125,12 @@ def workloads_by_group() -> dict[str, list[WorkloadSpec]]:
 
 
 def register_workload(spec: WorkloadSpec) -> WorkloadSpec:
-    """Add ``spec`` to the registry after checking it; a name is taken once (see :mod:`asgdbench.plugins.registry`)."""
+    """Add ``spec`` to the registry after checking it; a name is taken once (see :mod:`asgdbench.plugins.registry`).
+
+    The built-ins are discovered first (they register on first use, not at import), so
+    that a workload named like one of them is refused at once, not the built-in later.
+    """
+    WORKLOADS.discover()
     return WORKLOADS.register(spec)
 
 
