@@ -11,8 +11,8 @@ combination this module writes a module of its own (the pattern of pytensor's nu
 - its name is ``asgdbench_loop_<template>_<key>``, where the key is a SHA-256 over everything
   that goes into the compiled code (:func:`cache_key`): the format of this generator, the
   source of the whole installed project (engine, strategies, step rules, workloads), the
-  source of every kernel's defining file (a ``--plugin`` file, or an outside package), the
-  Python, numba, llvmlite and NumPy versions, numba's optimisation level, the CPU (numba's
+  source of the template's and every kernel's defining file (a ``--plugin`` file, a
+  benchmark, an outside package), the Python, numba, llvmlite and NumPy versions, numba's optimisation level, the CPU (numba's
   own machine key: target, CPU name and features) and the numba type of every argument
   (which holds the dtype). Editing any of these gives a new key, hence a new module: nothing
   is ever stale;
@@ -172,8 +172,11 @@ def cache_key(template: Any, kernels: Mapping[str, Any], args: tuple) -> str | N
     # numba's own index key for the machine (target triple, CPU name, features): in ours too,
     # so that nodes of different CPUs sharing a folder never share a file
     machine = cpu_target.target_context.codegen().magic_tuple()
-    parts = [f"format {FORMAT}", f"machine {machine}", f"template {template.py_func.__module__}."
-             f"{template.py_func.__qualname__}", f"project {project_digest()}",
+    template_identity = kernel_identity(template)  # its source too: it may live outside
+    if template_identity is None:
+        return None
+    parts = [f"format {FORMAT}", f"machine {machine}", f"template {template_identity}",
+             f"project {project_digest()}",
              f"python {sys.version}", f"platform {platform.machine()}",
              f"numba {numba.__version__} opt {numba.config.OPT}",
              f"llvmlite {llvmlite.__version__}", f"numpy {numpy.__version__}"]
