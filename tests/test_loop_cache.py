@@ -277,3 +277,27 @@ def test_a_loop_of_closure_kernels_compiles_in_memory_once_per_process():
     first(state)
     other(state)
     assert state[0] == 3.0
+
+
+def test_cache_warm_fills_what_a_run_then_loads_and_info_and_clear_report_it(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, **{loop_cache.ENV_VAR: str(cache)})
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "asgdbench", *args], capture_output=True,
+                              text=True, timeout=300, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert "0 compiled worker loop(s)" in cli("cache", "info").stdout
+    cli("cache", "warm", "--strategies", "hogwild", "--workloads", "probe", "--dtypes", "float64")
+    assert str(cache) in cli("cache", "info").stdout
+    assert (loop_cache.describe_cache(cache).entries, loop_cache.describe_cache(cache).compiled) \
+        == (1, 1)
+    ran = _python("from asgdbench.engine.runner import worker_loop_for\n"
+                  "loop = worker_loop_for('probe', 'hogwild', threads=3, dtype='float64')\n"
+                  "print('{\"hits\": %d}' % sum(loop.stats.cache_hits.values()))", cache=cache)
+    assert _report(ran)["hits"] == 1, "a run did not find what warm compiled"
+    assert loop_cache.describe_cache(cache).entries == 1
+    assert "removed" in cli("cache", "clear").stdout
+    assert loop_cache.describe_cache(cache).entries == 0
