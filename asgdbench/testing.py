@@ -34,6 +34,7 @@ import numpy as np
 from numba import njit
 
 from asgdbench.engine.atomics import cpu_pause, load
+from asgdbench.engine.loop_cache import specialize
 from asgdbench.engine.protocol import (
     APPLIED,
     CONTROL_CELLS,
@@ -65,7 +66,7 @@ def _disagrees(params, value):
     return False
 
 
-@njit(nogil=True)
+@njit(nogil=True)  # the template: consistency_stress runs it specialised, cached on disk
 def _probe_worker(read, update, retire, rule, rule_state, state, tid, control, grad, lr,
                   hold_spins, check_version, closed_form, seen, tallies, step_sums):
     """A worker loop whose gradient is a check of the vector it was given.
@@ -176,21 +177,25 @@ def consistency_stress(spec: str | StrategySpec, threads: int, updates: int, *,
     step_sums = np.zeros((threads, TALLY_COLUMNS), np.float64)
     closed_form = step_spec.name == DEFAULT_STEP
     seen = np.full(0 if closed_form else updates + 1, np.nan)
-    kernels = (strategy.read, strategy.update, strategy.retire, step_spec.rule.step)
+    kernels = {"read": strategy.read, "update": strategy.update, "retire": strategy.retire,
+               "rule": step_spec.rule.step}
     check_version = strategy.consistent
 
+    def arguments(rule_state: tuple, tid: int, control: np.ndarray) -> tuple:
+        return (rule_state, state, tid, control, grad, STEP, hold_spins, check_version,
+                closed_form, seen, tallies, step_sums)
+
     compile_control = np.zeros(CONTROL_CELLS, np.int64)
-    compile_control[STOP_FLAG] = 1  # compiles the loop without running it
-    _probe_worker(*kernels, step_spec.make_state(threads), state, 0, compile_control, grad, STEP,
-                  hold_spins, check_version, closed_form, seen, tallies, step_sums)
+    compile_control[STOP_FLAG] = 1  # runs the compiled loop without doing anything
+    compile_arguments = arguments(step_spec.make_state(threads), 0, compile_control)
+    probe_worker = specialize(_probe_worker, kernels, compile_arguments)  # compiled or cached
+    probe_worker(*compile_arguments)
 
     rule_state = step_spec.make_state(threads)
     control = np.zeros(CONTROL_CELLS, np.int64)
     control[MAX_UPDATES] = updates
-    workers = [threading.Thread(target=_probe_worker, daemon=True, name=f"stress-{tid}",
-                                args=(*kernels, rule_state, state, tid, control, grad, STEP,
-                                      hold_spins, check_version, closed_form, seen, tallies,
-                                      step_sums))
+    workers = [threading.Thread(target=probe_worker, daemon=True, name=f"stress-{tid}",
+                                args=arguments(rule_state, tid, control))
                for tid in range(threads)]
     for worker in workers:
         worker.start()

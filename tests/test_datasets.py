@@ -705,3 +705,26 @@ def test_download_command(
         errors = [line for line in err.splitlines() if line.startswith("asgdbench: error:")]
         assert len(errors) == 1 and "could not download CIFAR-10" in errors[0]
         assert final_and_partial_files(tmp_path / "data" / "cifar10") == set()
+
+
+def test_the_kept_digits_split_is_the_split_scikit_learn_makes(tmp_path, monkeypatch):
+    """The first call prepares and keeps the split; the next loads exactly those arrays, and
+    a torn file is prepared again rather than read."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    monkeypatch.setenv("ASGDBENCH_CACHE_DIR", str(tmp_path))
+    bunch = load_digits()
+    X_train, X_test, y_train, y_test = train_test_split(
+        bunch.data / 16.0, bunch.target, test_size=0.25, random_state=3, stratify=bunch.target)
+    for attempt in ("prepared", "kept", "torn"):
+        if attempt == "torn":
+            [kept] = (tmp_path / "datasets").glob("digits-*.npz")
+            kept.write_bytes(kept.read_bytes()[:1000])
+        data = datasets.load_digits(test_fraction=0.25, seed=3)
+        for got, want in ((data.X_train, X_train), (data.X_test, X_test),
+                          (data.y_train, y_train), (data.y_test, y_test)):
+            np.testing.assert_array_equal(got, want, err_msg=attempt)
+        assert data.n_classes == 10 and data.image_shape is None
+    assert len(list((tmp_path / "datasets").glob("digits-*.npz"))) == 1
+    assert datasets.load_digits(test_fraction=0.2, seed=3).X_test.shape[0] != X_test.shape[0]

@@ -241,6 +241,24 @@ def test_a_plugin_file_registers_a_workload_that_runs(tmp_path):
         WORKLOADS.forget("my-probe")
 
 
+def test_a_workload_registered_before_any_lookup_still_clashes_with_the_built_in():
+    """Built-in workloads register on first use, not at import: registering one's name
+    first must be refused, not break the built-in later."""
+    import subprocess
+    import sys
+
+    code = ("from asgdbench.api import register_workload\n"
+            "from asgdbench.workloads import Defaults, WorkloadSpec\n"
+            "def build(**options):\n"
+            "    raise NotImplementedError\n"
+            "register_workload(WorkloadSpec(name='probe', summary='again', build=build, "
+            "defaults=Defaults(lr=0.5, batch_size=1, target_loss=None, max_time=5.0)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "clashes with the one from built-in asgdbench.workloads.probe" in done.stderr
+
+
 @pytest.mark.parametrize("name, lr, fragment", [
     ("probe", 0.0078125, "clashes with the one from built-in asgdbench.workloads.probe"),
     ("bad-lr", -1.0, "default lr must be > 0"),

@@ -1,10 +1,10 @@
 """Workloads: models, data sets and their named, tuned combinations.
 
-Importing the package registers every named workload (see :mod:`.catalog` and
-:mod:`.probe`); look them up with :func:`get_workload` or :func:`load_workload`.
+The named workloads (:mod:`.catalog` and :mod:`.probe`) register when the registry is
+first asked (:func:`available_workloads`, :func:`get_workload`, :func:`load_workload`), not
+at import, so that importing the package does not load numba.
 """
 
-from asgdbench.workloads import catalog, probe  # noqa: E402,F401  (registration)
 from asgdbench.workloads.base import (
     WORKLOAD_GROUPS,
     WORKLOADS,

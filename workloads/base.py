@@ -98,7 +98,8 @@ def _defined_in(spec: WorkloadSpec) -> str:
 
 WORKLOADS: Registry[WorkloadSpec] = Registry(
     "workload", ENTRY_POINT_GROUP, _check, defined_in=_defined_in,
-    builtins=lambda: importlib.import_module("asgdbench.workloads"),
+    builtins=lambda: [importlib.import_module(f"asgdbench.workloads.{name}")
+                      for name in ("catalog", "probe")],
     builtin_prefix="asgdbench.workloads.",
 )
 
@@ -124,7 +125,12 @@ def workloads_by_group() -> dict[str, list[WorkloadSpec]]:
 
 
 def register_workload(spec: WorkloadSpec) -> WorkloadSpec:
-    """Add ``spec`` to the registry after checking it; a name is taken once (see :mod:`asgdbench.plugins.registry`)."""
+    """Add ``spec`` to the registry after checking it; a name is taken once (see :mod:`asgdbench.plugins.registry`).
+
+    The built-ins are discovered first (they register on first use, not at import), so
+    that a workload named like one of them is refused at once, not the built-in later.
+    """
+    WORKLOADS.discover()
     return WORKLOADS.register(spec)
 
 

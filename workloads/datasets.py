@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import pathlib
+import zipfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -136,12 +137,52 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> pathlib.Path:
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """scikit-learn's bundled 8x8 digits: a small real data set that needs no download."""
-    from sklearn.datasets import load_digits as sklearn_digits  # slow import: only when used
+    """scikit-learn's bundled 8x8 digits: a small real data set that needs no download.
 
-    bunch = sklearn_digits()
-    X = bunch.data / 16.0  # pixel intensities are 0..16
-    return _split("digits", X, bunch.target, 10, test_fraction, seed, stratify=True)
+    The split is made once per machine and kept in the cache folder (see :func:`_kept`):
+    importing scikit-learn alone takes about a second, longer than a short run.
+    """
+    def split() -> Dataset:
+        from sklearn.datasets import load_digits as sklearn_digits  # slow import: only here
+
+        bunch = sklearn_digits()
+        X = bunch.data / 16.0  # pixel intensities are 0..16
+        return _split("digits", X, bunch.target, 10, test_fraction, seed, stratify=True)
+
+    return _kept("digits", split, test_fraction=test_fraction, seed=seed)
+
+
+def _kept(name: str, prepare: Callable[[], Dataset], **parameters: object) -> Dataset:
+    """``prepare()``, kept as ``.npz`` in the cache folder under a key of everything that
+    decides it (the parameters, this file's source, scikit-learn's and NumPy's versions).
+
+    The split is deterministic, so a kept one is the very same arrays; a folder that
+    cannot be written only costs preparing it again next time.
+    """
+    import io
+    from importlib.metadata import version
+
+    from asgdbench.caching import cache_folder, write_atomically
+
+    key = hashlib.sha256(repr((name, sorted(parameters.items()), version("scikit-learn"),
+                               np.__version__, pathlib.Path(__file__).read_bytes()))
+                         .encode()).hexdigest()[:32]
+    path = cache_folder() / "datasets" / f"{name}-{key}.npz"
+    try:
+        with np.load(path) as kept:
+            return Dataset(name, kept["X_train"], kept["y_train"], kept["X_test"],
+                           kept["y_test"], int(kept["n_classes"]))
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # not there, or torn
+        pass
+    data = prepare()
+    buffer = io.BytesIO()
+    np.savez(buffer, X_train=data.X_train, y_train=data.y_train, X_test=data.X_test,
+             y_test=data.y_test, n_classes=data.n_classes)
+    try:
+        write_atomically(path, buffer.getvalue())
+    except OSError:
+        pass
+    return data
 
 
 def load_synthetic(

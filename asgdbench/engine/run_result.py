@@ -11,6 +11,8 @@ import numpy as np
 from asgdbench.plugins.step_rules import combined_label
 
 STATUSES = ("converged", "diverged", "timeout", "budget", "error")
+WORKLOAD_DEFAULT: Any = object()
+"""Pass for ``target_loss``/``max_time`` to take the workload's value (None disables a rule)."""
 
 
 @dataclass(frozen=True)

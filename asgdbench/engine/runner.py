@@ -38,7 +38,7 @@ from asgdbench.engine.monitor import (
 )
 from asgdbench.engine.protocol import CONTROL_CELLS, ERROR, GO, MAX_UPDATES, READY, STOP_FLAG
 from asgdbench.engine.rng import thread_states
-from asgdbench.engine.run_result import RunConfig, RunResult
+from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.engine.statistics import downsample_trace, histogram_summary
 from asgdbench.engine.worker import (
     APPLIED_COUNT,
@@ -54,7 +54,7 @@ from asgdbench.engine.worker import (
     STEP_SUM,
     LossLog,
     ThreadTelemetry,
-    worker_loop,
+    compiled_worker_loop,
 )
 from asgdbench.errors import ConfigError, PluginError
 from asgdbench.plugins.registry import describe_source
@@ -76,9 +76,6 @@ from asgdbench.workloads import WORKLOADS, Defaults, Workload, available_workloa
 UNLIMITED_UPDATES = 1 << 62
 STOP_GRACE_S = 30.0
 """How long threads may take to end once the stop flag is up before the run counts as stuck."""
-WORKLOAD_DEFAULT: Any = object()
-"""Pass for ``target_loss``/``max_time`` to take the workload's value (None disables a rule)."""
-
 
 def single_threaded_blas() -> threadpool_limits:
     """Limit every BLAS in the process to one thread, the one numba calls included.
@@ -117,6 +114,21 @@ def run(
     Threads that have not ended ``stop_grace_s`` seconds after the stop flag
     are reported as stuck: the result then has status ``error``.
     """
+    prepared = _prepare(workload, algorithm, threads, step=step, lr=lr, batch_size=batch_size,
+                        seed=seed, target_loss=target_loss, max_time=max_time,
+                        max_updates=max_updates, dtype=dtype, data_dir=data_dir, window=window,
+                        diverge_factor=diverge_factor, poll_interval=poll_interval,
+                        stop_grace_s=stop_grace_s)
+    with single_threaded_blas(), interrupts_kept():
+        return prepared.execute()
+
+
+def _prepare(workload: str | Workload, algorithm: str | StrategySpec, threads: int, *,
+             step: str | StepSpec | None, lr: float | None, batch_size: int | None, seed: int,
+             target_loss: float | None, max_time: float | None, max_updates: int | None,
+             dtype: str, data_dir: str | None, window: int | None, diverge_factor: float,
+             poll_interval: float, stop_grace_s: float) -> "_Run":
+    """Everything :func:`run` does before its threads start: parse, check, build the state."""
     spec = parse_spec(algorithm)
     step_spec = parse_step_spec(step)
     if isinstance(workload, str):
@@ -128,9 +140,27 @@ def run(
     if window is None:
         window = max(16, math.ceil(2048 / config.batch_size))
     rule = StopRule(config.target_loss, config.max_time, config.max_updates, diverge_factor, window)
-    with single_threaded_blas(), interrupts_kept():
-        return _Run(workload, spec, step_spec, config, rule, poll_interval,
-                    stop_grace_s).execute()
+    return _Run(workload, spec, step_spec, config, rule, poll_interval, stop_grace_s)
+
+
+def worker_loop_for(workload: str | Workload, algorithm: str | StrategySpec, *,
+                    step: str | StepSpec | None = None, dtype: str = "float32",
+                    threads: int = 1, data_dir: str | None = None, cache: bool = True) -> Any:
+    """The compiled worker loop a run of this strategy, step rule, workload and dtype calls.
+
+    ``cache=True``: the one runs load from the compile cache (compiled and stored if it is
+    not there: ``asgdbench cache warm`` calls this); ``cache=False``: a fresh compile of the
+    same generated source in memory, whose LLVM IR numba shows (it hides cached code's IR)::
+
+        loop = worker_loop_for("mlp-digits", "leashed", cache=False)
+        ir = loop.inspect_llvm(loop.signatures[0])
+    """
+    prepared = _prepare(workload, algorithm, threads, step=step, lr=None, batch_size=None,
+                        seed=0, target_loss=None, max_time=None, max_updates=1, dtype=dtype,
+                        data_dir=data_dir, window=None, diverge_factor=10.0,
+                        poll_interval=0.005, stop_grace_s=STOP_GRACE_S)
+    with single_threaded_blas():
+        return prepared.compile_loop(prepared.control, cache=cache)
 
 
 _INTERRUPTED = threading.Event()
@@ -258,7 +288,10 @@ class _Run:
                                            step_spec.name)
         self.poll_interval, self.stop_grace_s = poll_interval, stop_grace_s
         strategy = spec.strategy
-        self.kernels = (strategy.read, strategy.update, strategy.retire, workload.gradient)
+        self.kernels = {"read": strategy.read, "update": strategy.update,
+                        "retire": strategy.retire, "gradient": workload.gradient,
+                        "rule": step_spec.rule.step}
+        self.loop: Any = None  # the compiled worker loop, once _compile has run
         self.init_params = workload.init_params(config.seed)
         self.state = strategy.make_state(self.init_params, config.threads, **spec.kwargs)
         rngs = thread_states(config.seed, config.threads)
@@ -330,36 +363,47 @@ class _Run:
         return None
 
     def _compile(self) -> float:
-        """Compile every kernel before the clock starts: run the loop with the stop flag set."""
+        """Compile (or load from the cache) every kernel before the clock starts."""
         begin = time.perf_counter()
         control = np.zeros_like(self.control)
         control[STOP_FLAG] = control[GO] = 1
-        self._thread_main(0, control)
+        try:
+            self.loop = self.compile_loop(control)
+        except (NumbaError, TypeError) as error:  # kernels that do not type-check
+            raise self._not_compiling(error) from error
+        self._thread_main(0, control)  # the loop ends at once: the stop flag is up
         if self.errors:
             error = self.errors[0]
-            if isinstance(error, (NumbaError, TypeError)):  # kernels that do not type-check
-                source = describe_source(strategy_source(self.spec.name)) \
-                    if self.spec.name in available_strategies() else "an unregistered strategy"
-                step_source = describe_source(step_rule_source(self.step_spec.name)) \
-                    if self.step_spec.name in available_step_rules() else "unregistered"
-                first = next((line for line in str(error).splitlines() if line.strip()), "")
-                raise PluginError(f"strategy {self.spec.label!r} ({source}), step rule "
-                                  f"{self.step_spec.label!r} ({step_source}) or workload "
-                                  f"{self.workload.name!r}: kernels do not compile: "
-                                  f"{first.strip()}") from error
+            if isinstance(error, (NumbaError, TypeError)):
+                raise self._not_compiling(error) from error
             raise error
         self.monitor.scan(self.log.arrays(), math.inf, math.inf)  # compiles; the log is empty
         return time.perf_counter() - begin
 
-    def _thread_main(self, tid: int, control: np.ndarray) -> None:
+    def compile_loop(self, control: np.ndarray, *, cache: bool = True) -> Any:
+        """The worker loop specialised for this run's kernels (see :func:`worker_loop_for`)."""
+        return compiled_worker_loop(self.kernels, self._loop_args(0, control), cache=cache)
+
+    def _not_compiling(self, error: BaseException) -> PluginError:
+        source = describe_source(strategy_source(self.spec.name)) \
+            if self.spec.name in available_strategies() else "an unregistered strategy"
+        step_source = describe_source(step_rule_source(self.step_spec.name)) \
+            if self.step_spec.name in available_step_rules() else "unregistered"
+        first = next((line for line in str(error).splitlines() if line.strip()), "")
+        return PluginError(f"strategy {self.spec.label!r} ({source}), step rule "
+                           f"{self.step_spec.label!r} ({step_source}) or workload "
+                           f"{self.workload.name!r}: kernels do not compile: {first.strip()}")
+
+    def _loop_args(self, tid: int, control: np.ndarray) -> tuple:
+        """The compiled loop's arguments for thread ``tid`` (the kernels are bound in it)."""
         setup = self.setups[tid]
-        read, update, retire, gradient = self.kernels
+        return (self.state, tid, self.workload.train_data, self.workload.n_samples, setup.work,
+                setup.grad, setup.rows, setup.rng, self.lr, self.rule_state, control,
+                self.log.arrays(), self.telemetry.arrays(), setup.timespec)
+
+    def _thread_main(self, tid: int, control: np.ndarray) -> None:
         try:
-            worker_loop(read, update, retire, gradient, self.state, tid,
-                        self.workload.train_data, self.workload.n_samples, setup.work,
-                        setup.grad, setup.rows, setup.rng, self.lr, self.step_spec.rule.step,
-                        self.rule_state, control, self.log.arrays(), self.telemetry.arrays(),
-                        setup.timespec)
+            self.loop(*self._loop_args(tid, control))
         except BaseException as error:  # reported by the main thread
             self.errors.append(error)
             control[STOP_FLAG] = 1

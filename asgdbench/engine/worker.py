@@ -2,9 +2,9 @@
 
 It is the harness's half of the strategy contract (:mod:`asgdbench.engine.protocol`):
 the loop owns minibatch sampling, the gradient, timing and telemetry, and
-calls the strategy's ``read`` / ``update`` / ``retire`` kernels, which numba
-inlines as first-class function arguments, and hands ``update`` the step rule
-(its kernel and state) that decides the step of each apply. Each finished gradient appends one
+calls the strategy's ``read`` / ``update`` / ``retire`` kernels, and hands ``update`` the
+step rule (its kernel and state) that decides the step of each apply. A run calls the loop
+specialised for its kernels (:func:`compiled_worker_loop`), cached on disk across processes. Each finished gradient appends one
 entry (loss, time, outcome) to a shared ring-buffer log that the monitor reads.
 
 The log never blocks a worker. An entry number comes from a fetch-add on the
@@ -21,6 +21,7 @@ entry that changed meanwhile (a seqlock), so it never uses a torn entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -191,10 +192,10 @@ def _record(tid, loss, outcome, staleness, attempts, step, lr, telemetry, log, c
         counters[tid, LOG_LOST] += 1
 
 
-# Not cached on disk, on purpose: numba's cache pickles its index of signatures
-# whole, and a signature holding first-class kernels (Dispatcher types) cannot
-# be pickled again once loaded, which breaks every later save. The kernels the
-# loop calls are cached, so compiling the loop itself takes about a second.
+# The generic loop, with the kernels as arguments: the template of the loop a run calls,
+# :func:`compiled_worker_loop`, which binds the kernels as globals of generated source so that
+# numba can cache it on disk (see :mod:`asgdbench.engine.loop_cache`). Not cached itself: a
+# signature holding first-class kernels cannot be reused by another process.
 @njit(nogil=True)
 def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, work, grad, rows,
                 rng, lr, rule, rule_state, control, log, telemetry, timespec):
@@ -216,4 +217,21 @@ def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, wor
         _record(tid, loss, outcome, staleness, attempts, step, lr, telemetry, log, control,
                 timespec)
     retire(state, tid)
+
+
+KERNEL_PARAMETERS = ("read", "update", "retire", "gradient", "rule")
+"""The parameters of :func:`worker_loop` that are kernels, bound when it is specialised."""
+
+
+def compiled_worker_loop(kernels: dict[str, Any], args: tuple, *, cache: bool = True) -> Any:
+    """:func:`worker_loop` compiled for ``kernels`` (a kernel per name in
+    :data:`KERNEL_PARAMETERS`), called with its other arguments in order, as ``args``.
+
+    Loaded from the compile cache when this combination (and argument types) ran on this
+    machine before; ``cache=False`` compiles a fresh copy in memory whose LLVM IR numba
+    shows. Compiling happens here, so the caller's clock never sees it.
+    """
+    from asgdbench.engine.loop_cache import specialize
+
+    return specialize(worker_loop, kernels, args, cache=cache)
 

@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.90
 """Two-sided level of every interval: each end is a one-sided test at 5 %."""
@@ -187,6 +186,8 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
     n = values.size
     if n == 0:
         return None
+    from scipy import stats  # here, not at import: the CLI starts without SciPy
+
     tail = stats.binom.cdf(np.arange(n), n, 0.5)
     c = int(np.searchsorted(tail, (1 - confidence) / 2, side="right"))
     if c < 1:
@@ -239,6 +240,8 @@ def seed_bootstrap(columns: Sequence[np.ndarray], statistic: Callable[..., np.nd
 
 def proportion_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> Interval:
     """Exact (Clopper-Pearson) interval of a binomial proportion (``scipy.stats.binomtest``)."""
+    from scipy import stats
+
     ci = stats.binomtest(successes, trials).proportion_ci(confidence, method="exact")
     return Interval(successes / trials, float(ci.low), float(ci.high), confidence)
 

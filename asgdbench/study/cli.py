@@ -23,8 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from asgdbench.engine.run_result import RunResult
-from asgdbench.engine.runner import WORKLOAD_DEFAULT
+from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunResult
 from asgdbench.errors import UserError
 from asgdbench.plugins.files import load_plugin_file
 from asgdbench.plugins.params import Param
@@ -34,7 +33,6 @@ from asgdbench.plugins.step_rules import (
     combined_label,
     parse_step_spec,
 )
-from asgdbench.plugins.strategies import available_strategies
 from asgdbench.study import claims as claims_module
 from asgdbench.study import cluster, grid, plots, report, reproduce
 from asgdbench.study.result_folder import (
@@ -86,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- commands -------------------------------------------------------------------
 
 def _list(args: argparse.Namespace) -> int:
+    from asgdbench.plugins.strategies import available_strategies
+
     strategies = available_strategies()
     workloads = available_workloads()
     width = max(map(len, [*strategies, *workloads])) + 2
@@ -311,6 +311,50 @@ def _stopped_unsaved(store: ResultStore, error: ResultNotSaved) -> int:
     return EXIT_NOT_SAVED
 
 
+def _cache(args: argparse.Namespace) -> int:
+    """``asgdbench cache info|clear|warm``: the folder of compiled worker loops."""
+    from asgdbench.engine import loop_cache
+
+    if args.action == "clear":
+        removed = loop_cache.clear_cache()
+        print(f"removed {removed} file(s) from {loop_cache.cache_folder()}")
+        return 0
+    if args.action == "warm":
+        return _warm(args)
+    info = loop_cache.describe_cache()
+    print(f"folder    {info.folder} (${loop_cache.ENV_VAR} overrides it)")
+    print(f"entries   {info.entries} compiled worker loop(s), {info.compiled} with machine code; "
+          f"{info.datasets} prepared data set(s)")
+    print(f"size      {info.size_bytes / 2**20:.1f} MiB")
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        print(f"note      NUMBA_CACHE_DIR is set: numba keeps the machine code in "
+              f"{os.environ['NUMBA_CACHE_DIR']}, not counted here")
+    return 0
+
+
+def _warm(args: argparse.Namespace) -> int:
+    """Compile (or find) the worker loop of every combination asked for, as a run would."""
+    import time
+
+    from asgdbench.engine.runner import worker_loop_for
+    from asgdbench.plugins.strategies import parse_spec
+
+    strategies = [parse_spec(text) for text in args.algorithms]  # bad names fail before any work
+    steps = [parse_step_spec(text) for text in args.steps]
+    for name in args.workloads:
+        get_workload(name)
+    for name in args.workloads:
+        for dtype in args.dtypes:
+            workload = load_workload(name, data_dir=_data_dir(args), dtype=dtype)
+            for spec in strategies:
+                for step in steps:
+                    begin = time.perf_counter()
+                    worker_loop_for(workload, spec, step=step, dtype=dtype)
+                    print(f"{name} {dtype} {combined_label(spec.label, step.label)}: "
+                          f"{time.perf_counter() - begin:.1f} s", flush=True)
+    return 0
+
+
 def _load(store: ResultStore) -> list[RunResult]:
     """Every finished run in the store, with a warning if a last line was cut short or a
     run is there twice."""
@@ -529,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.set_defaults(handler=_report)
 
     _add_reproduce_command(commands, common)
+    _add_cache_command(commands, common)
 
     fetch = commands.add_parser("download", parents=[common], help="download a data set",
                                 description="Download a data set into the data folder "
@@ -623,6 +668,36 @@ def _add_reproduce_command(commands: Any, common: argparse.ArgumentParser) -> No
                        help=f"skip the runs already in --out DIR/{RUNS_FILE}")
     _add_cluster_option(again)
     again.set_defaults(handler=on_cluster(_reproduce))
+
+
+def _add_cache_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``asgdbench cache``: where the compiled worker loops are, clear them, or fill them."""
+    cache = commands.add_parser(
+        "cache", parents=[common], help="the compile cache: info, clear, or warm it",
+        description="Each combination of strategy, step rule, workload kernel and dtype that "
+                    "runs is compiled once per machine and kept in the compile cache "
+                    "($ASGDBENCH_CACHE_DIR, else the user cache folder); later processes load "
+                    "it in well under a second. info: where it is and how big; clear: remove "
+                    "it; warm: compile the combinations asked for now (say, on each node of a "
+                    "cluster before a grid).")
+    cache.add_argument("action", choices=("info", "clear", "warm"))
+    cache.add_argument("--strategies", dest="algorithms", type=_list_of(str),
+                       default=list(grid.DEFAULT_ALGORITHMS), metavar="SPEC,SPEC,...",
+                       help=f"warm: strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)})")
+    cache.add_argument("--steps", type=_list_of(str), default=[DEFAULT_STEP],
+                       metavar="RULE,RULE,...",
+                       help=f"warm: step rules (default: {DEFAULT_STEP})")
+    cache.add_argument("--workloads", type=_list_of(str), default=[grid.DEFAULT_WORKLOAD],
+                       metavar="W,W,...", help=f"warm: workloads (default: {grid.DEFAULT_WORKLOAD})")
+    cache.add_argument("--dtypes", type=_list_of(_dtype), default=["float32"],
+                       metavar="float32,float64", help="warm: model dtypes (default: float32)")
+    cache.set_defaults(handler=_cache)
+
+
+def _dtype(text: str) -> str:
+    if text not in ("float32", "float64"):
+        raise argparse.ArgumentTypeError(f"dtype must be float32 or float64, not {text!r}")
+    return text
 
 
 def _add_table_options(parser: argparse.ArgumentParser) -> None:

@@ -19,12 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from asgdbench.engine import preflight
-from asgdbench.engine.run_result import RunConfig, RunResult
-from asgdbench.engine.runner import WORKLOAD_DEFAULT, configure, run
+from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.step_rules import parse_step_spec
-from asgdbench.plugins.strategies import parse_spec
 from asgdbench.workloads import Workload, WorkloadSpec
 
 if TYPE_CHECKING:
@@ -65,6 +62,9 @@ def expand(
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, not {repeats}")
     defaults = workload.defaults
+    from asgdbench.engine.runner import configure
+    from asgdbench.plugins.strategies import parse_spec
+
     specs, _ = unique([parse_spec(text) for text in algorithms], key=lambda spec: spec.label)
     step_specs, _ = unique([parse_step_spec(text) for text in steps or [None]],
                            key=lambda spec: spec.label)
@@ -143,6 +143,8 @@ def repeated_entries(algorithms: Sequence[str], threads: Sequence[int],
                      lrs: Sequence[float] | None, steps: Sequence[str] | None = None
                      ) -> list[str]:
     """What the user listed more than once, as ``--option value`` notes (see :func:`unique`)."""
+    from asgdbench.plugins.strategies import parse_spec
+
     _, specs = unique(algorithms, key=lambda text: parse_spec(text).label)
     notes = [f"--strategies {spec}" for spec in specs]
     notes += [f"--step {spec}" for spec in
@@ -197,6 +199,9 @@ def check_can_run(workload: Workload | None, cells: Sequence[RunConfig], *,
         need = (config.algorithm, config.threads, config.batch_size)
         if need not in seen:
             seen.add(need)
+            from asgdbench.engine import preflight
+            from asgdbench.plugins.strategies import parse_spec
+
             preflight.check(workload, parse_spec(config.algorithm), config)
 
 
@@ -207,6 +212,8 @@ def pending(cells: Sequence[RunConfig], finished: Collection[tuple]) -> list[Run
 
 def run_cell(workload: Workload, config: RunConfig) -> RunResult:
     """Run one cell of a grid on an already loaded workload."""
+    from asgdbench.engine.runner import run
+
     return run(workload, config.algorithm, config.threads, step=config.step, lr=config.lr,
                batch_size=config.batch_size, seed=config.seed, target_loss=config.target_loss,
                max_time=config.max_time, max_updates=config.max_updates)

@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asgdbench.engine import blas
-from asgdbench.engine.run_result import RunConfig, RunResult
-from asgdbench.engine.runner import WORKLOAD_DEFAULT
+from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.errors import UserError
 from asgdbench.study import grid
 from asgdbench.study.claim_runs import (

@@ -10,7 +10,7 @@ ratio. Interleaving rounds spreads machine noise over both sides equally.
 
 Figures: Leashed-SGD's read + publish step against ``np.copyto`` of the same
 vector (one thread, no contention), and updates/s of a fixed-budget run on
-mlp-digits (leashed at 1 and 2 threads, lock at 2 threads).
+mlp-digits of every strategy (seq at 1 thread; lock, hogwild, sync at 2; leashed at 1 and 2).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ source, destination = np.ones(n, np.float32), np.empty(n, np.float32)
 step()
 figures = {"publish_us": median_time(step) * 1e6,
            "copyto_us": median_time(lambda: np.copyto(destination, source)) * 1e6}
-for spec, threads in (("leashed", 1), ("leashed", 2), ("lock", 2)):
+for spec, threads in (("seq", 1), ("lock", 2), ("hogwild", 2), ("leashed", 1), ("leashed", 2),
+                     ("sync", 2)):
     run("mlp-digits", spec, threads, max_updates=2000, target_loss=None, max_time=None)
     r = run("mlp-digits", spec, threads, max_updates=40_000, target_loss=None, max_time=None)
     figures[f"{spec}x{threads}_updates_per_s"] = r.updates_per_s
@@ -93,7 +94,8 @@ def importable(tree: Path, workdir: Path, label: str) -> Path:
 
 
 def measure(root: Path, cache: Path) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(cache))
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(cache),
+               ASGDBENCH_CACHE_DIR=str(cache / "asgdbench"))
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
                          check=True, cwd=root)
     return json.loads(out.stdout.strip().splitlines()[-1])

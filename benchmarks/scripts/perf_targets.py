@@ -210,7 +210,7 @@ def compile_times() -> dict[str, Any]:
             "r = run('mlp-digits', 'leashed', 2, max_updates=200, target_loss=None); "
             "print(json.dumps({'compile_s': r.compile_s, 'process_s': time.perf_counter() - t}))")
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, ASGDBENCH_CACHE_DIR=f"{cache}/asgdbench")
         figures = {}
         for label in ("cold", "warm"):
             out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
