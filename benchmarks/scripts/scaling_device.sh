@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# benchmarks/scripts/scaling.py on a lent 16-core machine with no network, from the repo root.
+#
+# Needs, carried next to the working tree (scaling_prepare.sh fills both, git ignores both):
+#   .whl/          wheels of what that machine lacks (pooch, platformdirs)
+#   .device-data/  mnist/ (ASGDBENCH_DATA points here)
+# and optionally .device-resume/, a result folder an earlier call returned cut short: its runs
+# are kept and only the rest are done (scaling.py --resume).
+# Writes to $OUT: scaling.log (everything printed), scaling.md and report.md (the verdicts and
+# targets), scaling-results.tar.gz (the whole result folder: runs.jsonl, throughput/runs.jsonl,
+# reproduce.json, report.md, report.html, figures/) - four files, as the device tool returns at
+# most eight. The run is stopped (Ctrl-C, finished runs kept) BUDGET_S + 60 s after it starts,
+# so the archive is always written.
+#
+#   OUT=/tmp/out BUDGET_S=480 bash benchmarks/scripts/scaling_device.sh [scaling.py options]
+#   PYTHON=python3 (default) names the interpreter.
+set -uo pipefail
+: "${OUT:?OUT must name the folder for the results}"
+BUDGET_S=${BUDGET_S:-480}
+PYTHON=${PYTHON:-python3}
+SITE=${SITE:-/tmp/asgdbench-site}
+RESULTS=${RESULTS:-/tmp/scaling-results}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/scaling.log") 2>&1
+
+echo "== $(date -u +%FT%TZ) $(nproc) CPUs; $("$PYTHON" --version 2>&1)"
+rm -rf "$SITE" "$RESULTS"
+if ! compgen -G ".whl/*.whl" >/dev/null; then
+    echo "scaling_device: no wheels in .whl/ (run benchmarks/scripts/scaling_prepare.sh here first)"
+    exit 2
+fi
+if [ ! -d .device-data/mnist ]; then
+    echo "scaling_device: no .device-data/mnist (run benchmarks/scripts/scaling_prepare.sh first)"
+    exit 2
+fi
+"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/*.whl || exit 3
+# asgdbench itself, from this tree, without the network or an isolated build environment
+"$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+    --target "$SITE" . || exit 3
+export PYTHONPATH="$SITE" ASGDBENCH_DATA="$PWD/.device-data" PYTHONUNBUFFERED=1
+"$PYTHON" -c "import asgdbench, numba, numpy; print('asgdbench', asgdbench.__version__, \
+'from', asgdbench.__file__, '| numba', numba.__version__, '| numpy', numpy.__version__)" || exit 3
+
+resume=()
+if [ -d .device-resume ]; then
+    cp -r .device-resume "$RESULTS"
+    resume=(--resume)
+fi
+start=$(date +%s)
+timeout --signal=INT --kill-after=30 $((${BUDGET_S%.*} + 60)) \
+    "$PYTHON" benchmarks/scripts/scaling.py --out "$RESULTS" --budget-s "$BUDGET_S" \
+    "${resume[@]}" "$@"
+rc=$?
+echo "== scaling.py exit $rc after $(( $(date +%s) - start )) s"
+if [ -d "$RESULTS" ]; then
+    tar -czf "$OUT/scaling-results.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+    for name in scaling.md report.md; do
+        [ -f "$RESULTS/$name" ] && cp "$RESULTS/$name" "$OUT/$name"
+    done
+fi
+exit $rc

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Fill what scaling_device.sh needs on a machine with no network; run here, from the repo root.
+#   .whl/          pooch and platformdirs (asgdbench's dependencies that machine lacks; the rest
+#                  - numba, numpy, scipy, scikit-learn, tabulate, threadpoolctl, tqdm,
+#                  matplotlib, requests, packaging - are there, see .library/device/KINDS.md)
+#   .device-data/  a copy of $ASGDBENCH_DATA/mnist (default /work/shared/data/mnist)
+# Both are git-ignored (.gitignore) and travel only when the device call names them in carry.
+set -euo pipefail
+DATA=${ASGDBENCH_DATA:-/work/shared/data}
+PYTHON=${PYTHON:-python3}
+rm -rf .whl && mkdir -p .whl .device-data
+"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_17_x86_64 --platform any -d .whl \
+    'pooch>=1.8' 'platformdirs>=3'
+rm -rf .device-data/mnist
+cp -r "$DATA/mnist" .device-data/mnist
+ls -l .whl
+du -sh .whl .device-data
