@@ -175,8 +175,10 @@ def test_a_run_writes_the_folder_that_report_renders_again_and_resume_completes(
     (out / "runs.jsonl").write_text("\n".join(lines[:-7]) + "\n")
     calls = []
     monkeypatch.setattr(grid, "run_cell", lambda w, c: calls.append(c) or fake_run_cell(w, c))
-    assert scaling.main([*options, "--resume"]) == 0
-    assert len(calls) == 7
+    limit = reproduce.read_plan(out).scale.max_time_s
+    # another budget would give another time limit: a resume keeps the one its runs had
+    assert scaling.main([*options[:-1], "250", "--resume"]) == 0
+    assert len(calls) == 7 and {c.max_time for c in calls} == {limit}
     assert len((out / "runs.jsonl").read_text().splitlines()) == len(lines)
     # without --resume, a folder that holds runs is refused in one line
     capsys.readouterr()

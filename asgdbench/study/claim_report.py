@@ -127,8 +127,10 @@ def machine_lines(plan: Plan, results: Sequence[RunResult]) -> list[str]:
     versions = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
     blas_labels = sorted({" + ".join(blas.label(entry) for entry in r.environment.get("blas", []))
                           for r in results})
-    lines = [f"CPU: {environment.get('cpu_model')}; {plan.cores} physical cores used to choose "
-             f"thread counts ({environment.get('cpu_affinity')} logical CPUs available); "
+    chose = ("(the thread counts are the scale's own)" if plan.scale.thread_counts
+             else "used to choose thread counts")
+    lines = [f"CPU: {environment.get('cpu_model')}; {plan.cores} physical cores {chose} "
+             f"({environment.get('cpu_affinity')} logical CPUs available); "
              f"{environment.get('system')} {environment.get('machine')}",
              f"Python {environment.get('python')}; {versions}",
              f"git commit {environment.get('git_commit') or 'unknown'}; BLAS "

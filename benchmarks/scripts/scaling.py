@@ -141,8 +141,13 @@ def scaling_scale(size: Size, time_limit_s: float, target_loss: float) -> Scale:
                  max_time_s=time_limit_s, target_loss=target_loss)
 
 
-def plan_experiment(size: Size, cores: int, target_loss: float = TARGET_LOSS) -> Experiment:
-    """The runs and their shared time limit; a UserError if the budget cannot hold them."""
+def plan_experiment(size: Size, cores: int, target_loss: float = TARGET_LOSS,
+                    time_limit_s: float | None = None) -> Experiment:
+    """The runs and their shared time limit; a UserError if the budget cannot hold them.
+
+    ``time_limit_s``: the limit an unfinished folder's runs were made with (``--resume``);
+    then the budget only bounds how many of the pending runs are done.
+    """
     for count in (*size.threads, *size.oversubscribed):
         if count < 1:
             raise UserError(f"thread counts must be >= 1, not {count}")
@@ -162,6 +167,8 @@ def plan_experiment(size: Size, cores: int, target_loss: float = TARGET_LOSS) ->
         cells = plan.cells[WORKLOAD] + [c for c in seq if c.key() not in known]
         return replace(plan, cells={WORKLOAD: grid.order_cells(cells)})
 
+    if time_limit_s is not None:
+        return Experiment(size, build(time_limit_s), throughput, time_limit_s)
     main_runs = sum(len(cells) for cells in build(1.0).cells.values())
     spare = (size.budget_s - size.compile_s - size.fixed_s
              - len(throughput) * (size.throughput_s + size.overhead_s))
@@ -329,8 +336,9 @@ def write_summary(experiment: Experiment, out: Path, main: list[RunResult],
     lines = [
         "# Scaling on this machine: claims 1 and 4, and the multi-core targets", "",
         f"- {experiment.text()}",
-        f"- ran {len(main)} + {len(throughput)} runs in {wall_s:.0f} s (numba compilation "
-        f"{compile_s:.0f} s of it)" + (f"; **{left}**" if left else ""),
+        f"- the folder holds {len(main)} + {len(throughput)} runs (their numba compilation: "
+        f"{compile_s:.0f} s); this invocation took {wall_s:.0f} s, compilation included"
+        + (f"; **{left}**" if left else ""),
         "- machine: " + "; ".join(claim_report.machine_lines(plan, main or throughput)[:3]),
         f"- cores: {plan.cores} physical (the verdicts count only thread counts within them); "
         f"{env.get('cpu_affinity')} logical CPUs", "",
@@ -398,9 +406,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--budget-s must be > 0, not {args.budget_s:g}")
         if not args.target_loss > 0:
             raise UserError(f"--target-loss must be > 0, not {args.target_loss:g}")
+        recorded = None
+        if args.resume and reproduce.is_reproduce_folder(args.out):
+            recorded = reproduce.read_plan(args.out).scale.max_time_s
         experiment = plan_experiment(size_from(args), reproduce.physical_cores(),
-                                     args.target_loss)
+                                     args.target_loss, recorded)
         print(f"scaling: {experiment.text()}", file=sys.stderr)
+        if recorded is not None:
+            print(f"scaling: resuming {args.out} with the time limit its runs had, "
+                  f"{recorded:g} s; the budget bounds how many pending runs are done",
+                  file=sys.stderr)
         if args.dry_run:
             return 0
         main_runs, throughput, left = execute(experiment, args.out, args.resume, args.data_dir,

@@ -14,5 +14,8 @@ rm -rf .whl && mkdir -p .whl .device-data
     'pooch>=1.8' 'platformdirs>=3'
 rm -rf .device-data/mnist
 cp -r "$DATA/mnist" .device-data/mnist
+# the tree has no .git there: say which commit it is (and whether it had local changes)
+echo "$(git rev-parse HEAD)$(git diff --quiet HEAD || echo ' + uncommitted changes')" \
+    > .device-data/commit
 ls -l .whl
 du -sh .whl .device-data
