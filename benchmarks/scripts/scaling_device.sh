@@ -2,7 +2,7 @@
 # benchmarks/scripts/scaling.py on a lent 16-core machine with no network, from the repo root.
 #
 # Needs, carried next to the working tree (scaling_prepare.sh fills both, git ignores both):
-#   .whl/          wheels of what that machine lacks (pooch, platformdirs)
+#   .whl/          wheels of what that machine lacks (asgdbench itself, pooch, platformdirs)
 #   .device-data/  mnist/ (ASGDBENCH_DATA points here)
 # With RESUME=1 only the runs an earlier call left pending are done (scaling.py --resume): on
 # a machine still warm from that call its result folder is still in $RESULTS; on a fresh one,
@@ -48,9 +48,11 @@ if [ ! -d .device-data/mnist ]; then
 fi
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/*.whl || exit 3
-# asgdbench itself, from this tree, without the network or an isolated build environment
-"$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
-    --target "$SITE" . || exit 3
+# asgdbench itself: the prepared wheel, else built from this tree (no network, no isolation)
+if ! compgen -G ".whl/asgdbench-*.whl" >/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+        --target "$SITE" . || exit 3
+fi
 export PYTHONPATH="$SITE" ASGDBENCH_DATA="$PWD/.device-data" PYTHONUNBUFFERED=1
 (cd / && "$PYTHON" -c "import asgdbench, numba, numpy; print('asgdbench', asgdbench.__version__, \
 'from', asgdbench.__file__, '| numba', numba.__version__, '| numpy', numpy.__version__)") || exit 3
