@@ -24,7 +24,7 @@ from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import UserError
 from asgdbench.study import plots
 from asgdbench.study.claim_figures import claim_figure
-from asgdbench.study.claims import get_claim, oversubscribed_threads
+from asgdbench.study.claims import get_claim, oversubscribed_counts
 from asgdbench.study.report import markdown_table
 from asgdbench.study.reproduce import Plan, count_pending, judge
 from asgdbench.study.verdicts import (
@@ -127,15 +127,20 @@ def machine_lines(plan: Plan, results: Sequence[RunResult]) -> list[str]:
     versions = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
     blas_labels = sorted({" + ".join(blas.label(entry) for entry in r.environment.get("blas", []))
                           for r in results})
-    lines = [f"CPU: {environment.get('cpu_model')}; {plan.cores} physical cores used to choose "
-             f"thread counts ({environment.get('cpu_affinity')} logical CPUs available); "
+    chose = ("(the thread counts are the scale's own)" if plan.scale.thread_counts
+             else "used to choose thread counts")
+    lines = [f"CPU: {environment.get('cpu_model')}; {plan.cores} physical cores {chose} "
+             f"({environment.get('cpu_affinity')} logical CPUs available); "
              f"{environment.get('system')} {environment.get('machine')}",
              f"Python {environment.get('python')}; {versions}",
              f"git commit {environment.get('git_commit') or 'unknown'}; BLAS "
              f"{'; '.join(label for label in blas_labels if label) or 'unknown'}",
-             f"scale {plan.scale.name} ({plan.scale.budget}); thread counts adapt to the "
-             f"cores: those up to {plan.cores} each get a core, "
-             f"{oversubscribed_threads(plan.cores)} time-shares them (memory and contention only)"]
+             f"scale {plan.scale.name} ({plan.scale.budget}); "
+             + ("thread counts fixed by the scale" if plan.scale.thread_counts else
+                "thread counts adapt to the cores")
+             + f": those up to {plan.cores} each get a core, "
+             f"{', '.join(map(str, oversubscribed_counts(plan.cores, plan.scale)))} time-share "
+             f"them (memory and contention only)"]
     loads = [r.environment["load_average"][0] for r in results
              if r.environment.get("load_average")]
     if loads:

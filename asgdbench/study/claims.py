@@ -67,6 +67,16 @@ class Scale:
     planned_seeds: int | None = None
     """If set: ``seeds`` is a pilot; the seeds claim 1 needs (see reproduce.plan_seeds),
     at most this many, are run after it."""
+    thread_counts: tuple[int, ...] = ()
+    """If set: the thread counts run, instead of powers of two up to the cores (an experiment
+    designed for another machine: benchmarks/scripts/scaling.py). The verdicts still count
+    only those within the cores the runs had."""
+    oversubscribed: tuple[int, ...] = ()
+    """If set: the counts beyond the cores (claims 3 and 4), instead of twice the cores."""
+    max_time_s: float | None = None
+    """If set: each run's time limit in seconds, instead of ``max_time_factor``."""
+    target_loss: float | None = None
+    """If set: ε, instead of each workload's default target loss."""
 
     def with_seeds(self, seeds: int) -> Scale:
         return replace(self, seeds=seeds, planned_seeds=None)
@@ -88,7 +98,10 @@ SCALES = {
 
 
 def parallel_threads(cores: int, scale: Scale) -> list[int]:
-    """Thread counts that each get a core: powers of two from 2 and ``cores``, the largest kept."""
+    """Thread counts that each get a core: powers of two from 2 and ``cores``, the largest kept
+    (a scale's own ``thread_counts``, if it has them)."""
+    if scale.thread_counts:
+        return list(scale.thread_counts)
     counts = sorted({2 ** k for k in range(1, 16) if 2 ** k <= cores} | ({cores} - {1}))
     return counts[-scale.max_thread_counts:] if counts else [1]
 
@@ -96,6 +109,11 @@ def parallel_threads(cores: int, scale: Scale) -> list[int]:
 def oversubscribed_threads(cores: int) -> int:
     """A thread count beyond the cores (twice them): memory and contention, not speed."""
     return 2 * cores
+
+
+def oversubscribed_counts(cores: int, scale: Scale) -> tuple[int, ...]:
+    """The counts beyond the cores a scale runs: its own, else twice the cores."""
+    return scale.oversubscribed or (oversubscribed_threads(cores),)
 
 
 @dataclass(frozen=True)
@@ -138,12 +156,14 @@ def _plan_stability(scale: Scale, cores: int) -> list[Cells]:
 
 
 def _plan_memory(scale: Scale, cores: int) -> list[Cells]:
-    threads = (*parallel_threads(cores, scale), oversubscribed_threads(cores))
+    threads = (*parallel_threads(cores, scale), *oversubscribed_counts(cores, scale))
     return [Cells((LOCK, HOGWILD, LEASHED), threads)]
 
 
 def _plan_contention(scale: Scale, cores: int) -> list[Cells]:
-    threads = (*parallel_threads(cores, scale), oversubscribed_threads(cores))
+    # one thread never contends: tp cannot matter there
+    threads = tuple(count for count in (*parallel_threads(cores, scale),
+                                        *oversubscribed_counts(cores, scale)) if count >= 2)
     return [Cells(LEASHED_TP, threads)]
 
 

@@ -27,7 +27,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,10 +92,13 @@ class Plan:
         return self.workloads
 
     def manifest(self) -> dict[str, Any]:
-        return {"scale": self.scale.name, "seeds": self.scale.seeds, "claims": list(self.claims),
+        data = {"scale": self.scale.name, "seeds": self.scale.seeds, "claims": list(self.claims),
                 "workloads": list(self.workloads), "cores": self.cores,
                 "base_lr": self.base_lr, "notes": list(self.notes),
                 "order": grid.INTERLEAVED, "order_seed": grid.DEFAULT_ORDER_SEED}
+        if self.scale.name not in SCALES:  # a scale of a script's own: written out in full
+            data["scale_definition"] = asdict(self.scale)
+        return data
 
 
 def physical_cores() -> int:
@@ -116,6 +119,12 @@ def physical_cores() -> int:
         return min(logical, len(cores)) if cores else logical
     except (OSError, ValueError):
         return logical
+
+
+def scale_from_definition(definition: dict[str, Any]) -> Scale:
+    """A scale written into a manifest by :meth:`Plan.manifest` (lists back to tuples)."""
+    return Scale(**{name: tuple(value) if isinstance(value, list) else value
+                    for name, value in definition.items()})
 
 
 def parse_claims(text: str) -> tuple[int, ...]:
@@ -156,7 +165,9 @@ def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cor
     for name in workloads:
         spec = get_workload(name)
         base_lr.setdefault(name, spec.defaults.lr)
-        max_time = spec.defaults.max_time * scale.max_time_factor
+        max_time = (scale.max_time_s if scale.max_time_s is not None
+                    else spec.defaults.max_time * scale.max_time_factor)
+        target_loss = WORKLOAD_DEFAULT if scale.target_loss is None else scale.target_loss
         configs: dict[tuple, RunConfig] = {}
         for number in claims:
             if number in scale.first_workload_only and name != workloads[0]:
@@ -170,7 +181,7 @@ def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cor
                                  f"({limit.reason})")
                 for config in grid.expand(spec, part.strategies, threads,
                                           [base_lr[name] * factor for factor in part.lr_factors],
-                                          scale.seeds, target_loss=WORKLOAD_DEFAULT,
+                                          scale.seeds, target_loss=target_loss,
                                           max_time=max_time):
                     configs.setdefault(config.key(), config)
         # rounds of one seed, shuffled within: a load that drifts while the plan runs
@@ -196,6 +207,8 @@ def read_plan(folder: str | os.PathLike, scale: Scale | None = None) -> Plan:
     path = Path(folder) / MANIFEST
     try:
         data = json.loads(path.read_text())
+        if scale is None and "scale_definition" in data:
+            scale = scale_from_definition(data["scale_definition"])
         scale = scale or get_scale(data["scale"])
         if "seeds" in data:
             scale = scale.with_seeds(int(data["seeds"]))
