@@ -43,6 +43,7 @@ from asgdbench.study.verdicts import (  # noqa: F401  (re-exported)
     VERDICTS,
     Part,
     Verdict,
+    adjust,
     combine,
 )
 
@@ -124,6 +125,7 @@ class Claim:
 
     def judge(self, results: Sequence[RunResult], workload: str, context: Context) -> Verdict:
         parts, (headers, rows) = self.judges(results, workload, context)
+        parts = adjust(parts)
         return Verdict(self.number, workload, combine(parts), self.rule, tuple(parts),
                        tuple(headers), tuple(tuple(row) for row in rows))
 
