@@ -484,10 +484,10 @@ def test_claim_1_at_exactly_the_claimed_ratio_is_contradicted_at_most_5_percent_
     # 7 intervals (3 counts x 2 baselines, and the growth): unadjusted, each may exclude
     # 1.2 by chance 5 % of the time and the claim read contradicted about 20 % of the time
     rng = np.random.default_rng(11)
-    verdicts = [judged(1, claim_1_at_the_claimed_ratio(rng), cores=8) for _ in range(200)]
+    verdicts = [judged(1, claim_1_at_the_claimed_ratio(rng), cores=8) for _ in range(300)]
     assert all(len(v.parts) == 13 for v in verdicts)
     contradicted = np.mean([v.verdict == CONTRADICTED for v in verdicts])
-    assert contradicted <= 0.07  # family-wise 5 %; Monte Carlo error about 1.5 %
+    assert contradicted <= 0.07  # family-wise 5 %; Monte Carlo error about 1 %
     # the parts still show their own intervals, and say when the adjustment decided
     assert any("Bonferroni" in p.reason for v in verdicts for p in v.parts)
 
@@ -516,11 +516,13 @@ def contention_at_exponent(rng, exponent=1.0, count=5, sigma=0.3):
     return runs
 
 
-def test_claim_4_at_a_linear_exponent_is_supported_at_most_5_percent_of_the_time():
+@pytest.mark.parametrize("count", [5, 10])
+def test_claim_4_at_a_linear_exponent_is_supported_at_most_5_percent_of_the_time(count):
+    # the percentile bootstrap of pooled rates read supported 11 % (5 seeds), 7 % (10)
     rng = np.random.default_rng(5)
-    found = [parts(judged(4, contention_at_exponent(rng), cores=4))
-             ["failures per update grow sub-linearly"] for _ in range(300)]
-    assert np.mean([v == SUPPORTED for v in found]) <= 0.05
+    found = [parts(judged(4, contention_at_exponent(rng, count=count), cores=4))
+             ["failures per update grow sub-linearly"] for _ in range(500)]
+    assert np.mean([v == SUPPORTED for v in found]) <= 0.05  # Monte Carlo error under 1 %
     assert np.mean([v == NOT_TESTABLE for v in found]) == 0
 
 
