@@ -69,7 +69,9 @@ def test_claim_1_twice_as_fast_on_both_baselines_and_growing_is_supported():
 
 
 def test_claim_1_a_2_percent_speed_up_is_not_supported_but_contradicts_the_magnitude():
-    runs = speed_runs(lambda s, m: jitter(s), lambda s, m: 1.02 * jitter(s) * (1 + 0.002 * s))
+    # 10 seeds: a contradiction must hold at the adjusted level (5 pairs cannot give it)
+    runs = speed_runs(lambda s, m: jitter(s), lambda s, m: 1.02 * jitter(s) * (1 + 0.002 * s),
+                      count=10)
     verdict = judged(1, runs, cores=2)
     found = parts(verdict)
     assert found[f"faster than {LOCK} at 2 threads"] == SUPPORTED  # the direction holds
@@ -80,7 +82,7 @@ def test_claim_1_a_2_percent_speed_up_is_not_supported_but_contradicts_the_magni
 
 
 def test_claim_1_slower_is_contradicted():
-    runs = speed_runs(lambda s, m: 2 * jitter(s), lambda s, m: jitter(s))
+    runs = speed_runs(lambda s, m: 2 * jitter(s), lambda s, m: jitter(s), count=10)
     assert judged(1, runs, cores=2).verdict == CONTRADICTED
 
 
@@ -124,7 +126,7 @@ def test_claim_1_one_outlier_seed_moves_neither_the_estimate_nor_the_verdict_the
 def test_claim_1_holding_as_threads_grow_allows_ties_and_refutes_a_fall(at_four, verdict):
     runs = speed_runs(lambda s, m: jitter(s),
                       lambda s, m: (2.0 if m == 2 else at_four) * jitter(s) * (1 + 0.001 * s),
-                      threads=(2, 4))
+                      threads=(2, 4), count=10)
     assert parts(judged(1, runs, cores=4))["advantage holds as threads grow"] == verdict
 
 
@@ -200,30 +202,31 @@ def test_claim_3_verdicts_against_the_authors_lock():
     assert judged(3, memory_runs(lambda m: 2.0, lambda m: 1 + 0.8 * m), cores=2).verdict \
         == SUPPORTED
     # a 3 % reduction is not the claimed reduction of the footprint
-    assert judged(3, memory_runs(lambda m: 0.97 * (1 + 0.8 * m), lambda m: 1 + 0.8 * m),
-                  cores=2).verdict == CONTRADICTED
+    assert judged(3, memory_runs(lambda m: 0.97 * (1 + 0.8 * m), lambda m: 1 + 0.8 * m,
+                                 count=10), cores=2).verdict == CONTRADICTED
     assert judged(3, memory_runs(lambda m: 2.0, lambda m: 3.0, count=3), cores=2).verdict \
         == NOT_TESTABLE
 
 
 # -- claim 4 ---------------------------------------------------------------------------------
 
-def contention_runs(failures, tp0_staleness=0.8, dropped=0.02, threads=(2, 4)):
+def contention_runs(failures, tp0_staleness=0.8, dropped=0.02, threads=(2, 4), count=5):
     runs = []
     for m in threads:
         runs += seeds(lambda s, j: record(LEASHED, m, s, failures=failures(m, s),
-                                          staleness=1.5 + j))
+                                          staleness=1.5 + j), count)
         runs += seeds(lambda s, j: record("leashed:tp=0", m, s, failures=failures(m, s),
-                                          dropped_share=dropped, staleness=tp0_staleness + j))
+                                          dropped_share=dropped, staleness=tp0_staleness + j),
+                      count)
         runs += seeds(lambda s, j: record("leashed:tp=1", m, s, failures=failures(m, s),
-                                          dropped_share=dropped / 2, staleness=1.2 + j))
+                                          dropped_share=dropped / 2, staleness=1.2 + j), count)
     return runs
 
 
 def test_claim_4_growth_exponent_verdicts():
     sub = contention_runs(lambda m, s: (100 if m == 2 else 150) + s)  # 1.5x for 2x threads
     assert judged(4, sub, cores=4).verdict == SUPPORTED
-    sup = contention_runs(lambda m, s: (100 if m == 2 else 500) + s)  # 5x for 2x threads
+    sup = contention_runs(lambda m, s: (100 if m == 2 else 500) + s, count=10)  # 5x for 2x
     assert judged(4, sup, cores=4).verdict == CONTRADICTED
 
 
@@ -238,8 +241,8 @@ def test_claim_4_tp_part_and_its_table_cover_tp_0_1_and_inf():
     verdict = judged(4, contention_runs(lambda m, s: 100, threads=(2,)), cores=2)
     assert [part.verdict for part in verdict.parts] == [NOT_TESTABLE, SUPPORTED]
     assert {row[0] for row in verdict.rows} == {"leashed:tp=0", "leashed:tp=1", LEASHED}
-    higher = judged(4, contention_runs(lambda m, s: 100, tp0_staleness=3.0, threads=(2,)),
-                    cores=2)
+    higher = judged(4, contention_runs(lambda m, s: 100, tp0_staleness=3.0, threads=(2,),
+                                       count=10), cores=2)
     assert higher.parts[1].verdict == CONTRADICTED
 
 
@@ -267,13 +270,13 @@ def test_claim_5_zero_staleness_on_both_sides_is_supported_without_nan():
 
 
 def test_claim_5_a_mean_3_percent_above_locks_contradicts_no_larger():
-    verdict = judged(5, staleness_runs({"mean": 1.03}, {"mean": 1.0}), cores=2)
+    verdict = judged(5, staleness_runs({"mean": 1.03}, {"mean": 1.0}, count=10), cores=2)
     assert verdict.verdict == CONTRADICTED
     assert parts(verdict)[f"mean no larger than {LOCK}'s at 2 threads"] == CONTRADICTED
 
 
 def test_claim_5_fewer_updates_at_zero_staleness_contradicts_it():
-    verdict = judged(5, staleness_runs({"zero": 0.77}, {"zero": 0.97}), cores=2)
+    verdict = judged(5, staleness_runs({"zero": 0.77}, {"zero": 0.97}, count=10), cores=2)
     assert parts(verdict)[f"share at τ = 0 no smaller than {LOCK}'s at 2 threads"] \
         == CONTRADICTED
     assert any(row[1].startswith("Leashed minus") for row in verdict.rows)
@@ -464,3 +467,95 @@ def test_too_few_values_for_a_median_interval_give_the_whole_line_which_always_c
     interval = cs.median_interval([1.0, 2.0, 3.0, 4.0])  # the widest, [min, max], is 87.5 %
     assert (interval.low, interval.high) == (-math.inf, math.inf)
     assert interval.confidence == 1.0
+
+
+# -- error rates of the verdicts, by Monte Carlo (seeded; synthetic records) -----------------
+
+def claim_1_at_the_claimed_ratio(rng, threads=(2, 4, 8), count=10, sigma=0.15):
+    """Every baseline exactly 1.2x slower than Leashed in expectation, log-normal noise."""
+    times = {(label, m, s): float(np.exp(sigma * rng.standard_normal()))
+             * (1.0 if label == LEASHED else 1.2)
+             for m in threads for label in (LEASHED, LOCK, HOGWILD) for s in range(count)}
+    return [record(label, m, s, time=time, max_time=100.0)
+            for (label, m, s), time in times.items()]
+
+
+def test_claim_1_at_exactly_the_claimed_ratio_is_contradicted_at_most_5_percent_of_the_time():
+    # 7 intervals (3 counts x 2 baselines, and the growth): unadjusted, each may exclude
+    # 1.2 by chance 5 % of the time and the claim read contradicted about 20 % of the time
+    rng = np.random.default_rng(11)
+    verdicts = [judged(1, claim_1_at_the_claimed_ratio(rng), cores=8) for _ in range(300)]
+    assert all(len(v.parts) == 13 for v in verdicts)
+    contradicted = np.mean([v.verdict == CONTRADICTED for v in verdicts])
+    assert contradicted <= 0.07  # family-wise 5 %; Monte Carlo error about 1 %
+    # the parts still show their own intervals, and say when the adjustment decided
+    assert any("Bonferroni" in p.reason for v in verdicts for p in v.parts)
+
+
+def test_a_contradicted_part_needs_its_interval_at_the_adjusted_level():
+    # 2 % faster at 2 threads, 10 seeds: the magnitude's 90 % interval excludes 1.2, and so
+    # does its 95 % one (2 intervals, lock and HOGWILD: each end one-sided at 2.5 %)
+    runs = speed_runs(lambda s, m: jitter(s), lambda s, m: 1.02 * jitter(s) * (1 + 0.002 * s),
+                      count=10)
+    verdict = judged(1, runs, cores=2)
+    assert verdict.verdict == CONTRADICTED
+    assert "95.0% level too" in verdict.reason
+    # 5 seeds cannot exclude anything one-sided at 2.5 % (the least is 1/32): not contradicted
+    five = speed_runs(lambda s, m: jitter(s), lambda s, m: 1.02 * jitter(s) * (1 + 0.002 * s))
+    assert judged(1, five, cores=2).verdict == INCONCLUSIVE
+
+
+def contention_at_exponent(rng, exponent=1.0, count=5, sigma=0.3):
+    """Failures per update at 2 and 4 threads, per seed, growing as m^exponent in expectation."""
+    runs = []
+    for s in range(count):
+        base = 0.01 * float(np.exp(sigma * rng.standard_normal()))
+        for m in (2, 4):
+            rate = base * (m / 2) ** exponent * float(np.exp(sigma * rng.standard_normal()))
+            runs.append(record(LEASHED, m, s, failures=round(rate * 10_000)))
+    return runs
+
+
+@pytest.mark.parametrize("count", [5, 10])
+def test_claim_4_at_a_linear_exponent_is_supported_at_most_5_percent_of_the_time(count):
+    # the percentile bootstrap of pooled rates read supported 11 % (5 seeds), 7 % (10)
+    rng = np.random.default_rng(5)
+    found = [parts(judged(4, contention_at_exponent(rng, count=count), cores=4))
+             ["failures per update grow sub-linearly"] for _ in range(500)]
+    assert np.mean([v == SUPPORTED for v in found]) <= 0.05  # Monte Carlo error under 1 %
+    assert np.mean([v == NOT_TESTABLE for v in found]) == 0
+
+
+def test_claim_4_exponent_is_paired_by_seed():
+    # seeds differ 10x in contention, each grows 1.3x for 2x threads: a paired exponent of
+    # 0.38 for every seed is sub-linear; pooled or unpaired rates would drown it in the spread
+    runs = [record(LEASHED, m, s, failures=round(100 * 3 ** s * (1.3 if m == 4 else 1)
+                                                 * (1 + 0.01 * s)))
+            for s in range(5) for m in (2, 4)]
+    part = judged(4, runs, cores=4).parts[0]
+    assert part.verdict == SUPPORTED
+    assert "per seed" in part.reason
+
+
+def test_claim_4_a_seed_without_failures_at_the_smaller_count_bounds_its_exponent_from_below():
+    # one seed grows from 0 failures: its exponent is unbounded above, so it may not help
+    # show sub-linear growth (it widens the interval's high end to infinity)
+    runs = [record(LEASHED, m, s, failures=(0 if s == 0 and m == 2 else
+                                            round(100 * (1.2 if m == 4 else 1) * (1 + 0.01 * s))))
+            for s in range(5) for m in (2, 4)]
+    part = judged(4, runs, cores=4).parts[0]
+    assert part.verdict == INCONCLUSIVE
+    assert ", inf] (93.8% interval)" in part.reason  # the high end is unbounded
+    assert "1 seeds without failures at 2 threads" in part.reason
+
+
+def test_claim_2_one_measure_needs_its_interval_at_half_the_error_to_decide():
+    # success: Leashed alone converged in 5 (step size, seed) pairs: 5 of 5, whose exact 90 %
+    # interval clears 0.5 (0.55) but whose 95 % one does not (0.48); spreads alike
+    def success(label, lr, seed):
+        return label == LEASHED or lr == LR or seed > 0
+    verdict = judged(2, stability_runs(success, lambda label, lr, s: 1.0 + 0.1 * s,
+                                       lrs=(LR, 2 * LR, 4 * LR, 8 * LR, 16 * LR, 32 * LR)),
+                     cores=2)
+    assert "95%" in verdict.reason
+    assert verdict.verdict == INCONCLUSIVE

@@ -9,7 +9,7 @@ behind them; :mod:`~asgdbench.study.claims` wraps them into a Verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from asgdbench.study.claim_runs import (
     by_seed,
     censored,
     dropped_share,
+    failures_per_update,
     mean_live_bytes,
     runs_of,
     staleness_figure,
@@ -31,7 +32,9 @@ from asgdbench.study.claim_runs import (
     too_few,
 )
 from asgdbench.study.claim_statistics import (
+    CONFIDENCE,
     MIN_PAIRS,
+    Interval,
     PairedEffect,
     bootstrap,
     effect_of,
@@ -40,7 +43,6 @@ from asgdbench.study.claim_statistics import (
     paired_differences,
     paired_effect,
     proportion_interval,
-    seed_bootstrap,
 )
 from asgdbench.study.verdicts import (
     CONTRADICTED,
@@ -66,6 +68,15 @@ GROWTH_MARGIN = 1.2
 """Claim 1's "as threads grow": the advantage may not shrink by 20 % or more."""
 
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]
+
+
+def rechecked(effect: PairedEffect, rule: Callable[[Interval], str]) -> Callable[[float], str]:
+    """``rule`` applied to ``effect``'s interval at another confidence (for
+    :func:`~asgdbench.study.verdicts.adjust`); too few pairs for that level: inconclusive."""
+    def at_level(confidence: float) -> str:
+        interval = effect.at(confidence)
+        return INCONCLUSIVE if interval is None else rule(interval)
+    return at_level
 
 
 # -- claim 1: time to ε -----------------------------------------------------------------------
@@ -115,7 +126,8 @@ def speed_parts(effect: PairedEffect, name: str) -> list[Part]:
         verdict = at_least(effect.interval, claimed)
         reason = (text if verdict != INCONCLUSIVE
                   else f"{text}; {detectable(effect, claimed=claimed)}")
-        parts.append(Part(what, verdict, reason))
+        parts.append(Part(what, verdict, reason, interval=name,
+                          at_level=rechecked(effect, lambda i, c=claimed: at_least(i, c))))
     return parts
 
 
@@ -150,7 +162,8 @@ def growth_part(per_seed: dict[tuple[int, str], dict[int, tuple[float, int]]], c
             f"x{ratio_text(effect.interval)} (a fall by 20 % or more, below "
             f"x{1 / GROWTH_MARGIN:.2f}, contradicts it)")
     return Part(name, verdict, text if verdict != INCONCLUSIVE else
-                f"{text}; {detectable(effect, claimed=-math.log(GROWTH_MARGIN))}")
+                f"{text}; {detectable(effect, claimed=-math.log(GROWTH_MARGIN))}",
+                at_level=rechecked(effect, lambda i: at_least(i, -math.log(GROWTH_MARGIN))))
 
 
 # -- claim 2: stability ------------------------------------------------------------------------
@@ -191,7 +204,12 @@ def judge_stability(results: Sequence[RunResult], workload: str, context: Contex
 
 def stability_part(leashed: dict[float, list[RunResult]], baseline: dict[float, list[RunResult]],
                    label: str) -> Part:
-    """Success per (step size, seed) pair, then the spread of time to ε: either may show it."""
+    """Success per (step size, seed) pair, then the spread of time to ε: either may show it.
+
+    "More stable" holds if either measure shows Leashed better, a union of two
+    hypotheses, so each measure is tested at half the error (Bonferroni): its
+    interval at ``1 - (1 - CONFIDENCE) / 2``, 95 %, each end one-sided at 2.5 %.
+    """
     ours_only = theirs_only = 0
     for lr in leashed:
         ours, theirs = (by_seed(runs, lambda r: float(r.converged)) for runs in
@@ -199,43 +217,54 @@ def stability_part(leashed: dict[float, list[RunResult]], baseline: dict[float, 
         for seed in set(ours) & set(theirs):
             ours_only += ours[seed][0] > theirs[seed][0]
             theirs_only += theirs[seed][0] > ours[seed][0]
-    if ours_only + theirs_only:
-        share = proportion_interval(ours_only, ours_only + theirs_only)
-        success = at_least(share, 0.5)
-        success_text = (f"of the {ours_only + theirs_only} (step size, seed) pairs where one "
-                        f"converged and the other not, Leashed was the one in {ours_only}: share "
-                        f"{share.text()} (0.5: no difference)")
-    elif not any(r.converged for cell in (leashed, baseline) for runs in cell.values()
-                 for r in runs):
-        success, success_text = NOT_TESTABLE, ("no run converged at any step size: needs a "
-                                               "longer time limit (a larger scale)")
-    else:
-        success, success_text = INCONCLUSIVE, "both converged on exactly the same pairs"
+    any_converged = any(r.converged for cell in (leashed, baseline) for runs in cell.values()
+                        for r in runs)
     both = [lr for lr in leashed
             if sum(r.converged for r in leashed[lr]) >= 3 and sum(r.converged for r in
                                                                    baseline[lr]) >= 3]
-    if both:
-        # sorted: the seeded resamples then depend on the runs, not on the order they were
-        # recorded in (a cluster records them as they finish)
-        groups = [sorted(r.time_to_target_s for r in cell[lr] if r.converged)
-                  for lr in both for cell in (baseline, leashed)]
+    # sorted: the seeded resamples then depend on the runs, not on the order they were
+    # recorded in (a cluster records them as they finish)
+    groups = [sorted(r.time_to_target_s for r in cell[lr] if r.converged)
+              for lr in both for cell in (baseline, leashed)]
 
-        def spread_difference(*resampled: np.ndarray) -> np.ndarray:
-            pairs = [log_spread(resampled[2 * k]) - log_spread(resampled[2 * k + 1])
-                     for k in range(len(both))]
-            return np.mean(pairs, axis=0)
-        spread_interval = bootstrap(groups, spread_difference)
-        spread = at_least(spread_interval, 0.0)
-        spread_text = (f"spread of log time to ε, {label} minus Leashed, averaged over "
-                       f"{len(both)} step sizes: {spread_interval.text()} (bootstrap)")
-    else:
-        spread, spread_text = NOT_TESTABLE, "no step size where both converged 3 times"
+    def spread_difference(*resampled: np.ndarray) -> np.ndarray:
+        pairs = [log_spread(resampled[2 * k]) - log_spread(resampled[2 * k + 1])
+                 for k in range(len(both))]
+        return np.mean(pairs, axis=0)
+
+    def measures(confidence: float) -> tuple[str, str, str, str]:
+        """Both measures' verdicts and texts, each at ``1 - (1 - confidence) / 2``."""
+        level = 1 - (1 - confidence) / 2
+        if ours_only + theirs_only:
+            share = proportion_interval(ours_only, ours_only + theirs_only, level)
+            success = at_least(share, 0.5)
+            success_text = (f"of the {ours_only + theirs_only} (step size, seed) pairs where "
+                            f"one converged and the other not, Leashed was the one in "
+                            f"{ours_only}: share {share.text()} ({level:.0%} interval; 0.5: no "
+                            f"difference)")
+        elif not any_converged:
+            success, success_text = NOT_TESTABLE, ("no run converged at any step size: needs "
+                                                   "a longer time limit (a larger scale)")
+        else:
+            success, success_text = INCONCLUSIVE, "both converged on exactly the same pairs"
+        if both:
+            spread_interval = bootstrap(groups, spread_difference, level)
+            spread = at_least(spread_interval, 0.0)
+            spread_text = (f"spread of log time to ε, {label} minus Leashed, averaged over "
+                           f"{len(both)} step sizes: {spread_interval.text()} ({level:.0%} "
+                           f"bootstrap interval)")
+        else:
+            spread, spread_text = NOT_TESTABLE, "no step size where both converged 3 times"
+        return success, success_text, spread, spread_text
+
+    success, success_text, spread, spread_text = measures(CONFIDENCE)
     verdict = either_way(success, spread)
     by = [what for what, v in (("success", success), ("spread", spread)) if v == verdict]
     lead = (f"decided by {' and '.join(by)}; " if verdict in (SUPPORTED, CONTRADICTED)
             else "neither measure decides; ")
     return Part(f"vs {label}", verdict, f"{lead}success: {success} ({success_text}); "
-                f"spread: {spread} ({spread_text})")
+                f"spread: {spread} ({spread_text})",
+                at_level=lambda confidence: either_way(*measures(confidence)[::2]))
 
 
 # -- claim 3: memory ---------------------------------------------------------------------------
@@ -284,7 +313,8 @@ def memory_part(effect: PairedEffect, threads: int, context: Context, short: str
             f"{effect_counts(effect)}; a reduction needs the interval below "
             f"{MEMORY_REDUCTION:g}")
     return Part(name, verdict, text if verdict != INCONCLUSIVE else
-                f"{text}; {detectable(effect, claimed=math.log(MEMORY_REDUCTION), side=-1)}")
+                f"{text}; {detectable(effect, claimed=math.log(MEMORY_REDUCTION), side=-1)}",
+                at_level=rechecked(effect, lambda i: at_most(i, math.log(MEMORY_REDUCTION))))
 
 
 def _bytes(count: float) -> str:
@@ -325,39 +355,56 @@ def judge_contention(results: Sequence[RunResult], workload: str, context: Conte
 
 
 def growth_exponent_part(results, workload, lr, counts, context) -> Part:
-    """Failed CAS per update ∝ threads^k: k from the pooled rates, seeds resampled together."""
+    """Failed CAS per update ∝ threads^k: k per seed, from that seed's two runs.
+
+    A seed's exponent is ``log(rate at the larger count / rate at the smaller)
+    / log(larger / smaller)``, summarised like every paired effect (exact
+    Wilcoxon / Hodges-Lehmann). A rate of zero has no logarithm and gets no
+    floor: a seed with no failure at the smaller count has an exponent of +inf
+    (it enters as a lower bound, so it can only widen the interval's high end),
+    none at the larger count -inf (an upper bound); none at either says nothing
+    about growth and is left out. No failure at the smaller count in any seed:
+    not testable.
+    """
     name = "failures per update grow sub-linearly"
     if len(counts) < 2:
         return Part(name, NOT_TESTABLE, f"needs two thread counts >= 2 that each get a core, so "
                                         f">= 4 cores; the runs had {context.cores}")
     first, last = counts[0], counts[-1]
-    low = by_seed(runs_of(results, workload, LEASHED, first, lr),
-                  lambda r: (r.cas or {}).get("failures") or 0)
-    high = by_seed(runs_of(results, workload, LEASHED, last, lr),
-                   lambda r: (r.cas or {}).get("failures") or 0)
-    low_updates = by_seed(runs_of(results, workload, LEASHED, first, lr),
-                          lambda r: r.updates_applied)
-    high_updates = by_seed(runs_of(results, workload, LEASHED, last, lr),
-                           lambda r: r.updates_applied)
-    seeds = sorted(set(low) & set(high))
+    low, high = (by_seed(runs_of(results, workload, LEASHED, m, lr), failures_per_update)
+                 for m in (first, last))
+    seeds = sorted(s for s in set(low) & set(high)
+                   if math.isfinite(low[s][0]) and math.isfinite(high[s][0]))
     if len(seeds) < context.min_seeds:
         return Part(name, NOT_TESTABLE, f"needs >= {context.min_seeds} seeds run at both "
                                         f"{first} and {last} threads; has {len(seeds)}")
-    columns = [np.array([table[s][0] for s in seeds], dtype=float)
-               for table in (low, low_updates, high, high_updates)]
-    if columns[0].sum() == 0:
+    if not any(low[s][0] > 0 for s in seeds):
         return Part(name, NOT_TESTABLE, f"no failed CAS at {first} threads in any seed: growth "
                                         f"from zero has no exponent; needs more contention")
-
-    def exponent(failures_low, updates_low, failures_high, updates_high):
-        rate_low = failures_low.sum(-1) / updates_low.sum(-1)
-        rate_high = failures_high.sum(-1) / updates_high.sum(-1)
-        return np.log(rate_high / rate_low) / math.log(last / first)
-    interval = seed_bootstrap(columns, exponent)
-    verdict = at_most(interval, 1.0)
-    return Part(name, verdict, f"exponent of failed CAS per update from {first} to {last} "
-                               f"threads {interval.text()} (pooled rates, seeds resampled; "
-                               f"1 is linear growth)")
+    with np.errstate(divide="ignore"):
+        exponents = {s: (np.log(high[s][0]) - np.log(low[s][0])) / math.log(last / first)
+                     for s in seeds if low[s][0] > 0 or high[s][0] > 0}
+    finite = [k for k in exponents.values() if math.isfinite(k)]
+    # an infinite exponent enters as a bound: any finite value below (above) it will do, as
+    # each end of the interval is monotone in every value and the bound frees the other end
+    below, above = (max(finite), min(finite)) if finite else (1.0, 1.0)
+    values = [k if math.isfinite(k) else below if k > 0 else above for k in exponents.values()]
+    bounds = [0 if math.isfinite(k) else 1 if k > 0 else -1 for k in exponents.values()]
+    effect = effect_of(values, uninformative=len(seeds) - len(exponents),
+                       censored=sum(b != 0 for b in bounds), bounds=bounds)
+    if effect.interval is None:
+        return Part(name, NOT_TESTABLE, f"needs >= {MIN_PAIRS} seeds with a failed CAS at "
+                                        f"{first} or {last} threads; has {len(exponents)}")
+    verdict = at_most(effect.interval, 1.0)
+    unbounded = (f" ({sum(b > 0 for b in bounds)} seeds without failures at {first} threads, "
+                 f"exponent inf; {sum(b < 0 for b in bounds)} without at {last}, -inf)"
+                 if any(bounds) else "")
+    text = (f"exponent of failed CAS per update from {first} to {last} threads, per seed: "
+            f"{effect.interval.text()} ({effect.interval.confidence:.1%} interval) over "
+            f"{effect.differences.size} seeds{unbounded}; 1 is linear growth")
+    return Part(name, verdict, text if verdict != INCONCLUSIVE else
+                f"{text}; {detectable(effect, as_ratio=False, claimed=1.0, side=-1)}",
+                at_level=rechecked(effect, lambda i: at_most(i, 1.0)))
 
 
 def persistence_part(results, workload, lr, counts, context) -> Part:
@@ -380,13 +427,15 @@ def persistence_part(results, workload, lr, counts, context) -> Part:
             f"staleness tp=inf minus tp=0, per seed {effect.interval.text(3)}")
     lower = at_least(effect.interval, 0.0)
     if lower == CONTRADICTED:
-        return Part(name, CONTRADICTED, text + ": tp=0's staleness is not lower")
+        return Part(name, CONTRADICTED, text + ": tp=0's staleness is not lower",
+                    at_level=rechecked(effect, lambda i: at_least(i, 0.0)))
     if max(dropped_share(r) for r in bounded) == 0:
         return Part(name, NOT_TESTABLE, text + ": tp=0 dropped nothing, so there was no "
                                                "contention to regulate; needs more threads")
     verdict = SUPPORTED if lower == SUPPORTED and dropped.low > 0 else INCONCLUSIVE
     return Part(name, verdict, text if verdict == SUPPORTED else
-                f"{text}; {detectable(effect, as_ratio=False)}")
+                f"{text}; {detectable(effect, as_ratio=False)}",
+                at_level=rechecked(effect, lambda i: at_least(i, 0.0)))
 
 
 # -- claim 5: staleness ------------------------------------------------------------------------
@@ -444,6 +493,7 @@ def staleness_parts(effects: dict[str, PairedEffect], threads: int) -> list[Part
         text = (f"Leashed minus lock, per seed pair {effect.interval.text(3)} over "
                 f"{effect_counts(effect)}")
         parts.append(Part(name, verdict, text if verdict != INCONCLUSIVE else
-                          f"{text}; {detectable(effect, as_ratio=False, side=-worse)}"))
+                          f"{text}; {detectable(effect, as_ratio=False, side=-worse)}",
+                          at_level=rechecked(effect, lambda i, w=worse: no_worse(i, w))))
     return parts
 

@@ -25,6 +25,8 @@ informative pairs: not testable.
 Intervals are two-sided at :data:`CONFIDENCE` (90 %): each end is a one-sided
 test at 5 %, as in non-inferiority testing, so "the lower end exceeds x" is a
 one-sided test of "the effect exceeds x" at 5 %. Power uses the same level.
+A claim of several parts reads "contradicted" only on intervals at a level
+adjusted for the number of its intervals (:func:`~asgdbench.study.verdicts.adjust`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class PairedEffect:
     """None: fewer than :data:`MIN_PAIRS` informative pairs."""
     bounds: np.ndarray | None = None
     """Per difference: 1 if the true one is at least it, -1 at most it, 0 exact (None: all 0)."""
+
+    def at(self, confidence: float) -> Interval | None:
+        """The interval of the same differences at another ``confidence`` (None: too few)."""
+        if self.differences.size < MIN_PAIRS:
+            return None
+        return hodges_lehmann(self.differences, confidence, self.bounds)
 
     @property
     def spread(self) -> float:
@@ -218,24 +226,6 @@ def bootstrap(groups: Sequence[Sequence[float]], statistic: Callable[..., np.nda
     low = np.percentile(values, tail, method="lower")
     high = np.percentile(values, 100 - tail, method="higher")
     return Interval(point, float(low), float(high), confidence)
-
-
-def seed_bootstrap(columns: Sequence[np.ndarray], statistic: Callable[..., np.ndarray],
-                   confidence: float = CONFIDENCE) -> Interval:
-    """Like :func:`bootstrap`, but the seeds (first axis, shared by every column) resampled together."""
-    arrays = [np.asarray(column, dtype=float) for column in columns]
-    n = arrays[0].shape[0]
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    picks = rng.integers(0, n, (RESAMPLES, n))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = np.asarray(statistic(*[array[picks] for array in arrays]), dtype=float)
-        point = float(statistic(*[array[None] for array in arrays])[0])
-    values = values[~np.isnan(values)]
-    tail = 100 * (1 - confidence) / 2
-    if not values.size:
-        return Interval(point, math.nan, math.nan, confidence)
-    return Interval(point, float(np.percentile(values, tail, method="lower")),
-                    float(np.percentile(values, 100 - tail, method="higher")), confidence)
 
 
 def proportion_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> Interval:

@@ -12,17 +12,29 @@ Four verdicts, so that "not shown" never reads as "refuted":
 
 A claim made of parts is ``contradicted`` if any part is, else ``supported``
 if every part is, else ``inconclusive`` if any part is, else ``not testable
-here``.
+here``. Both sides hold their error at 5 % for the whole claim:
+
+- supported needs every part supported, each a one-sided test at 5 %: an
+  intersection-union test, whose error is at most that of the one part whose
+  hypothesis is false, so it needs no adjustment;
+- contradicted needs one part contradicted, and k intervals each give a
+  chance to exclude a true claim by luck, so a part counts as contradicted
+  only if its interval at the Bonferroni level ``1 - (1 - 90 %) / k`` (each
+  end one-sided at 5 % / k) still excludes the claim (:func:`adjust`). k
+  counts a claim's testable *intervals*, not its parts: the parts read from
+  one interval (claim 1's direction and magnitude) err only when that interval
+  misses the true effect, which happens once.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from asgdbench.study.claim_statistics import (
+    CONFIDENCE,
     MIN_PAIRS,
     Interval,
     PairedEffect,
@@ -41,6 +53,11 @@ class Part:
     name: str
     verdict: str
     reason: str
+    at_level: Callable[[float], str] | None = field(default=None, compare=False, repr=False)
+    """This part's verdict from its interval(s) at another two-sided confidence (None: the
+    part has no interval, so it cannot be contradicted by one)."""
+    interval: str = ""
+    """Which interval the part reads (parts reading one interval share it; "": its name)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,33 @@ def combine(parts: Sequence[Part]) -> str:
     if INCONCLUSIVE in verdicts:
         return INCONCLUSIVE
     return NOT_TESTABLE
+
+
+def adjust(parts: Sequence[Part], confidence: float = CONFIDENCE) -> list[Part]:
+    """Bonferroni on the contradicted side: a contradicted part stays so only if its
+    interval at ``1 - (1 - confidence) / k`` still excludes the claim, k the claim's
+    testable intervals. The intervals shown stay at ``confidence``; the reason says
+    the level that decided."""
+    intervals = {part.interval or part.name for part in parts
+                 if part.at_level is not None and part.verdict != NOT_TESTABLE}
+    k = len(intervals)
+    if k <= 1:
+        return list(parts)
+    level = 1 - (1 - confidence) / k
+    out = []
+    for part in parts:
+        if part.verdict == CONTRADICTED and part.at_level is not None:
+            if part.at_level(level) == CONTRADICTED:
+                part = replace(part, reason=f"{part.reason}; excludes the claim at the "
+                                            f"{level:.1%} level too (Bonferroni over this "
+                                            f"claim's {k} intervals)")
+            else:
+                part = replace(part, verdict=INCONCLUSIVE,
+                               reason=f"{part.reason}; excludes the claim at {confidence:.0%} "
+                                      f"but not at the {level:.1%} level its {k} intervals "
+                                      f"need (Bonferroni), so not counted as contradicted")
+        out.append(part)
+    return out
 
 
 def at_least(interval: Interval, claimed: float) -> str:
