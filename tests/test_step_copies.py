@@ -13,8 +13,9 @@ import pytest
 from numba import njit
 from numba.core.runtime import _nrt_python, rtsys
 
+from asgdbench.engine.atomics import mutex_lock
 from asgdbench.engine.gates import Actor, GateBoard, gate
-from asgdbench.engine.protocol import CONTROL_CELLS
+from asgdbench.engine.protocol import CONTROL_CELLS, ERROR, NOT_READ
 from asgdbench.engine.steps import (
     STEP_COPIES_LIVE,
     STEP_COPIES_PEAK,
@@ -194,3 +195,40 @@ def test_the_copy_counter_peak_is_exact_under_contention():
 def _take_copies(params, counter, copies):
     for _ in range(copies):
         take_step_copy(params, counter)
+
+
+def _error_checking_mutex() -> np.ndarray:
+    """An OS mutex that answers a relock by its owner with EDEADLK instead of deadlocking."""
+    import ctypes
+
+    from asgdbench.engine.atomics import MUTEX_BYTES
+
+    libc = ctypes.CDLL(None)
+    attributes = ctypes.create_string_buffer(64)  # pthread_mutexattr_t: 4 bytes on glibc
+    assert libc.pthread_mutexattr_init(attributes) == 0
+    assert libc.pthread_mutexattr_settype(attributes, 2) == 0  # PTHREAD_MUTEX_ERRORCHECK
+    storage = np.zeros(MUTEX_BYTES, dtype=np.uint8)
+    assert libc.pthread_mutex_init(ctypes.c_void_p(storage.ctypes.data), attributes) == 0
+    return storage
+
+
+@njit
+def _lock(mutex):
+    return mutex_lock(mutex)
+
+
+def test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run():
+    """The read's mutex fails (an errno: here EDEADLK, this thread already holds it): the run
+    is failed through ERROR, the token is NOT_READ, and the copy taken for the step is counted
+    freed (no update follows to drop it)."""
+    strategy = get_strategy("lock-per-step-copy")
+    params, copies, _, updates = strategy.make_state(np.zeros(8), 1)
+    mutex = _error_checking_mutex()
+    state = (params, copies, mutex, updates)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    assert _lock(mutex) == 0
+    assert _lock(mutex) != 0  # the same thread again: refused, not a deadlock
+    _, token = strategy.read(state, 0, control)
+    assert token == NOT_READ and control[ERROR] == 1
+    assert copies[STEP_COPIES_LIVE] == 0 and copies[STEP_COPIES_PEAK] == 1
+    assert strategy.live_vectors_now(state, 1) == 1
