@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import njit, objmode
 from numba.core.runtime import _nrt_python, rtsys
 
+from asgdbench.algorithms.lock import read_per_step, update_per_step
 from asgdbench.engine.atomics import mutex_lock
 from asgdbench.engine.gates import Actor, GateBoard, gate
 from asgdbench.engine.protocol import CONTROL_CELLS, ERROR, NOT_READ
@@ -232,3 +233,71 @@ def test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run():
     assert token == NOT_READ and control[ERROR] == 1
     assert copies[STEP_COPIES_LIVE] == 0 and copies[STEP_COPIES_PEAK] == 1
     assert strategy.live_vectors_now(state, 1) == 1
+
+
+# -- where numba frees the copy: in the real worker loop ---------------------------------
+
+@njit
+def _allocations_alive():
+    with objmode(alive="int64"):
+        stats = rtsys.get_allocation_stats()
+        alive = stats.alloc - stats.free
+    return alive
+
+
+@njit(nogil=True)
+def _gradient_noting_allocations(params, data, rows, work, grad):
+    data[0, int(data[1, 0])] = _allocations_alive()  # the step's copy is alive here
+    return 0.0
+
+
+@njit(nogil=True)
+def _update_noting_allocations(state, tid, token, grad, lr, control, rule, rule_state):
+    data = state[4]
+    data[2, int(data[1, 0])] = _allocations_alive()  # before the strategy's update drops it
+    data[1, 0] += 1
+    return update_per_step(state[:4], tid, token, grad, lr, control, rule, rule_state)
+
+
+def test_numba_frees_the_step_copy_before_update_drops_it():
+    """``drop_step_copy`` in ``update`` is sound only if the copy is already gone then: in the
+    real worker loop, numba's own statistics show one allocation fewer at ``update`` than
+    during the gradient, step after step (the count is an upper bound, never below)."""
+    from asgdbench.engine.protocol import GO, MAX_UPDATES
+    from asgdbench.engine.rng import thread_states
+    from asgdbench.engine.worker import LossLog, ThreadTelemetry, worker_loop
+    from asgdbench.plugins.step_rules import parse_step_spec
+
+    steps = 4
+    strategy = get_strategy("lock-per-step-copy")
+    notes = np.zeros((3, steps + 2))
+    state = (*strategy.make_state(np.zeros(4), 1), notes)
+    constant = parse_step_spec("constant")
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    control[GO], control[MAX_UPDATES] = 1, steps
+    enabled = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    try:
+        worker_loop(_read_step_copy, _update_noting_allocations, _retire_nothing,
+                    _gradient_noting_allocations, state, 0, notes, 4, (np.zeros(1),),
+                    np.zeros(4), np.zeros(1, np.int64), thread_states(0, 1)[0], 0.1,
+                    constant.rule.step, constant.make_state(1), control,
+                    LossLog.allocate(16).arrays(), ThreadTelemetry.allocate(1).arrays(),
+                    np.zeros(2, np.int64))
+    finally:
+        if not enabled:
+            _nrt_python.memsys_disable_stats()
+    calls = steps + 1  # the last update finds the budget spent
+    assert notes[1, 0] == calls
+    np.testing.assert_array_equal(notes[2, :calls], notes[0, :calls] - 1)
+    assert state[1][STEP_COPIES_LIVE] == 0 and state[1][STEP_COPIES_PEAK] == 1
+
+
+@njit(nogil=True)
+def _read_step_copy(state, tid, control):
+    return read_per_step(state[:4], tid, control)
+
+
+@njit(nogil=True)
+def _retire_nothing(state, tid):
+    return
