@@ -9,6 +9,7 @@ from numba import njit
 from numba.extending import overload
 
 from asgdbench.engine.atomics import cas, fetch_add, load
+from asgdbench.engine.gates import gate
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -51,21 +52,37 @@ def new_step_copy_counter() -> np.ndarray:
     return np.zeros(2 * 8, dtype=np.int64)
 
 
+# test-only gate points of take_step_copy (see asgdbench.engine.gates)
+STEP_COPY_PEAK_SEEN = 1  # the peak loaded (or a raise lost), the raising CAS not yet tried
+STEP_COPY_COUNTED = 2  # the copy counted live and the peak raised, the vector not yet allocated
+
+
 @njit(nogil=True, cache=True)
 def take_step_copy(params, counter):
     """A fresh vector for this step only (the authors' ``new``), counted live; not yet filled.
 
-    Numba frees it once the worker drops it, after the gradient; the strategy
-    calls :func:`drop_step_copy` at that point.
+    Counted before it is allocated, and the strategy calls :func:`drop_step_copy`
+    in ``update``, after numba has freed it (once the worker's gradient is
+    computed): the live count is never below the copies really allocated, so the
+    peak is never understated.
     """
-    local = np.empty_like(params)
+    return gated_take_step_copy(params, counter, None, 0)
+
+
+@njit(nogil=True, cache=True)
+def gated_take_step_copy(params, counter, gates, tid):
+    """``take_step_copy`` with test-only gates (``None`` in every run: they compile to nothing)."""
     live = fetch_add(counter, STEP_COPIES_LIVE, 1) + 1
     seen = load(counter, STEP_COPIES_PEAK, "monotonic")
+    # raise the peak to ``live``, unless another thread has raised it past that meanwhile
     while seen < live:
+        gate(gates, STEP_COPY_PEAK_SEEN, tid)
         before = cas(counter, STEP_COPIES_PEAK, seen, live)
         if before == seen:
             break
         seen = before
+    gate(gates, STEP_COPY_COUNTED, tid)
+    local = np.empty_like(params)
     return local
 
 
