@@ -193,7 +193,10 @@ def test_a_file_system_without_locks_gets_a_warning_not_a_crash(tmp_path, capsys
 def test_two_compares_on_one_folder_run_each_cell_once(tmp_path):
     """The issue's case: the second process is refused, not run alongside the first."""
     out = tmp_path / "results"
-    first = start(*GRID, "--out", out, cwd=tmp_path)
+    # each append of the first grid pauses 4 s (the test-only gate), so that it still holds
+    # the folder when the second arrives, however fast its warm-cache runs are
+    env = {**os.environ, "ASGDBENCH_TEST_APPEND_PAUSE_S": "4"}
+    first = start(*GRID, "--out", out, cwd=tmp_path, env=env)
     try:
         wait_for((out / LOCK_FILE).exists, "lock file", first)
         second = subprocess.run([sys.executable, "-m", "asgdbench", *GRID, "--out", str(out),

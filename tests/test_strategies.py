@@ -124,10 +124,13 @@ def test_hogwild_takes_its_ticket_with_one_atomic_add():
     constant = parse_step_spec("constant")
     control = np.zeros(CONTROL_CELLS, np.int64)
     control[MAX_UPDATES] = 1
-    fresh = njit(nogil=True)(hogwild.update.py_func)  # numba hides cached IR
-    fresh(hogwild.make_state(np.zeros(4), 1), 0, 0, np.zeros(4), 0.1, control,
-          constant.rule.step, constant.make_state(1))
-    assert atomic_orderings(fresh, "update")["atomicrmw", "seq_cst"] >= 1
+    # the ticket is taken in apply_racy, the update of both HOGWILD! variants; a fresh
+    # compile, since numba hides the IR of cached code
+    fresh = njit(nogil=True)(hogwild.apply_racy.py_func)
+    params, tickets = hogwild.make_state(np.zeros(4), 1)
+    fresh(params, tickets, 0, 0, np.zeros(4), 0.1, control, constant.rule.step,
+          constant.make_state(1))
+    assert atomic_orderings(fresh, "apply_racy")["atomicrmw", "seq_cst"] >= 1
 
 
 @pytest.mark.parametrize("threads", THREADS)

@@ -346,6 +346,29 @@ MUTATIONS = [
         "    live = load(counter, STEP_COPIES_LIVE, \"monotonic\") + 1\n",
         "a per-step copy is taken without counting it live (a racy read instead of an add)",
         T_COPIES + "test_every_step_allocates_its_copy_and_frees_it[lock-per-step-copy]"),
+    Mutation("step-copy-allocated-before-counted", STEPS,
+             (("    gate(gates, STEP_COPY_COUNTED, tid)\n    local = np.empty_like(params)\n"
+               "    return local\n", "    return local\n"),
+              ("    live = fetch_add(counter, STEP_COPIES_LIVE, 1) + 1\n",
+               "    local = np.empty_like(params)\n    gate(gates, STEP_COPY_COUNTED, tid)\n"
+               "    live = fetch_add(counter, STEP_COPIES_LIVE, 1) + 1\n")),
+             "a per-step copy is allocated before it is counted live: the peak can be understated",
+             (T_COPIES + "test_a_step_copy_is_counted_live_before_it_is_allocated",)),
+    one("step-copy-peak-one-try", STEPS,
+        "    while seen < live:\n        gate(gates, STEP_COPY_PEAK_SEEN, tid)\n"
+        "        before = cas(counter, STEP_COPIES_PEAK, seen, live)\n        if before == seen:\n"
+        "            break\n        seen = before\n",
+        "    if seen < live:\n        gate(gates, STEP_COPY_PEAK_SEEN, tid)\n"
+        "        cas(counter, STEP_COPIES_PEAK, seen, live)\n",
+        "a lost CAS raising the peak is not retried: the peak is understated",
+        T_COPIES + "test_a_lost_peak_raise_is_retried_with_the_peak_another_thread_set"),
+    one("step-copy-peak-retry-stale", STEPS, "            break\n        seen = before\n",
+        "            break\n", "a lost peak raise retries with the stale peak: it spins",
+        T_COPIES + "test_a_lost_peak_raise_is_retried_with_the_peak_another_thread_set"),
+    one("lock-per-step-failed-read-keeps-copy", LOCK,
+        "        drop_step_copy(copies)  # no update follows a read that failed\n", "",
+        "a per-step read whose lock fails keeps its copy counted live",
+        T_COPIES + "test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run"),
     # -- SYNC ----------------------------------------------------------------------------
     one("sync-no-second-barrier", SYNC,
         "    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, gates, tid)\n", "",
