@@ -343,6 +343,8 @@ def _warm(args: argparse.Namespace) -> int:
     steps = [parse_step_spec(text) for text in args.steps]
     for name in args.workloads:
         get_workload(name)
+    for name in args.workloads[1:]:  # missing data fails now, not after minutes of compiling
+        load_workload(name, data_dir=_data_dir(args), dtype=args.dtypes[0])
     for name in args.workloads:
         for dtype in args.dtypes:
             workload = load_workload(name, data_dir=_data_dir(args), dtype=dtype)
