@@ -216,6 +216,10 @@ def _reproduce(args: argparse.Namespace) -> int:
     scale = reproduce.get_scale(args.scale)
     if args.seeds is not None:
         scale = scale.with_seeds(args.seeds)
+        if args.seeds < claims_module.MIN_SEEDS:
+            _note(f"note: --seeds {args.seeds} is fewer than the {claims_module.MIN_SEEDS} seed "
+                  f"pairs the paired tests need, so their verdicts will be 'not testable "
+                  f"here': fine for trying the pipeline, not for judging a claim")
     claims = reproduce.parse_claims(args.claims) if args.claims else claims_module.CLAIM_NUMBERS
     for name in args.workloads or []:
         get_workload(name)  # an unknown name fails here, before anything runs
