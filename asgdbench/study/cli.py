@@ -196,9 +196,14 @@ def _report(args: argparse.Namespace) -> int:
     if len(args.folders) == 2:
         if args.plot or args.columns or args.wide:
             raise UserError("--plot, --columns and --wide apply to one folder, not a comparison")
-        before, after = (report.summarize(_load(ResultStore(folder))) for folder in args.folders)
+        before, after = (_load(ResultStore(folder)) for folder in args.folders)
+        differences = grid.stop_rule_differences(before, after)
+        if differences:
+            _note(f"warning: the two folders' runs stopped under different rules "
+                  f"({'; '.join(differences)}): their losses at the budget, and times cut off "
+                  f"by a limit, are not like for like")
         print(f"before: {args.folders[0]}\nafter:  {args.folders[1]}\n")
-        print(report.render_comparison(before, after))
+        print(report.render_comparison(report.summarize(before), report.summarize(after)))
         return 0
     if reproduce.is_reproduce_folder(args.folders[0]):
         return _render_reproduce(ResultStore(args.folders[0]),
