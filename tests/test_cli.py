@@ -198,6 +198,7 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
     (["run", "--algorithm", "seq", "--threads", "1", "--target-loss", "none", "--max-time",
       "none"], ["stop rule"]),
     (["compare", "--resume"], ["--out"]),
+    (["compare", "--order", "strategy", "--order-seed", "3"], ["--order-seed", "no shuffle"]),
     (["frobnicate"], ["invalid choice"]),
     ([], ["COMMAND"]),
     (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),

@@ -148,6 +148,11 @@ def _compare(args: argparse.Namespace) -> int:
         raise UserError("--resume needs --out DIR, the folder of the grid to finish")
     if args.plot:
         plots.require_matplotlib()
+    if args.order_seed is None:
+        args.order_seed = grid.DEFAULT_ORDER_SEED
+    elif args.order != grid.INTERLEAVED:
+        raise UserError(f"--order-seed shuffles the interleaved order; --order {args.order} "
+                        f"has no shuffle (drop one of the two)")
     spec = get_workload(args.workload)
     cells = grid.order_cells(
         grid.expand(spec, args.algorithms, args.threads, args.lr, args.repeats,
@@ -554,9 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "seeded shuffled order, so load drift falls on every strategy "
                               "alike; strategy: each strategy's runs together, seeds innermost "
                               "(default: %(default)s)")
-    compare.add_argument("--order-seed", type=_seed, default=grid.DEFAULT_ORDER_SEED,
-                         help="seed of the interleaved order, recorded in runs.jsonl "
-                              "(default: %(default)s)")
+    compare.add_argument("--order-seed", type=_seed, metavar="N",
+                         help=f"seed of the interleaved order, recorded in runs.jsonl "
+                              f"(default: {grid.DEFAULT_ORDER_SEED})")
     _add_run_settings(compare)
     compare.add_argument("--out", type=_folder, metavar="DIR",
                          help=f"result folder (default: a new timestamped folder under "
