@@ -200,6 +200,7 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
     (["compare", "--resume"], ["--out"]),
     (["compare", "--order", "strategy", "--order-seed", "3"], ["--order-seed", "no shuffle"]),
     (["frobnicate"], ["invalid choice"]),
+    (["cache", "bogus"], ["argument ACTION", "'bogus'", "'info', 'clear', 'warm'"]),
     ([], ["COMMAND"]),
     (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),
     (["compare", "--out", ""], ["--out", "folder path"]),

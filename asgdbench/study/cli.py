@@ -696,7 +696,8 @@ def _add_cache_command(commands: Any, common: argparse.ArgumentParser) -> None:
                     "it in well under a second. info: where it is and how big; clear: remove "
                     "it; warm: compile the combinations asked for now (say, on each node of a "
                     "cluster before a grid).")
-    cache.add_argument("action", choices=("info", "clear", "warm"))
+    cache.add_argument("action", choices=("info", "clear", "warm"), metavar="ACTION",
+                       help="info, clear or warm (see above)")
     cache.add_argument("--strategies", dest="algorithms", type=_list_of(str),
                        default=list(grid.DEFAULT_ALGORITHMS), metavar="SPEC,SPEC,...",
                        help=f"warm: strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)})")
