@@ -318,3 +318,15 @@ def test_cache_warm_refuses_missing_data_before_compiling_anything(tmp_path):
     assert done.stderr.count("\n") == 1 and "mnist" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert loop_cache.describe_cache(cache).entries == 0, "compiled before refusing"
+
+
+def test_cache_info_says_when_the_folder_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where a parent folder should be: unwritable even for root
+    for folder, unwritable in ((blocker / "cache", True), (tmp_path / "new" / "cache", False)):
+        env = dict(os.environ, **{loop_cache.ENV_VAR: str(folder)})
+        done = subprocess.run([sys.executable, "-m", "asgdbench", "cache", "info"],
+                              capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert (f"{blocker} is not a folder" in done.stdout) is unwritable, done.stdout
+        assert ("compiles in memory" in done.stdout) is unwritable, done.stdout

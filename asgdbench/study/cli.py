@@ -340,6 +340,10 @@ def _cache(args: argparse.Namespace) -> int:
     print(f"entries   {info.entries} compiled worker loop(s), {info.compiled} with machine code; "
           f"{info.datasets} prepared data set(s)")
     print(f"size      {info.size_bytes / 2**20:.1f} MiB")
+    unwritable = loop_cache.unwritable_reason(info.folder)
+    if unwritable:
+        print(f"note      {unwritable}: every run compiles in memory and keeps nothing; set "
+              f"${loop_cache.ENV_VAR} to a writable folder")
     if os.environ.get("NUMBA_CACHE_DIR"):
         print(f"note      NUMBA_CACHE_DIR is set: numba keeps the machine code in "
               f"{os.environ['NUMBA_CACHE_DIR']}, not counted here")
