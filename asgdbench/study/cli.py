@@ -291,7 +291,13 @@ def _render_reproduce(store: ResultStore, plan: reproduce.Plan) -> int:
     from asgdbench.study import claim_report
 
     plots.require_matplotlib()
-    verdicts = claim_report.write_report(store.folder, plan, _load(store))
+    results = _load(store)
+    verdicts = claim_report.write_report(store.folder, plan, results)
+    pending, planned = reproduce.count_pending(plan, {result.config.key() for result in results})
+    if pending:
+        _note(f"warning: incomplete: {pending} of {planned} planned runs are missing, so these "
+              f"verdicts judge part of the experiment; finish with `asgdbench reproduce "
+              f"--resume --out {store.folder}` and the same options")
     print(claim_report.verdict_table(verdicts))
     print(f"\nreport in {store.folder / claim_report.REPORT_HTML} and "
           f"{store.folder / claim_report.REPORT_MD}")
