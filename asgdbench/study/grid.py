@@ -247,6 +247,8 @@ def run_grid(workload: Workload | None, cells: Sequence[RunConfig],
             result = replace(result, grid_order=order[result.config.key()])
         on_result(result)
 
+    if not cells:  # a resumed grid with nothing left: no empty progress bar
+        return
     with tqdm(total=len(cells), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         if cluster is not None:
             cluster.run_cells(cells, hand_over, progress=bar)
