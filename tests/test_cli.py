@@ -203,6 +203,7 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
     (["cache", "bogus"], ["argument ACTION", "'bogus'", "'info', 'clear', 'warm'"]),
     ([], ["COMMAND"]),
     (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),
+    (["--plugin", ".", "list"], ["plugin file '.' is a folder"]),
     (["compare", "--out", ""], ["--out", "folder path"]),
     (["run", "--algorithm", "seq", "--threads", "1", "--out", " "], ["--out", "folder path"]),
     (["report", ""], ["folder path"]),
