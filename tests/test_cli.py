@@ -201,6 +201,7 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
     (["compare", "--order", "strategy", "--order-seed", "3"], ["--order-seed", "no shuffle"]),
     (["frobnicate"], ["invalid choice"]),
     (["cache", "bogus"], ["argument ACTION", "'bogus'", "'info', 'clear', 'warm'"]),
+    (["cache", "info", "--strategies", "lock"], ["--strategies", "`cache info` takes none"]),
     ([], ["COMMAND"]),
     (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),
     (["--plugin", ".", "list"], ["plugin file '.' is a folder"]),

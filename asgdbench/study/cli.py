@@ -335,6 +335,10 @@ def _cache(args: argparse.Namespace) -> int:
     """``asgdbench cache info|clear|warm``: the folder of compiled worker loops."""
     from asgdbench.engine import loop_cache
 
+    given = [option for option, value in _warm_options(args).items() if value is not None]
+    if given and args.action != "warm":
+        raise UserError(f"{', '.join(given)} choose what `cache warm` compiles; "
+                        f"`cache {args.action}` takes none of them")
     if args.action == "clear":
         removed = loop_cache.clear_cache()
         print(f"removed {removed} file(s) from {loop_cache.cache_folder()}")
@@ -356,6 +360,12 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options only ``cache warm`` takes, by name; None where not given."""
+    return {"--strategies": args.algorithms, "--steps": args.steps,
+            "--workloads": args.workloads, "--dtypes": args.dtypes}
+
+
 def _warm(args: argparse.Namespace) -> int:
     """Compile (or find) the worker loop of every combination asked for, as a run would."""
     import time
@@ -363,6 +373,10 @@ def _warm(args: argparse.Namespace) -> int:
     from asgdbench.engine.runner import worker_loop_for
     from asgdbench.plugins.strategies import parse_spec
 
+    args.algorithms = args.algorithms or list(grid.DEFAULT_ALGORITHMS)
+    args.steps = args.steps or [DEFAULT_STEP]
+    args.workloads = args.workloads or [grid.DEFAULT_WORKLOAD]
+    args.dtypes = args.dtypes or ["float32"]
     strategies = [parse_spec(text) for text in args.algorithms]  # bad names fail before any work
     steps = [parse_step_spec(text) for text in args.steps]
     for name in args.workloads:
@@ -709,14 +723,14 @@ def _add_cache_command(commands: Any, common: argparse.ArgumentParser) -> None:
     cache.add_argument("action", choices=("info", "clear", "warm"), metavar="ACTION",
                        help="info, clear or warm (see above)")
     cache.add_argument("--strategies", dest="algorithms", type=_list_of(str),
-                       default=list(grid.DEFAULT_ALGORITHMS), metavar="SPEC,SPEC,...",
+                       metavar="SPEC,SPEC,...",
                        help=f"warm: strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)})")
-    cache.add_argument("--steps", type=_list_of(str), default=[DEFAULT_STEP],
+    cache.add_argument("--steps", type=_list_of(str),
                        metavar="RULE,RULE,...",
                        help=f"warm: step rules (default: {DEFAULT_STEP})")
-    cache.add_argument("--workloads", type=_list_of(str), default=[grid.DEFAULT_WORKLOAD],
+    cache.add_argument("--workloads", type=_list_of(str),
                        metavar="W,W,...", help=f"warm: workloads (default: {grid.DEFAULT_WORKLOAD})")
-    cache.add_argument("--dtypes", type=_list_of(_dtype), default=["float32"],
+    cache.add_argument("--dtypes", type=_list_of(_dtype),
                        metavar="float32,float64", help="warm: model dtypes (default: float32)")
     cache.set_defaults(handler=_cache)
 
