@@ -330,3 +330,10 @@ def test_cache_info_says_when_the_folder_cannot_be_written(tmp_path):
         assert done.returncode == 0, done.stderr
         assert (f"{blocker} is not a folder" in done.stdout) is unwritable, done.stdout
         assert ("compiles in memory" in done.stdout) is unwritable, done.stdout
+    env = dict(os.environ, **{loop_cache.ENV_VAR: str(blocker / "cache")})
+    warmed = subprocess.run([sys.executable, "-m", "asgdbench", "cache", "warm", "--workloads",
+                             "probe"], capture_output=True, text=True, timeout=60, env=env,
+                            cwd=tmp_path)
+    assert warmed.returncode == 2 and warmed.stdout == "", warmed.stdout  # nothing compiled
+    assert warmed.stderr.startswith("asgdbench: error: cannot warm the compile cache") \
+        and f"{blocker} is not a folder" in warmed.stderr, warmed.stderr

@@ -370,9 +370,14 @@ def _warm(args: argparse.Namespace) -> int:
     """Compile (or find) the worker loop of every combination asked for, as a run would."""
     import time
 
+    from asgdbench.engine import loop_cache
     from asgdbench.engine.runner import worker_loop_for
     from asgdbench.plugins.strategies import parse_spec
 
+    unwritable = loop_cache.unwritable_reason()
+    if unwritable:
+        raise UserError(f"cannot warm the compile cache in {loop_cache.cache_folder()}: "
+                        f"{unwritable}; set ${loop_cache.ENV_VAR} to a writable folder")
     args.algorithms = args.algorithms or list(grid.DEFAULT_ALGORITHMS)
     args.steps = args.steps or [DEFAULT_STEP]
     args.workloads = args.workloads or [grid.DEFAULT_WORKLOAD]
