@@ -300,13 +300,13 @@ def check_strategy(spec: str | StrategySpec, threads: int = 16, updates: int = 5
         if step.name == DEFAULT_STEP:
             checks.append(Check("no lost update (final vector is the closed form)",
                                 stress.final_is_exact,
-                                f"final component {stress.final_params[0]!r}, expected "
-                                f"{stress.expected_params()[0]!r}"))
+                                f"final component {float(stress.final_params[0])!r}, expected "
+                                f"{float(stress.expected_params()[0])!r}"))
         else:
             checks.append(Check("no lost update (final vector is -c times the applied steps)",
                                 stress.final_within_rounding,
-                                f"final component {stress.final_params[0]!r}, expected "
-                                f"{stress.expected_params()[0]!r} (exact: "
+                                f"final component {float(stress.final_params[0])!r}, expected "
+                                f"{float(stress.expected_params()[0])!r} (exact: "
                                 f"{stress.final_is_exact})"))
     else:
         checks.append(Check("torn reads (not consistent: reported only)", None, torn))

@@ -9,6 +9,7 @@ and --resume completes the grid, and that user errors are one line with exit 2.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -197,9 +198,13 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
     (["run", "--algorithm", "seq", "--threads", "1", "--target-loss", "none", "--max-time",
       "none"], ["stop rule"]),
     (["compare", "--resume"], ["--out"]),
+    (["compare", "--order", "strategy", "--order-seed", "3"], ["--order-seed", "no shuffle"]),
     (["frobnicate"], ["invalid choice"]),
+    (["cache", "bogus"], ["argument ACTION", "'bogus'", "'info', 'clear', 'warm'"]),
+    (["cache", "info", "--strategies", "lock"], ["--strategies", "`cache info` takes none"]),
     ([], ["COMMAND"]),
     (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),
+    (["--plugin", ".", "list"], ["plugin file '.' is a folder"]),
     (["compare", "--out", ""], ["--out", "folder path"]),
     (["run", "--algorithm", "seq", "--threads", "1", "--out", " "], ["--out", "folder path"]),
     (["report", ""], ["folder path"]),
@@ -388,7 +393,21 @@ def test_report_compares_two_folders_cell_by_cell(finished_grid, tmp_path, capsy
     for strategy in ("seq", "lock"):
         line = table_line_of(compared.stdout, strategy)
         assert "1.00x" in line and "1/1 -> 1/1" in line  # the same runs on both sides
+    assert "different rules" not in compared.stderr
     assert_user_error(in_process(capsys, "report", finished_grid, after, "--plot"), "comparison")
+
+
+def test_report_warns_when_the_two_folders_ran_under_other_stop_rules(finished_grid, tmp_path,
+                                                                      capsys):
+    after = copy_of(finished_grid, tmp_path)
+    runs = [json.loads(line) for line in (after / "runs.jsonl").read_text().splitlines()]
+    (after / "runs.jsonl").write_text("".join(json.dumps(dict(run, max_time=7.0)) + "\n"
+                                              for run in runs))
+    compared = in_process(capsys, "report", finished_grid, after)
+    assert compared.returncode == 0, compared.stderr
+    [warning] = compared.stderr.splitlines()
+    assert warning.startswith("asgdbench: warning:") and "--max-time 5 before, 7 after" in warning
+    assert table_line_of(compared.stdout, "lock")  # still compared, only flagged
 
 
 @pytest.mark.parametrize("changed, fragments", [

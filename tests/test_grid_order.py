@@ -73,3 +73,8 @@ def test_compare_records_the_order_and_interleaving_spreads_load_drift(order, tm
         assert abs(ratio - 1) < 0.1
     else:  # the last strategy took the drift: a false 30 % difference
         assert ratio > 1.2
+
+
+def test_a_grid_with_nothing_left_to_run_draws_no_progress_bar(capsys):
+    grid.run_grid(None, [], lambda result: None)
+    assert capsys.readouterr().err == ""

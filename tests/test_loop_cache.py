@@ -301,3 +301,39 @@ def test_cache_warm_fills_what_a_run_then_loads_and_info_and_clear_report_it(tmp
     assert loop_cache.describe_cache(cache).entries == 1
     assert "removed" in cli("cache", "clear").stdout
     assert loop_cache.describe_cache(cache).entries == 0
+
+
+def test_cache_warm_refuses_missing_data_before_compiling_anything(tmp_path):
+    # Every workload's data is checked first: a missing data set must not cost the
+    # minutes of compiling the workloads listed before it, only to fail afterwards.
+    cache = tmp_path / "cache"
+    env = dict(os.environ, **{loop_cache.ENV_VAR: str(cache)})
+    env.pop("ASGDBENCH_DATA", None)
+    (tmp_path / "no-data").mkdir()
+    done = subprocess.run([sys.executable, "-m", "asgdbench", "cache", "warm", "--strategies",
+                           "hogwild", "--workloads", "probe,mlp-mnist", "--data-dir",
+                           str(tmp_path / "no-data")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "mnist" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert loop_cache.describe_cache(cache).entries == 0, "compiled before refusing"
+
+
+def test_cache_info_says_when_the_folder_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where a parent folder should be: unwritable even for root
+    for folder, unwritable in ((blocker / "cache", True), (tmp_path / "new" / "cache", False)):
+        env = dict(os.environ, **{loop_cache.ENV_VAR: str(folder)})
+        done = subprocess.run([sys.executable, "-m", "asgdbench", "cache", "info"],
+                              capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert (f"{blocker} is not a folder" in done.stdout) is unwritable, done.stdout
+        assert ("compiles in memory" in done.stdout) is unwritable, done.stdout
+    env = dict(os.environ, **{loop_cache.ENV_VAR: str(blocker / "cache")})
+    warmed = subprocess.run([sys.executable, "-m", "asgdbench", "cache", "warm", "--workloads",
+                             "probe"], capture_output=True, text=True, timeout=60, env=env,
+                            cwd=tmp_path)
+    assert warmed.returncode == 2 and warmed.stdout == "", warmed.stdout  # nothing compiled
+    assert warmed.stderr.startswith("asgdbench: error: cannot warm the compile cache") \
+        and f"{blocker} is not a folder" in warmed.stderr, warmed.stderr

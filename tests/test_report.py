@@ -335,6 +335,8 @@ def test_comparison_of_fixed_budget_cells_uses_the_final_loss():
     line = table_line(render_comparison(runs([0.4, 0.5, 0.6]), runs([0.2, 0.25, 0.3])),
                       "hogwild")
     assert "loss" in line and "- 0.50x" in line and "0.500 (0.400-0.600)" in line
+    only_before = table_line(render_comparison(runs([0.4, 0.5, 0.6]), []), "hogwild")
+    assert "| loss " in only_before and "0.500 (0.400-0.600)" in only_before, only_before
 
 
 # -- reading runs back (asgdbench.study.result_folder) ------------------------------------------

@@ -161,6 +161,38 @@ def test_seeds_overrides_the_scale_and_skips_planning(capsys, tmp_path, monkeypa
     assert len((tmp_path / "six" / "runs.jsonl").read_text().splitlines()) == 3 * 6
 
 
+def test_too_few_seeds_are_run_but_named_as_unable_to_judge(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(grid, "run_cell", fake_runs(spread=0.1))
+    code, _, err = run_cli(capsys, "reproduce", "--claims", "1", "--seeds", "2",
+                           "--workloads", WORKLOAD, "--out", tmp_path / "two")
+    assert code == 0, err
+    assert "--seeds 2 is fewer than the 5 seed pairs" in err
+    assert "not testable here" in (tmp_path / "two" / "report.md").read_text()
+    code, _, err = run_cli(capsys, "reproduce", "--claims", "1", "--seeds", "5",
+                           "--workloads", WORKLOAD, "--out", tmp_path / "five")
+    assert code == 0, err
+    assert "fewer than" not in err
+
+
+def test_report_of_an_unfinished_reproduce_folder_says_it_is_incomplete(capsys, tmp_path,
+                                                                       monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(grid, "run_cell", fake_runs(spread=0.1))
+    out = tmp_path / "cut"
+    code, _, err = run_cli(capsys, "reproduce", "--claims", "4", "--seeds", "1",
+                           "--workloads", WORKLOAD, "--out", out)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "report", out)
+    assert code == 0 and "incomplete" not in err, err
+    lines = (out / "runs.jsonl").read_text().splitlines(keepends=True)
+    (out / "runs.jsonl").write_text("".join(lines[:-2]))
+    code, stdout, err = run_cli(capsys, "report", out)
+    assert code == 0, err
+    assert f"incomplete: 2 of {len(lines)} planned runs are missing" in err
+    assert f"--resume --out {out}" in err and "verdict" in stdout
+
+
 # -- a tiny real run through the command line --------------------------------------------
 
 class _ReportParser(HTMLParser):

@@ -9,6 +9,7 @@ the final vector a consistent strategy must end at.
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -482,6 +483,28 @@ def test_a_plugin_rule_cannot_take_a_built_in_name(tmp_path):
     finally:
         sys.modules.pop("asgdbench_plugin_clash", None)
     assert STEP_RULES.source("inverse")["kind"] == "built-in"
+
+
+def test_built_in_rules_stay_built_in_when_a_plugin_file_is_the_first_to_register(tmp_path):
+    # In a fresh process the first register_step_rule (inside the plugin's import)
+    # discovers the built-ins; they must not be attributed to the plugin file, or
+    # a plugin naming its rule "constant" would silently replace the built-in.
+    clash = tmp_path / "clash.py"
+    clash.write_text((PLUGINS / "halving.py").read_text().replace('name="halving"',
+                                                                   'name="constant"'))
+    refused = subprocess.run([sys.executable, "-m", "asgdbench", "list", "--plugin", str(clash)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout[-300:]
+    assert "'constant' from plugin file" in refused.stderr and "clashes with the one from " \
+        "built-in asgdbench.algorithms.step_rules.constant" in refused.stderr, refused.stderr
+    loaded = subprocess.run(
+        [sys.executable, "-c",
+         "from asgdbench.plugins.files import load_plugin_file\n"
+         "from asgdbench.plugins.step_rules import STEP_RULES\n"
+         f"load_plugin_file({str(PLUGINS / 'halving.py')!r})\n"
+         "print(STEP_RULES.source('constant')['kind'], STEP_RULES.source('halving')['kind'])"],
+        capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.split() == ["built-in", "file"], loaded.stderr
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -319,6 +319,20 @@ def describe_cache(folder: Path | None = None) -> CacheInfo:
                      sum(path.suffix == ".npz" for path in files), size)
 
 
+def unwritable_reason(folder: Path | None = None) -> str | None:
+    """Why ``folder`` (default: the cache folder) could not take cache files, or None if it
+    could: it, or the nearest of its parents that exists, must be a writable folder."""
+    folder = cache_folder() if folder is None else folder
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 def clear_cache(folder: Path | None = None) -> int:
     """Remove every file this cache owns; how many. Safe while other processes run: one that
     misses a file it was about to load compiles instead."""

@@ -22,6 +22,8 @@ def load_plugin_file(path: str | Path) -> None:
     from asgdbench.workloads import available_workloads
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"plugin file {str(path)!r} is a folder: name the .py file in it")
     if not path.is_file():
         raise ConfigError(f"plugin file {str(path)!r} does not exist")
     available_strategies()  # discover the built-ins first, so that a clash is seen

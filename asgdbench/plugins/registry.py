@@ -104,6 +104,14 @@ class Registry(Generic[T]):
         if self._discovered:
             return
         self._discovered = True
+        loading = _loading[:]  # discovery triggered from inside a plugin file's import:
+        _loading.clear()  # the built-ins are still built-ins, not that file's (and clash with it)
+        try:
+            self._discover()
+        finally:
+            _loading[:] = loading
+
+    def _discover(self) -> None:
         self._builtins()
         for entry_point in entry_points(group=self.entry_point_group):
             dist = getattr(entry_point, "dist", None)

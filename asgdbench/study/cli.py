@@ -148,6 +148,11 @@ def _compare(args: argparse.Namespace) -> int:
         raise UserError("--resume needs --out DIR, the folder of the grid to finish")
     if args.plot:
         plots.require_matplotlib()
+    if args.order_seed is None:
+        args.order_seed = grid.DEFAULT_ORDER_SEED
+    elif args.order != grid.INTERLEAVED:
+        raise UserError(f"--order-seed shuffles the interleaved order; --order {args.order} "
+                        f"has no shuffle (drop one of the two)")
     spec = get_workload(args.workload)
     cells = grid.order_cells(
         grid.expand(spec, args.algorithms, args.threads, args.lr, args.repeats,
@@ -196,9 +201,14 @@ def _report(args: argparse.Namespace) -> int:
     if len(args.folders) == 2:
         if args.plot or args.columns or args.wide:
             raise UserError("--plot, --columns and --wide apply to one folder, not a comparison")
-        before, after = (report.summarize(_load(ResultStore(folder))) for folder in args.folders)
+        before, after = (_load(ResultStore(folder)) for folder in args.folders)
+        differences = grid.stop_rule_differences(before, after)
+        if differences:
+            _note(f"warning: the two folders' runs stopped under different rules "
+                  f"({'; '.join(differences)}): their losses at the budget, and times cut off "
+                  f"by a limit, are not like for like")
         print(f"before: {args.folders[0]}\nafter:  {args.folders[1]}\n")
-        print(report.render_comparison(before, after))
+        print(report.render_comparison(report.summarize(before), report.summarize(after)))
         return 0
     if reproduce.is_reproduce_folder(args.folders[0]):
         return _render_reproduce(ResultStore(args.folders[0]),
@@ -216,6 +226,10 @@ def _reproduce(args: argparse.Namespace) -> int:
     scale = reproduce.get_scale(args.scale)
     if args.seeds is not None:
         scale = scale.with_seeds(args.seeds)
+        if args.seeds < claims_module.MIN_SEEDS:
+            _note(f"note: --seeds {args.seeds} is fewer than the {claims_module.MIN_SEEDS} seed "
+                  f"pairs the paired tests need, so their verdicts will be 'not testable "
+                  f"here': fine for trying the pipeline, not for judging a claim")
     claims = reproduce.parse_claims(args.claims) if args.claims else claims_module.CLAIM_NUMBERS
     for name in args.workloads or []:
         get_workload(name)  # an unknown name fails here, before anything runs
@@ -278,7 +292,13 @@ def _render_reproduce(store: ResultStore, plan: reproduce.Plan) -> int:
     from asgdbench.study import claim_report
 
     plots.require_matplotlib()
-    verdicts = claim_report.write_report(store.folder, plan, _load(store))
+    results = _load(store)
+    verdicts = claim_report.write_report(store.folder, plan, results)
+    pending, planned = reproduce.count_pending(plan, {result.config.key() for result in results})
+    if pending:
+        _note(f"warning: incomplete: {pending} of {planned} planned runs are missing, so these "
+              f"verdicts judge part of the experiment; finish with `asgdbench reproduce "
+              f"--resume --out {store.folder}` and the same options")
     print(claim_report.verdict_table(verdicts))
     print(f"\nreport in {store.folder / claim_report.REPORT_HTML} and "
           f"{store.folder / claim_report.REPORT_MD}")
@@ -316,6 +336,10 @@ def _cache(args: argparse.Namespace) -> int:
     """``asgdbench cache info|clear|warm``: the folder of compiled worker loops."""
     from asgdbench.engine import loop_cache
 
+    given = [option for option, value in _warm_options(args).items() if value is not None]
+    if given and args.action != "warm":
+        raise UserError(f"{', '.join(given)} choose what `cache warm` compiles; "
+                        f"`cache {args.action}` takes none of them")
     if args.action == "clear":
         removed = loop_cache.clear_cache()
         print(f"removed {removed} file(s) from {loop_cache.cache_folder()}")
@@ -327,23 +351,44 @@ def _cache(args: argparse.Namespace) -> int:
     print(f"entries   {info.entries} compiled worker loop(s), {info.compiled} with machine code; "
           f"{info.datasets} prepared data set(s)")
     print(f"size      {info.size_bytes / 2**20:.1f} MiB")
+    unwritable = loop_cache.unwritable_reason(info.folder)
+    if unwritable:
+        print(f"note      {unwritable}: every run compiles in memory and keeps nothing; set "
+              f"${loop_cache.ENV_VAR} to a writable folder")
     if os.environ.get("NUMBA_CACHE_DIR"):
         print(f"note      NUMBA_CACHE_DIR is set: numba keeps the machine code in "
               f"{os.environ['NUMBA_CACHE_DIR']}, not counted here")
     return 0
 
 
+def _warm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options only ``cache warm`` takes, by name; None where not given."""
+    return {"--strategies": args.algorithms, "--steps": args.steps,
+            "--workloads": args.workloads, "--dtypes": args.dtypes}
+
+
 def _warm(args: argparse.Namespace) -> int:
     """Compile (or find) the worker loop of every combination asked for, as a run would."""
     import time
 
+    from asgdbench.engine import loop_cache
     from asgdbench.engine.runner import worker_loop_for
     from asgdbench.plugins.strategies import parse_spec
 
+    unwritable = loop_cache.unwritable_reason()
+    if unwritable:
+        raise UserError(f"cannot warm the compile cache in {loop_cache.cache_folder()}: "
+                        f"{unwritable}; set ${loop_cache.ENV_VAR} to a writable folder")
+    args.algorithms = args.algorithms or list(grid.DEFAULT_ALGORITHMS)
+    args.steps = args.steps or [DEFAULT_STEP]
+    args.workloads = args.workloads or [grid.DEFAULT_WORKLOAD]
+    args.dtypes = args.dtypes or ["float32"]
     strategies = [parse_spec(text) for text in args.algorithms]  # bad names fail before any work
     steps = [parse_step_spec(text) for text in args.steps]
     for name in args.workloads:
         get_workload(name)
+    for name in args.workloads[1:]:  # missing data fails now, not after minutes of compiling
+        load_workload(name, data_dir=_data_dir(args), dtype=args.dtypes[0])
     for name in args.workloads:
         for dtype in args.dtypes:
             workload = load_workload(name, data_dir=_data_dir(args), dtype=dtype)
@@ -544,9 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "seeded shuffled order, so load drift falls on every strategy "
                               "alike; strategy: each strategy's runs together, seeds innermost "
                               "(default: %(default)s)")
-    compare.add_argument("--order-seed", type=_seed, default=grid.DEFAULT_ORDER_SEED,
-                         help="seed of the interleaved order, recorded in runs.jsonl "
-                              "(default: %(default)s)")
+    compare.add_argument("--order-seed", type=_seed, metavar="N",
+                         help=f"seed of the interleaved order, recorded in runs.jsonl "
+                              f"(default: {grid.DEFAULT_ORDER_SEED})")
     _add_run_settings(compare)
     compare.add_argument("--out", type=_folder, metavar="DIR",
                          help=f"result folder (default: a new timestamped folder under "
@@ -681,16 +726,17 @@ def _add_cache_command(commands: Any, common: argparse.ArgumentParser) -> None:
                     "it in well under a second. info: where it is and how big; clear: remove "
                     "it; warm: compile the combinations asked for now (say, on each node of a "
                     "cluster before a grid).")
-    cache.add_argument("action", choices=("info", "clear", "warm"))
+    cache.add_argument("action", choices=("info", "clear", "warm"), metavar="ACTION",
+                       help="info, clear or warm (see above)")
     cache.add_argument("--strategies", dest="algorithms", type=_list_of(str),
-                       default=list(grid.DEFAULT_ALGORITHMS), metavar="SPEC,SPEC,...",
+                       metavar="SPEC,SPEC,...",
                        help=f"warm: strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)})")
-    cache.add_argument("--steps", type=_list_of(str), default=[DEFAULT_STEP],
+    cache.add_argument("--steps", type=_list_of(str),
                        metavar="RULE,RULE,...",
                        help=f"warm: step rules (default: {DEFAULT_STEP})")
-    cache.add_argument("--workloads", type=_list_of(str), default=[grid.DEFAULT_WORKLOAD],
+    cache.add_argument("--workloads", type=_list_of(str),
                        metavar="W,W,...", help=f"warm: workloads (default: {grid.DEFAULT_WORKLOAD})")
-    cache.add_argument("--dtypes", type=_list_of(_dtype), default=["float32"],
+    cache.add_argument("--dtypes", type=_list_of(_dtype),
                        metavar="float32,float64", help="warm: model dtypes (default: float32)")
     cache.set_defaults(handler=_cache)
 

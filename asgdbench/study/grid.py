@@ -179,6 +179,17 @@ def check_resume(cells: Sequence[RunConfig], finished: Sequence[RunResult]) -> N
                     f"choose another --out")
 
 
+def stop_rule_differences(before: Sequence[RunResult], after: Sequence[RunResult]) -> list[str]:
+    """The stop rules two sets of runs used differently, in words ("--max-updates 100 before,
+    150000 after"): their losses at the budget, or times cut off by a limit, are not repeats."""
+    def used(runs: Sequence[RunResult], name: str) -> str:
+        values = {getattr(result.config, name) for result in runs}
+        return "/".join(sorted(_rule_text(value) for value in values))
+
+    return [f"{option} {used(before, name)} before, {used(after, name)} after"
+            for name, option in STOP_RULES if used(before, name) != used(after, name)]
+
+
 def _rule_text(value: float | None) -> str:
     return "none" if value is None else f"{value:g}"
 
@@ -236,6 +247,8 @@ def run_grid(workload: Workload | None, cells: Sequence[RunConfig],
             result = replace(result, grid_order=order[result.config.key()])
         on_result(result)
 
+    if not cells:  # a resumed grid with nothing left: no empty progress bar
+        return
     with tqdm(total=len(cells), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         if cluster is not None:
             cluster.run_cells(cells, hand_over, progress=bar)

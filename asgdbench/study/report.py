@@ -280,8 +280,11 @@ def _compared(before: Row | None, after: Row | None) -> tuple[str, str, str, str
         return row.final_loss, row.final_loss_min, row.final_loss_max, row.stopped
 
     metric, values = "time", (time(before), time(after))
-    if None in values and loss(before) and loss(after):
-        metric, values = "loss", (loss(before), loss(after))
+    losses = (loss(before), loss(after))
+    # the final loss where both cells stopped at a budget, or where no side has a time at
+    # all (a fixed-budget cell found in one folder only)
+    if None in values and any(losses) and (all(losses) or not any(values)):
+        metric, values = "loss", losses
     shown = [MISSING if value is None else _interval(*value[:3]) for value in values]
     if None in values:
         return metric, *shown, MISSING
