@@ -52,7 +52,7 @@ def test_quick_plans_fit_two_cores_and_share_runs_between_claims():
     # claims 1, 3 and 5 read the same runs at 2 threads and the default step size
     assert len([c for c in cells if c.algorithm == LEASHED and c.threads == 2
                 and c.lr == LR]) == claims.SCALES["quick"].seeds == 8
-    # a few seconds each: 208 runs over both workloads took 7-8 min on 2 cores; 15 is the cap
+    # a few seconds each: 208 runs over both workloads took 8 min 3 s on 2 cores; 15 is the cap
     assert len(cells) <= 16 * 8
     order = [config.seed for config in cells]
     assert order == sorted(order)  # seed by seed: strategies interleaved under the same load
