@@ -247,13 +247,20 @@ def test_threads_at_the_blas_limit_run_and_one_above_is_refused(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(BLAS_LIMIT is None, reason="the loaded BLAS has no per-thread table")
 def test_without_the_limit_twice_as_many_threads_overflow_openblas():
-    """Why the limit exists: past it OpenBLAS's table overflows (and the process usually dies)."""
+    """Why the limit exists: past it OpenBLAS's table overflows (and the process usually dies).
+
+    mlp-digits' GEMMs are small, and on an AVX-512 core OpenBLAS's SkylakeX kernel runs
+    small GEMMs without a buffer; a Haswell kernel (the one these machines are set to, and
+    every kernel for larger GEMMs) takes one per call. The child runs with Haswell unless
+    the environment names a kernel already.
+    """
     threads = 2 * (BLAS_LIMIT.threads + 1)
     script = ("from asgdbench.engine import preflight, runner\n"
               "preflight.check_blas_threads = lambda threads: None\n"
               f"runner.run('mlp-digits', 'hogwild', {threads}, target_loss=None, max_time=5)\n")
+    env = {"OPENBLAS_CORETYPE": "Haswell", **os.environ}
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, env=env)
     assert "precompiled NUM_THREADS exceeded" in ran.stderr, (ran.returncode, ran.stderr[-500:])
 
 
