@@ -207,7 +207,13 @@ def interrupts_kept() -> Iterator[None]:
 
 
 def raise_if_interrupted() -> None:
-    """Raise the KeyboardInterrupt of a Ctrl-C that something swallowed."""
+    """Raise the KeyboardInterrupt of a Ctrl-C that something swallowed.
+
+    Only in the main thread, whose run :func:`interrupts_kept` guards: a run in another
+    thread (a test's, an in-process worker's) must not take the main thread's interrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
     if _INTERRUPTED.is_set():
         _INTERRUPTED.clear()
         raise KeyboardInterrupt
