@@ -169,7 +169,7 @@ def _compare(args: argparse.Namespace) -> int:
     if store.partial_line is not None:
         _note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
               f"it was being written; that run will be done again")
-    finished = store.load() if store.runs_path.exists() else []
+    finished = store.finished()
     grid.check_resume(cells, finished)
     todo = grid.pending(cells, {result.config.key() for result in finished})
     print(f"asgdbench: {len(todo)} of {len(cells)} runs to do on {spec.name}; "
@@ -180,7 +180,7 @@ def _compare(args: argparse.Namespace) -> int:
     except ResultNotSaved as error:
         return _stopped_unsaved(store, error)
     except KeyboardInterrupt:
-        kept = len(store.load()) if store.runs_path.exists() else 0
+        kept = len(store.finished())
         if kept == 0:
             store.close()  # its lock file goes with it
             _remove_if_empty(store.folder)
@@ -244,7 +244,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     if store.partial_line is not None:
         _note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
               f"it was being written; that run will be done again")
-    finished = store.load() if store.runs_path.exists() else []
+    finished = store.finished()
     loaded = reproduce.check_plan(plan, finished, _data_dir(args), cluster=args.cluster)
     reproduce.write_manifest(store, plan)
     keys = {result.config.key() for result in finished}
@@ -260,7 +260,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     except ResultNotSaved as error:
         return _stopped_unsaved(store, error)
     except KeyboardInterrupt:
-        kept = len(store.load()) if store.runs_path.exists() else 0
+        kept = len(store.finished())
         print(f"asgdbench: interrupted; {kept} finished run(s) are kept in {store.runs_path}; "
               f"to finish, repeat the command with --resume --out {store.folder}",
               file=sys.stderr)
@@ -282,7 +282,7 @@ def _plan_more_seeds(store: ResultStore, plan: reproduce.Plan, loaded: dict,
                                  plan.workloads, plan.cores, plan.base_lr)
     bigger = dataclasses.replace(bigger, notes=bigger.notes + (note,))
     reproduce.write_manifest(store, bigger)
-    keys = {result.config.key() for result in _load(store)}
+    keys = store.finished_keys()  # _load above already warned about this folder
     reproduce.run_plan(bigger, loaded, keys, store.append, cluster=args.cluster)
     return bigger
 
@@ -325,7 +325,7 @@ def _open_for_writing(args: argparse.Namespace, folder: str | Path, *,
 
 def _stopped_unsaved(store: ResultStore, error: ResultNotSaved) -> int:
     """A run could not be saved (a full disk): stop the grid, say what is kept and how to go on."""
-    kept = len(store.load()) if store.runs_path.exists() else 0
+    kept = len(store.finished())
     print(f"asgdbench: error: {error}; the grid stopped; {kept} finished run(s) are kept in "
           f"{store.runs_path}; make room, then repeat the command with --resume --out "
           f"{store.folder}", file=sys.stderr)

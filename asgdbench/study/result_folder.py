@@ -200,11 +200,13 @@ class ResultStore:
                 f"seed): {'; '.join(items[:shown])}{more}; each counts once, from its first "
                 f"line, never as an extra seed")
 
+    def finished(self) -> list[RunResult]:
+        """:meth:`load`, or no runs if the folder has none yet (a grid that saved nothing)."""
+        return self.load() if self.runs_path.exists() else []
+
     def finished_keys(self) -> set[tuple]:
         """``RunConfig.key()`` of every finished run, to skip them on resume."""
-        if not self.runs_path.exists():
-            return set()
-        return {result.config.key() for result in self.load()}
+        return {result.config.key() for result in self.finished()}
 
     def write_summary(self, rows: Sequence[Row], table: str) -> None:
         """Write the table as ``summary.md`` and its raw figures as ``summary.csv``.
