@@ -31,6 +31,7 @@ from asgdbench.engine.steps import (
     rule_step,
     sgd_step_inplace,
     take_step_copy,
+    vectors_with_step_copies,
 )
 from asgdbench.plugins.strategies import Strategy, register_strategy
 
@@ -105,15 +106,6 @@ def update_per_step(state, tid, token, grad, lr, control, rule, rule_state):
     return apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, rule_state)
 
 
-def step_copies_peak(state: tuple, n_threads: int) -> int:
-    """The shared vector and the most per-step copies alive at once."""
-    return 1 + int(state[1][STEP_COPIES_PEAK])
-
-
-def step_copies_live(state: tuple, n_threads: int) -> int:
-    """The shared vector and the per-step copies alive now (a racy sample)."""
-    return 1 + int(state[1][STEP_COPIES_LIVE])
-
 
 register_strategy(Strategy(
     name="lock",
@@ -132,8 +124,10 @@ register_strategy(Strategy(
     make_state=make_state_per_step,
     read=read_per_step,
     update=update_per_step,
-    peak_param_vectors=step_copies_peak,
-    live_param_vectors=step_copies_live,
+    peak_param_vectors=lambda state, n_threads: vectors_with_step_copies(state[1],
+                                                                   STEP_COPIES_PEAK),
+    live_param_vectors=lambda state, n_threads: vectors_with_step_copies(state[1],
+                                                                   STEP_COPIES_LIVE),
     consistent=True,
     doc=__doc__,
 ))

@@ -52,6 +52,13 @@ def new_step_copy_counter() -> np.ndarray:
     return np.zeros(2 * 8, dtype=np.int64)
 
 
+def vectors_with_step_copies(counter: np.ndarray, cell: int) -> int:
+    """The shared vector and the per-step copies of a counter cell: ``STEP_COPIES_PEAK``, the
+    most alive at once (``peak_param_vectors``), or ``STEP_COPIES_LIVE``, those alive now
+    (``live_param_vectors``, a racy sample)."""
+    return 1 + int(counter[cell])
+
+
 # test-only gate points of take_step_copy (see asgdbench.engine.gates)
 STEP_COPY_PEAK_SEEN = 1  # the peak loaded (or a raise lost), the raising CAS not yet tried
 STEP_COPY_COUNTED = 2  # the copy counted live and the peak raised, the vector not yet allocated
