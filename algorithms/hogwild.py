@@ -27,9 +27,10 @@ racy apply. Its memory is 1 + the copies alive at the moment.
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import fetch_add, load
-from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.engine.steps import (
+from asgdbench.plugins.strategies import Strategy, register_strategy
+from asgdbench.primitives.atomics import fetch_add, load
+from asgdbench.primitives.protocol import APPLIED, MAX_UPDATES, STOP
+from asgdbench.primitives.steps import (
     STEP_COPIES_LIVE,
     STEP_COPIES_PEAK,
     copy_into,
@@ -40,7 +41,6 @@ from asgdbench.engine.steps import (
     take_step_copy,
     vectors_with_step_copies,
 )
-from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:

@@ -55,10 +55,11 @@ import math
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import cas, fetch_add, load, store
-from asgdbench.engine.barrier import spin_wait_hint
-from asgdbench.engine.gates import gate
-from asgdbench.engine.protocol import (
+from asgdbench.plugins.strategies import Param, Strategy, register_strategy
+from asgdbench.primitives.atomics import cas, fetch_add, load, store
+from asgdbench.primitives.barrier import spin_wait_hint
+from asgdbench.primitives.gates import gate
+from asgdbench.primitives.protocol import (
     APPLIED,
     DROPPED,
     ERROR,
@@ -67,8 +68,7 @@ from asgdbench.engine.protocol import (
     STOP,
     STOP_FLAG,
 )
-from asgdbench.engine.steps import rule_step, sgd_step_into
-from asgdbench.plugins.strategies import Param, Strategy, register_strategy
+from asgdbench.primitives.steps import rule_step, sgd_step_into
 
 SLOT_BITS = 16
 SLOT_MASK = (1 << SLOT_BITS) - 1
@@ -95,7 +95,7 @@ MINE = 4  # ``mine``'s place in the state tuple. Kernels write its cells as ``st
 SPARE = 0  # the slot this thread builds its next version in, or NO_SLOT
 HELD = 1  # the slot its last read pinned
 
-# test-only gate points (see asgdbench.engine.gates)
+# test-only gate points (see asgdbench.primitives.gates)
 PIN_LOADED_LATEST = 1  # pin: latest loaded, its slot not yet pinned
 PIN_PINNED = 2  # pin: slot pinned, latest not yet checked again
 PIN_CHECKED = 6  # pin: the slot's word checked (live, right version), the pin's CAS not yet tried

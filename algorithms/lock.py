@@ -20,9 +20,10 @@ lock, so a thread holds a copy only while it reads and computes. Its memory is
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import mutex_lock, mutex_unlock, new_mutex, store
-from asgdbench.engine.protocol import APPLIED, ERROR, MAX_UPDATES, NOT_READ, STOP
-from asgdbench.engine.steps import (
+from asgdbench.plugins.strategies import Strategy, register_strategy
+from asgdbench.primitives.atomics import mutex_lock, mutex_unlock, new_mutex, store
+from asgdbench.primitives.protocol import APPLIED, ERROR, MAX_UPDATES, NOT_READ, STOP
+from asgdbench.primitives.steps import (
     STEP_COPIES_LIVE,
     STEP_COPIES_PEAK,
     copy_into,
@@ -33,7 +34,6 @@ from asgdbench.engine.steps import (
     take_step_copy,
     vectors_with_step_copies,
 )
-from asgdbench.plugins.strategies import Strategy, register_strategy
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:

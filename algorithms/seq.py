@@ -12,9 +12,9 @@ step rule is a constant: its value at τ = 0.
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.engine.steps import rule_step, sgd_step_inplace
 from asgdbench.plugins.strategies import Strategy, register_strategy
+from asgdbench.primitives.protocol import APPLIED, MAX_UPDATES, STOP
+from asgdbench.primitives.steps import rule_step, sgd_step_inplace
 
 
 def make_state(init_params: np.ndarray, n_threads: int) -> tuple:

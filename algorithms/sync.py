@@ -24,10 +24,10 @@ the first barrier, is the round's step: all slices take the same one.
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.barrier import barrier_wait
-from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, MERGED, NEVER, STOP, STOP_FLAG
-from asgdbench.engine.steps import copy_into, in_type_of, rule_step
 from asgdbench.plugins.strategies import Strategy, register_strategy
+from asgdbench.primitives.barrier import barrier_wait
+from asgdbench.primitives.protocol import APPLIED, MAX_UPDATES, MERGED, NEVER, STOP, STOP_FLAG
+from asgdbench.primitives.steps import copy_into, in_type_of, rule_step
 
 GRADIENTS_IN = 0  # barrier cell: every gradient of the round is published
 UPDATED = 8  # barrier cell: every slice of the round is applied

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES
-from asgdbench.engine.rng import sample_batch, thread_states
 from asgdbench.engine.runner import UNLIMITED_UPDATES, single_threaded_blas
-from asgdbench.engine.steps import sgd_step_inplace, sgd_step_into
 from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import parse_spec
-from asgdbench.workloads import Workload, load_workload
+from asgdbench.plugins.workloads import Workload, load_workload
+from asgdbench.primitives.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES
+from asgdbench.primitives.rng import sample_batch, thread_states
+from asgdbench.primitives.steps import sgd_step_inplace, sgd_step_into
 from asgdbench.workloads.network import Network, mlp_layers
 from asgdbench.workloads.network import gradient as network_gradient
 from benchmarks import current_scale

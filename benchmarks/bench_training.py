@@ -21,7 +21,7 @@ from typing import Any
 
 from asgdbench.engine.runner import run
 from asgdbench.errors import DataError
-from asgdbench.workloads import get_workload, load_workload
+from asgdbench.plugins.workloads import get_workload, load_workload
 from benchmarks import Scale, current_scale, runs_with
 
 SEED = 0

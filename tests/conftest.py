@@ -13,7 +13,8 @@ import pytest
 
 from asgdbench.engine import runner
 from asgdbench.engine.run_result import RunResult
-from asgdbench.workloads import get_workload, probe
+from asgdbench.plugins.workloads import get_workload
+from asgdbench.workloads import probe
 
 WATCHDOG_S = 120.0
 """A run that has not returned by then is taken to be deadlocked."""

@@ -1,4 +1,4 @@
-"""asgdbench.engine.atomics: exact under contention from more threads than cores.
+"""asgdbench.primitives.atomics: exact under contention from more threads than cores.
 
 Each contention kernel below runs in many Python threads at once for a fixed
 time, counting what it did; ``nogil`` lets the threads really run in parallel,
@@ -19,7 +19,7 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from asgdbench.engine.atomics import (
+from asgdbench.primitives.atomics import (
     cas,
     cpu_pause,
     fence,
@@ -248,7 +248,7 @@ def test_cas_and_fetch_add_are_single_atomic_instructions():
 
 def test_test_gates_compile_away_in_normal_runs():
     """``gate(None, ...)``, as in every normal run, leaves no code; a gate array calls the parking code."""
-    from asgdbench.engine.gates import GateBoard, gate
+    from asgdbench.primitives.gates import GateBoard, gate
 
     @njit(nogil=True)
     def gated(gates, cells):
@@ -281,7 +281,7 @@ def test_fence_emits_a_fence_of_its_ordering(ordering):
 
 def test_a_parked_thread_leaves_its_gate_when_the_board_aborts():
     """A schedule that goes wrong must not leave a thread parked: ``abort`` frees it for good."""
-    from asgdbench.engine.gates import Actor, GateBoard, gate
+    from asgdbench.primitives.gates import Actor, GateBoard, gate
 
     @njit(nogil=True)
     def twice_gated(gates):

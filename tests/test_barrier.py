@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import assert_probe_exact, run_watched
 
-from asgdbench.engine.barrier import STOP_SEEN, barrier_wait
-from asgdbench.engine.gates import Actor, GateBoard
+from asgdbench.primitives.barrier import STOP_SEEN, barrier_wait
+from asgdbench.primitives.gates import Actor, GateBoard
 
 GENERATION = 1 << 32
 _BOARDS: list[tuple[GateBoard, np.ndarray]] = []

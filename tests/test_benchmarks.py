@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from asv_runner.discovery import disc_benchmarks
 
-from asgdbench.workloads import get_workload
+from asgdbench.plugins.workloads import get_workload
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from asgdbench.engine.checks import check_strategy
 from asgdbench.plugins.files import load_plugin_file
 from asgdbench.plugins.strategies import available_strategies
-from asgdbench.testing import check_strategy
 
 PLUGINS = Path(__file__).parent / "plugins"
 

@@ -23,9 +23,9 @@ import pytest
 from cli_helpers import in_process, key_of, read_runs
 
 from asgdbench.errors import ConfigError
+from asgdbench.plugins.workloads import get_workload
 from asgdbench.study import grid
 from asgdbench.study.cli import main
-from asgdbench.workloads import get_workload
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

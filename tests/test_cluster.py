@@ -31,10 +31,10 @@ distributed = pytest.importorskip("distributed")
 from cli_helpers import in_process, key_of, read_runs  # noqa: E402
 
 from asgdbench.engine.run_result import RunResult  # noqa: E402
+from asgdbench.plugins.workloads import get_workload, load_workload  # noqa: E402
 from asgdbench.study import cluster, grid  # noqa: E402
 from asgdbench.study.report import render, summarize  # noqa: E402
 from asgdbench.study.result_folder import ResultStore  # noqa: E402
-from asgdbench.workloads import get_workload, load_workload  # noqa: E402
 
 SHORT = ["--target-loss", "none", "--max-updates", "300", "--lr", "0.05"]
 
@@ -170,10 +170,10 @@ def test_a_failing_run_is_retried_on_the_other_worker_then_recorded(client, tmp_
     connected = cluster.Cluster(client, address, data_dir=str(tmp_path))
     cells = grid.expand(get_workload("mlp-mnist"), ["hogwild"], [1], max_updates=10)
     with pytest.raises(cluster.ConfigError, match="asgdbench download mnist"):
-        connected.check_can_run(cells)  # refused on the workers before any run
+        connected.check_can_run(cells, grid.check_can_run)  # refused on the workers before any run
 
     results: list[RunResult] = []
-    connected.run_cells(cells, results.append)
+    connected.run_cells(cells, grid.run_cell, results.append)
     [result] = results
     assert result.status == "error" and result.config == cells[0]
     assert result.error.count("asgdbench download mnist") == 2  # the usual message, twice
@@ -277,7 +277,7 @@ def test_a_killed_worker_loses_no_finished_run_and_its_run_is_redone(scheduler, 
 
     killer = threading.Thread(target=kill_a_worker_mid_run, daemon=True)
     killer.start()
-    connected.run_cells(cells, store.append)
+    connected.run_cells(cells, grid.run_cell, store.append)
     killer.join(10)
     assert killed, "no run was caught running"
     runs = read_runs(tmp_path)

@@ -15,7 +15,8 @@ from conftest import run_watched
 from test_layers import central_differences, numpy_conv, numpy_maxpool
 
 from asgdbench.errors import DataError
-from asgdbench.workloads import Workload, datasets, load_workload
+from asgdbench.plugins.workloads import Workload, load_workload
+from asgdbench.workloads import datasets
 from asgdbench.workloads.catalog import CNN, LENET
 from asgdbench.workloads.network import Conv, Dense, MaxPool, Network, ReLU, gradient
 

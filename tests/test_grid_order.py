@@ -18,8 +18,8 @@ from cli_helpers import in_process, read_runs
 
 from asgdbench.engine.run_result import RunResult
 from asgdbench.errors import ConfigError
+from asgdbench.plugins.workloads import get_workload
 from asgdbench.study import grid
-from asgdbench.workloads import get_workload
 
 SPEC = get_workload("mlp-digits")
 

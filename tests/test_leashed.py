@@ -1,7 +1,7 @@
 """Leashed-SGD under the interleavings that break lock-free code, replayed exactly.
 
 Each test drives the real kernels from real threads and parks them at the
-test-only gate points (:mod:`asgdbench.engine.gates`) to force one schedule step by
+test-only gate points (:mod:`asgdbench.primitives.gates`) to force one schedule step by
 step. The evidence is memory itself: a vector of version v is ``-v * 2^-8`` in
 every component (zero start, gradient 0.5, step 2^-7, float64: exact), so a
 reader's vector either is the version its token names, unchanged until it lets
@@ -37,8 +37,12 @@ from asgdbench.algorithms.leashed import (
     retire,
     update,
 )
-from asgdbench.engine.gates import Actor, GateBoard
-from asgdbench.engine.protocol import (
+from asgdbench.engine.checks import GRADIENT, STEP, UPDATE_VALUE
+from asgdbench.engine.runner import UNLIMITED_UPDATES, run
+from asgdbench.errors import ConfigError
+from asgdbench.plugins.step_rules import parse_step_spec
+from asgdbench.primitives.gates import Actor, GateBoard
+from asgdbench.primitives.protocol import (
     APPLIED,
     CONTROL_CELLS,
     DROPPED,
@@ -48,10 +52,6 @@ from asgdbench.engine.protocol import (
     STOP,
     STOP_FLAG,
 )
-from asgdbench.engine.runner import UNLIMITED_UPDATES, run
-from asgdbench.errors import ConfigError
-from asgdbench.plugins.step_rules import parse_step_spec
-from asgdbench.testing import GRADIENT, STEP, UPDATE_VALUE
 
 N_PARAMS = 64
 
@@ -444,7 +444,7 @@ def test_a_publisher_that_lost_its_race_does_not_retry_after_the_stop(tp):
 
 
 def test_the_persistence_bound_never_exceeds_tp_plus_one_attempts_under_stress():
-    from asgdbench.testing import consistency_stress
+    from asgdbench.engine.checks import consistency_stress
 
     report = consistency_stress("leashed:tp=2", 16, 20_000)
     assert report.max_attempts <= 3

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 # A step rule plugin whose step is FACTOR * lr; editing FACTOR must change what runs.
 RULE_PLUGIN = '''
 from numba import njit
-from asgdbench.api import StepRule, register_step_rule
+from asgdbench import StepRule, register_step_rule
 
 @njit(nogil=True)
 def step(lr, staleness, tid, rule_state):
@@ -171,8 +171,8 @@ def test_clear_removes_only_the_cache_own_files(tmp_path):
 def test_the_key_covers_the_argument_types_and_the_kernels():
     import numpy as np
 
-    from asgdbench.engine.steps import retire_nothing
     from asgdbench.engine.worker import worker_loop
+    from asgdbench.primitives.steps import retire_nothing
     from asgdbench.workloads import probe
 
     values = np.arange(4.0)

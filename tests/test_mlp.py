@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asgdbench.workloads import load_workload
+from asgdbench.plugins.workloads import load_workload
 from asgdbench.workloads.network import Dense, Network, ReLU, gradient, mlp_layers
 
 SIZES = (8, 6, 5, 3)

@@ -91,7 +91,7 @@ PLUGIN_SOURCE = f'''
 """A drop-in strategy for the tests: HOGWILD!'s kernels under another name."""
 from asgdbench.algorithms import hogwild
 from asgdbench.plugins.strategies import Strategy, register_strategy
-from asgdbench.engine.steps import retire_nothing
+from asgdbench.primitives.steps import retire_nothing
 
 register_strategy(Strategy(
     name={PLUGIN_NAME!r},
@@ -211,7 +211,7 @@ def test_a_broken_entry_point_is_reported_once_and_the_rest_works(monkeypatch, c
 
 WORKLOAD_PLUGIN = '''
 """A workload from a plugin file: the consistency probe under another name."""
-from asgdbench.workloads import Defaults, WorkloadSpec, register_workload
+from asgdbench.plugins.workloads import Defaults, WorkloadSpec, register_workload
 from asgdbench.workloads.probe import build_probe
 
 register_workload(WorkloadSpec(
@@ -228,7 +228,7 @@ def workload_plugin(tmp_path, name: str, lr: float = 0.0078125):
 
 
 def test_a_plugin_file_registers_a_workload_that_runs(tmp_path):
-    from asgdbench.workloads import WORKLOADS
+    from asgdbench.plugins.workloads import WORKLOADS
 
     path = workload_plugin(tmp_path, "my-probe")
     try:
@@ -247,8 +247,7 @@ def test_a_workload_registered_before_any_lookup_still_clashes_with_the_built_in
     import subprocess
     import sys
 
-    code = ("from asgdbench.api import register_workload\n"
-            "from asgdbench.workloads import Defaults, WorkloadSpec\n"
+    code = ("from asgdbench import Defaults, WorkloadSpec, register_workload\n"
             "def build(**options):\n"
             "    raise NotImplementedError\n"
             "register_workload(WorkloadSpec(name='probe', summary='again', build=build, "
@@ -265,8 +264,8 @@ def test_a_workload_registered_before_any_lookup_still_clashes_with_the_built_in
     ("bad name", 0.0078125, "name must be"),
 ])
 def test_a_bad_workload_plugin_is_one_line_and_exit_2(tmp_path, capsys, name, lr, fragment):
+    from asgdbench.plugins.workloads import WORKLOADS
     from asgdbench.study.cli import main
-    from asgdbench.workloads import WORKLOADS
 
     try:
         code = main(["--plugin", str(workload_plugin(tmp_path, name, lr)), "list"])
@@ -276,14 +275,20 @@ def test_a_bad_workload_plugin_is_one_line_and_exit_2(tmp_path, capsys, name, lr
     assert code == 2 and len(err.splitlines()) == 1 and fragment in err
 
 
-def test_the_plugin_api_is_one_import():
+def test_the_public_face_is_one_small_import():
+    """``import asgdbench`` is the whole face: 30 names at most, each one resolving, with the
+    building blocks a plugin file needs reachable through its three namespaces."""
     import asgdbench
-    from asgdbench import api
 
-    assert {"Strategy", "register_strategy", "cas", "spin_wait_hint", "pin_latest", "unpin",
-            "take_spare", "pack", "check_strategy", "WorkloadSpec", "NOT_READ"} <= set(api.__all__)
-    assert all(hasattr(api, name) for name in api.__all__)
-    assert api.__version__ == asgdbench.__version__ != "0+unknown"
+    assert len(asgdbench.__all__) <= 30
+    assert all(getattr(asgdbench, name) is not None for name in asgdbench.__all__)
+    assert {"Strategy", "register_strategy", "check_strategy", "WorkloadSpec", "StepRule",
+            "run", "primitives", "leashed", "network"} <= set(asgdbench.__all__)
+    from asgdbench.primitives import NOT_READ, cas, spin_wait_hint  # noqa: F401
+    assert callable(asgdbench.leashed.pin_latest) and callable(asgdbench.leashed.take_spare)
+    assert asgdbench.network.Network is not None
+    assert not hasattr(asgdbench, "api") or "api" not in asgdbench.__all__
+    assert asgdbench.__version__ != "0+unknown"
 
 
 def test_debug_shows_the_plugins_own_traceback_and_version_is_printed(tmp_path, capsys):

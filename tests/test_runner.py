@@ -22,7 +22,7 @@ from asgdbench.engine.runner import configure, run
 from asgdbench.engine.worker import LossLog, ThreadTelemetry
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.strategies import available_strategies, parse_spec
-from asgdbench.workloads import get_workload, load_workload
+from asgdbench.plugins.workloads import get_workload, load_workload
 
 DIGITS = get_workload("mlp-digits").defaults
 

@@ -14,10 +14,12 @@ from numba import njit, objmode
 from numba.core.runtime import _nrt_python, rtsys
 
 from asgdbench.algorithms.lock import read_per_step, update_per_step
-from asgdbench.engine.atomics import mutex_lock
-from asgdbench.engine.gates import Actor, GateBoard, gate
-from asgdbench.engine.protocol import CONTROL_CELLS, ERROR, NOT_READ
-from asgdbench.engine.steps import (
+from asgdbench.engine.checks import check_strategy, consistency_stress
+from asgdbench.plugins.strategies import get_strategy
+from asgdbench.primitives.atomics import mutex_lock
+from asgdbench.primitives.gates import Actor, GateBoard, gate
+from asgdbench.primitives.protocol import CONTROL_CELLS, ERROR, NOT_READ
+from asgdbench.primitives.steps import (
     STEP_COPIES_LIVE,
     STEP_COPIES_PEAK,
     STEP_COPY_COUNTED,
@@ -26,8 +28,6 @@ from asgdbench.engine.steps import (
     new_step_copy_counter,
     take_step_copy,
 )
-from asgdbench.plugins.strategies import get_strategy
-from asgdbench.testing import check_strategy, consistency_stress
 
 UPDATES = 20_000
 VARIANTS = ("lock-per-step-copy", "hogwild-per-step-copy")
@@ -202,7 +202,7 @@ def _error_checking_mutex() -> np.ndarray:
     """An OS mutex that answers a relock by its owner with EDEADLK instead of deadlocking."""
     import ctypes
 
-    from asgdbench.engine.atomics import MUTEX_BYTES
+    from asgdbench.primitives.atomics import MUTEX_BYTES
 
     libc = ctypes.CDLL(None)
     attributes = ctypes.create_string_buffer(64)  # pthread_mutexattr_t: 4 bytes on glibc
@@ -263,10 +263,10 @@ def test_numba_frees_the_step_copy_before_update_drops_it():
     """``drop_step_copy`` in ``update`` is sound only if the copy is already gone then: in the
     real worker loop, numba's own statistics show one allocation fewer at ``update`` than
     during the gradient, step after step (the count is an upper bound, never below)."""
-    from asgdbench.engine.protocol import GO, MAX_UPDATES
-    from asgdbench.engine.rng import thread_states
     from asgdbench.engine.worker import LossLog, ThreadTelemetry, worker_loop
     from asgdbench.plugins.step_rules import parse_step_spec
+    from asgdbench.primitives.protocol import GO, MAX_UPDATES
+    from asgdbench.primitives.rng import thread_states
 
     steps = 4
     strategy = get_strategy("lock-per-step-copy")

@@ -20,8 +20,8 @@ from conftest import probe_run, run_watched
 from numba import njit
 
 from asgdbench.algorithms.step_rules import tail
+from asgdbench.engine.checks import consistency_stress
 from asgdbench.engine.run_result import RunConfig, RunResult
-from asgdbench.engine.steps import rule_step
 from asgdbench.errors import ConfigError, PluginError
 from asgdbench.plugins.files import load_plugin_file
 from asgdbench.plugins.step_rules import (
@@ -32,8 +32,8 @@ from asgdbench.plugins.step_rules import (
     parse_step_spec,
     register_step_rule,
 )
+from asgdbench.primitives.steps import rule_step
 from asgdbench.study.cli import main
-from asgdbench.testing import consistency_stress
 from asgdbench.workloads import probe
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -251,7 +251,7 @@ def test_tail_builds_f_only_once_every_claimed_sample_is_in():
     would then include a sample not in the histogram (or, counted first, not added yet).
     A's count completes the sample: F is built from both."""
     from asgdbench.algorithms.step_rules.tail import SAMPLE_ADDED, gated_step
-    from asgdbench.engine.gates import Actor, GateBoard
+    from asgdbench.primitives.gates import Actor, GateBoard
 
     state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(2)
     board = GateBoard(2)
@@ -276,7 +276,7 @@ def test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample():
     """The schedule above with real threads: A claims call 1 of a 2-call window and is
     preempted before adding its τ; B's call 2, the window's last number, must not build F."""
     from asgdbench.algorithms.step_rules.tail import CALL_CLAIMED, gated_step
-    from asgdbench.engine.gates import Actor, GateBoard
+    from asgdbench.primitives.gates import Actor, GateBoard
 
     state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(2)
     board = GateBoard(2)
@@ -608,8 +608,8 @@ def test_the_constant_rule_compiles_to_nothing_in_update(strategy):
     """With ``constant`` the optimised update calls no rule code: the step is lr, inlined."""
     import re
 
-    from asgdbench.engine.protocol import CONTROL_CELLS, MAX_UPDATES
     from asgdbench.plugins.strategies import get_strategy
+    from asgdbench.primitives.protocol import CONTROL_CELLS, MAX_UPDATES
 
     kernels = get_strategy(strategy)
     constant = parse_step_spec("constant")

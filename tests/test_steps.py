@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from asgdbench.engine.steps import sgd_step_into
+from asgdbench.primitives.steps import sgd_step_into
 
 
 @njit(nogil=True)

@@ -6,7 +6,7 @@ version v is a known constant:
 - the consistency probe workload through the real runner: the final vector
   after an exact update budget is a closed form, so a lost update is a wrong
   number; its gradient kernel counts torn reads;
-- :func:`asgdbench.testing.consistency_stress`: every read is checked against
+- :func:`asgdbench.engine.checks.consistency_stress`: every read is checked against
   the version its token names, and again after holding it, so a reader handed
   a recycled or rewritten vector is caught.
 
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from conftest import assert_probe_exact, probe_run, run_watched
 
-from asgdbench.engine.rng import sample_batch, thread_states
+from asgdbench.engine.checks import consistency_stress
 from asgdbench.plugins.strategies import available_strategies
-from asgdbench.testing import consistency_stress
-from asgdbench.workloads import load_workload
+from asgdbench.plugins.workloads import load_workload
+from asgdbench.primitives.rng import sample_batch, thread_states
 
 CONSISTENT = tuple(name for name, s in available_strategies().items()
                    if s.consistent and s.max_threads != 1)
@@ -118,8 +118,8 @@ def test_hogwild_takes_its_ticket_with_one_atomic_add():
     from numba import njit
 
     from asgdbench.algorithms import hogwild
-    from asgdbench.engine.protocol import CONTROL_CELLS, MAX_UPDATES
     from asgdbench.plugins.step_rules import parse_step_spec
+    from asgdbench.primitives.protocol import CONTROL_CELLS, MAX_UPDATES
 
     constant = parse_step_spec("constant")
     control = np.zeros(CONTROL_CELLS, np.int64)

@@ -8,9 +8,13 @@ import time
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import load
 from asgdbench.engine.monitor import APPLIED_SEEN, FILLED, NEXT_ENTRY, LossMonitor, _scan
-from asgdbench.engine.protocol import (
+from asgdbench.engine.runner import run
+from asgdbench.engine.worker import LossLog, ThreadTelemetry, claim_entry, commit_entry, worker_loop
+from asgdbench.plugins.step_rules import parse_step_spec
+from asgdbench.plugins.strategies import Strategy, StrategySpec
+from asgdbench.primitives.atomics import load
+from asgdbench.primitives.protocol import (
     APPLIED,
     CONTROL_CELLS,
     DROPPED,
@@ -21,11 +25,7 @@ from asgdbench.engine.protocol import (
     STOP,
     STOP_FLAG,
 )
-from asgdbench.engine.rng import thread_states
-from asgdbench.engine.runner import run
-from asgdbench.engine.worker import LossLog, ThreadTelemetry, claim_entry, commit_entry, worker_loop
-from asgdbench.plugins.step_rules import parse_step_spec
-from asgdbench.plugins.strategies import Strategy, StrategySpec
+from asgdbench.primitives.rng import thread_states
 
 # -- the loss log ----------------------------------------------------------------------
 
@@ -87,8 +87,8 @@ def test_an_entry_whose_slot_is_busy_is_dropped_and_skipped_not_waited_for():
 
 def test_an_entry_rewritten_while_the_monitor_reads_it_is_dropped():
     """The monitor checked entry 0's sequence, then a writer lapping the 1-slot ring replaced it."""
-    from asgdbench.engine.gates import Actor, GateBoard
     from asgdbench.engine.monitor import ENTRY_SEEN, LOST_ENTRIES
+    from asgdbench.primitives.gates import Actor, GateBoard
 
     log = LossLog.allocate(capacity=1)
     control = np.zeros(CONTROL_CELLS, np.int64)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from asgdbench.plugins.workloads import Defaults, Workload, WorkloadSpec, register_workload
 from asgdbench.workloads import datasets
-from asgdbench.workloads.base import Defaults, Workload, WorkloadSpec, register_workload
 from asgdbench.workloads.network import Conv, Dense, Layer, MaxPool, Network, ReLU, mlp_layers
 from asgdbench.workloads.network import gradient as network_gradient
 

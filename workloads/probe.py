@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import fetch_add
-from asgdbench.workloads.base import Defaults, Workload, WorkloadSpec, register_workload
+from asgdbench.plugins.workloads import Defaults, Workload, WorkloadSpec, register_workload
+from asgdbench.primitives.atomics import fetch_add
 
 GRADIENT_VALUE = 0.5  # c: a power of two
 START_VALUE = 0.0

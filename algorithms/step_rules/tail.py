@@ -26,11 +26,11 @@ with fewer calls than the window leaves the factor at 1; the result's
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import fetch_add, load, store
-from asgdbench.engine.gates import gate
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.params import Param
 from asgdbench.plugins.step_rules import StepRule, register_step_rule
+from asgdbench.primitives.atomics import fetch_add, load, store
+from asgdbench.primitives.gates import gate
 
 LINE = 8  # int64 cells per cache line
 # cells of ``limits``
@@ -41,7 +41,7 @@ SAMPLED = 8  # samples added to the histogram
 READY = 16  # 1 once ``cdf`` is built
 MAX_CALLS = 2 ** 62  # the call counter (int64) stays far from wrapping
 
-# test-only gate points (see asgdbench.engine.gates)
+# test-only gate points (see asgdbench.primitives.gates)
 CALL_CLAIMED = 1  # a call number in the window claimed, its τ not yet added
 SAMPLE_ADDED = 2  # τ added to the histogram, the sample not yet counted
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.util
 import inspect
 import os
 import platform
@@ -128,12 +129,9 @@ def _tree_digest(folders: list[str]) -> str:
 @functools.cache
 def project_digest() -> str:
     """SHA-256 over the source of the installed project: asgdbench, its strategies, workloads."""
-    import asgdbench
-    import asgdbench.algorithms
-    import asgdbench.workloads
-
-    folders = [*asgdbench.__path__, *asgdbench.algorithms.__path__,
-               *asgdbench.workloads.__path__]
+    # found, not imported: the engine sees strategies and workloads only through registries
+    folders = [folder for package in ("asgdbench", "asgdbench.algorithms", "asgdbench.workloads")
+               for folder in importlib.util.find_spec(package).submodule_search_locations]
     return _tree_digest(sorted(set(map(os.path.realpath, folders))))
 
 

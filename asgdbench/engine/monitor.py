@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import fence, load
-from asgdbench.engine.gates import gate
-from asgdbench.engine.protocol import APPLIED
+from asgdbench.primitives.atomics import fence, load
+from asgdbench.primitives.gates import gate
+from asgdbench.primitives.protocol import APPLIED
 
 RUNNING, REACHED, DIVERGED = 0, 1, 2
 
@@ -79,7 +79,7 @@ class LossMonitor:
 def _scan(log, cells, ring, sums, target, divergence_limit, gates=None):
     """Consume the complete log entries, in order, at most one ring per call; the event so far.
 
-    ``gates``: test-only (:mod:`asgdbench.engine.gates`), thread id 0.
+    ``gates``: test-only (:mod:`asgdbench.primitives.gates`), thread id 0.
     """
     sequence, losses, times, outcomes, skipped = log
     capacity = sequence.shape[0]

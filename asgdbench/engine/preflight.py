@@ -22,7 +22,7 @@ from asgdbench.engine.run_result import RunConfig
 from asgdbench.engine.worker import LossLog, ThreadTelemetry
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.strategies import StrategySpec
-from asgdbench.workloads import Workload
+from asgdbench.plugins.workloads import Workload
 
 MEMORY_HEADROOM = 0.9
 """Refuse a run whose estimate exceeds this share of the memory available."""

@@ -36,8 +36,6 @@ from asgdbench.engine.monitor import (
     LossMonitor,
     StopRule,
 )
-from asgdbench.engine.protocol import CONTROL_CELLS, ERROR, GO, MAX_UPDATES, READY, STOP_FLAG
-from asgdbench.engine.rng import thread_states
 from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.engine.statistics import downsample_trace, histogram_summary
 from asgdbench.engine.worker import (
@@ -71,7 +69,15 @@ from asgdbench.plugins.strategies import (
     parse_spec,
     strategy_source,
 )
-from asgdbench.workloads import WORKLOADS, Defaults, Workload, available_workloads, load_workload
+from asgdbench.plugins.workloads import (
+    WORKLOADS,
+    Defaults,
+    Workload,
+    available_workloads,
+    load_workload,
+)
+from asgdbench.primitives.protocol import CONTROL_CELLS, ERROR, GO, MAX_UPDATES, READY, STOP_FLAG
+from asgdbench.primitives.rng import thread_states
 
 UNLIMITED_UPDATES = 1 << 62
 STOP_GRACE_S = 30.0

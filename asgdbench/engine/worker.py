@@ -1,6 +1,6 @@
 """The worker loop every thread runs, in nopython code without the GIL.
 
-It is the harness's half of the strategy contract (:mod:`asgdbench.engine.protocol`):
+It is the harness's half of the strategy contract (:mod:`asgdbench.primitives.protocol`):
 the loop owns minibatch sampling, the gradient, timing and telemetry, and
 calls the strategy's ``read`` / ``update`` / ``retire`` kernels, and hands ``update`` the
 step rule (its kernel and state) that decides the step of each apply. A run calls the loop
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import cas, fetch_add, load, store
-from asgdbench.engine.barrier import spin_wait_hint
-from asgdbench.engine.clock import monotonic_ns
-from asgdbench.engine.protocol import (
+from asgdbench.primitives.atomics import cas, fetch_add, load, store
+from asgdbench.primitives.barrier import spin_wait_hint
+from asgdbench.primitives.clock import monotonic_ns
+from asgdbench.primitives.protocol import (
     APPLIED,
     DROPPED,
     GO,
@@ -40,7 +40,7 @@ from asgdbench.engine.protocol import (
     STOP,
     STOP_FLAG,
 )
-from asgdbench.engine.rng import sample_batch
+from asgdbench.primitives.rng import sample_batch
 
 # columns of the per-thread counter rows (a row is one cache line)
 (COMPUTED, APPLIED_COUNT, DROPPED_COUNT, MERGED_COUNT, STALENESS_SUM, STALENESS_MAX,

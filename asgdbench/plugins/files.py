@@ -19,7 +19,7 @@ def load_plugin_file(path: str | Path) -> None:
     exception is its ``__cause__`` (``--debug`` shows it).
     """
     from asgdbench.plugins.strategies import available_strategies
-    from asgdbench.workloads import available_workloads
+    from asgdbench.plugins.workloads import available_workloads
 
     path = Path(path)
     if path.is_dir():

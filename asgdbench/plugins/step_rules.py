@@ -68,8 +68,8 @@ class StepRule:
       kernel called by the strategy at apply time (under its lock, per CAS
       attempt, ...), with the base step ``lr`` and that apply's staleness τ
       (an int64 >= 0). It may update its state (per-thread cells, or
-      :mod:`asgdbench.engine.atomics` for shared ones); it must not allocate.
-      Its result is cast to ``lr``'s type by :func:`asgdbench.engine.steps.rule_step`.
+      :mod:`asgdbench.primitives.atomics` for shared ones); it must not allocate.
+      Its result is cast to ``lr``'s type by :func:`asgdbench.primitives.steps.rule_step`.
 
     - ``inspect(rule_state) -> dict``: what the rule's state says once the
       threads are gone, JSON-ready, recorded in the result's ``step_rule``

@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from asgdbench.engine.steps import retire_nothing
 from asgdbench.errors import PluginError
 from asgdbench.plugins.params import (
     BoundSpec,
@@ -27,6 +26,7 @@ from asgdbench.plugins.params import (
     split_spec,
 )
 from asgdbench.plugins.registry import Registry, import_package_modules
+from asgdbench.primitives.steps import retire_nothing
 
 ENTRY_POINT_GROUP = "asgdbench.algorithms"
 
@@ -65,7 +65,7 @@ class Strategy:
       while the read waited;
     - ``update(state, tid, token, grad, lr, control, rule, rule_state)
       -> (outcome, staleness, attempts, step)``
-      with ``outcome`` one of the codes in :mod:`asgdbench.engine.protocol`;
+      with ``outcome`` one of the codes in :mod:`asgdbench.primitives.protocol`;
       it asks the step rule for the step of its apply, at apply time and with
       that apply's staleness: ``step = steps.rule_step(rule, rule_state, lr,
       staleness, tid)``, and returns the step it applied (``lr`` if none).

@@ -33,6 +33,13 @@ from asgdbench.plugins.step_rules import (
     combined_label,
     parse_step_spec,
 )
+from asgdbench.plugins.workloads import (
+    WORKLOAD_GROUPS,
+    available_workloads,
+    get_workload,
+    load_workload,
+    workloads_by_group,
+)
 from asgdbench.study import claims as claims_module
 from asgdbench.study import cluster, grid, plots, report, reproduce
 from asgdbench.study.result_folder import (
@@ -43,13 +50,6 @@ from asgdbench.study.result_folder import (
     ResultStore,
 )
 from asgdbench.version import __version__
-from asgdbench.workloads import (
-    WORKLOAD_GROUPS,
-    available_workloads,
-    get_workload,
-    load_workload,
-    workloads_by_group,
-)
 from asgdbench.workloads.datasets import DATA_ENV_VAR, resolve_data_dir
 from asgdbench.workloads.download import DOWNLOADS, download
 
@@ -650,8 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from asgdbench.engine.checks import check_strategy
     from asgdbench.plugins.strategies import parse_spec
-    from asgdbench.testing import check_strategy
 
     spec = parse_spec(args.spec)
     step = parse_step_spec(args.step)

@@ -163,15 +163,16 @@ class Cluster:
                 f"on its cores; start one worker per node ({command})"
                 for host, addresses in by_host.items() if len(addresses) > 1]
 
-    def check_can_run(self, cells: Sequence[RunConfig]) -> None:
+    def check_can_run(self, cells: Sequence[RunConfig],
+                      check: Callable[[Any, Sequence[RunConfig]], None]) -> None:
         """Refuse the grid before its first run if a worker cannot run a cell (data, preflight).
 
         Every worker connected now loads the plugins and workloads and runs
-        :func:`~asgdbench.study.grid.check_can_run` on its own machine; the
+        ``check`` (:func:`~asgdbench.study.grid.check_can_run`) on its own machine; the
         first refusal is one line naming the worker's host.
         """
         self.wait_for_workers()
-        answers = self.client.run(_check_on_worker, list(cells), self.plugins, self.data_dir,
+        answers = self.client.run(_check_on_worker, check, list(cells), self.plugins, self.data_dir,
                                   on_error="return")
         for address, answer in sorted(answers.items()):
             if isinstance(answer, BaseException):
@@ -181,9 +182,11 @@ class Cluster:
 
     # -- runs --------------------------------------------------------------------------
 
-    def run_cells(self, cells: Sequence[RunConfig], on_result: Callable[[RunResult], None],
-                  *, progress: Any = None) -> None:
-        """Run the cells as tasks; hand over each result (or error record) as it arrives.
+    def run_cells(self, cells: Sequence[RunConfig], run: Callable[[Any, RunConfig], RunResult],
+                  on_result: Callable[[RunResult], None], *, progress: Any = None) -> None:
+        """Run the cells as tasks, each by ``run(workload, config)`` (picklable: a module's
+        function, :func:`~asgdbench.study.grid.run_cell`); hand over each result (or error
+        record) as it arrives.
 
         ``progress`` (a tqdm bar, optional) advances once per cell. Ctrl-C
         cancels the tasks not finished and propagates; results handed over
@@ -193,7 +196,7 @@ class Cluster:
         """
         attempts: dict[Any, tuple[RunConfig, list[dict]]] = {}  # future -> run, failures so far
         for config in cells:
-            attempts[self._submit(config, avoid=())] = (config, [])
+            attempts[self._submit(run, config, avoid=())] = (config, [])
         idle_since = time.monotonic()
         try:
             while attempts:
@@ -207,7 +210,7 @@ class Cluster:
                     config, failures = attempts.pop(future)
                     result = self._settle(future, config, failures)
                     if result is None:  # failed once: one more try, elsewhere
-                        attempts[self._submit(config, avoid=[f["worker"] for f in failures])] = \
+                        attempts[self._submit(run, config, avoid=[f["worker"] for f in failures])] = \
                             (config, failures)
                         continue
                     on_result(result)
@@ -217,14 +220,15 @@ class Cluster:
             self.client.cancel(list(attempts), force=True)
             raise
 
-    def _submit(self, config: RunConfig, *, avoid: Sequence[str]) -> Any:
+    def _submit(self, run: Callable[[Any, RunConfig], RunResult], config: RunConfig, *,
+                avoid: Sequence[str]) -> Any:
         """One task for ``config``; after a failure, on a worker other than ``avoid`` if any."""
         others = [address for address in self.workers() if address not in avoid] if avoid else []
         key = f"asgdbench-run-{uuid.uuid4().hex}"
         self.task_configs[key] = config
         # A preference, not a pin: if those workers leave, any worker may take it.
         placement = {"workers": others, "allow_other_workers": True} if others else {}
-        return self.client.submit(run_on_worker, config, self.plugins, self.data_dir, key=key,
+        return self.client.submit(run_on_worker, run, config, self.plugins, self.data_dir, key=key,
                                   pure=False, resources={RESOURCE: 1}, retries=0, **placement)
 
     def _settle(self, future: Any, config: RunConfig, failures: list[dict]) -> RunResult | None:
@@ -341,8 +345,8 @@ def error_result(config: RunConfig, reason: str, *, host: str = "") -> RunResult
 
 # -- on the worker ------------------------------------------------------------------
 
-def run_on_worker(config: RunConfig, plugins: Sequence[PluginFile],
-                  data_dir: str | None) -> dict[str, Any]:
+def run_on_worker(run: Callable[[Any, RunConfig], RunResult], config: RunConfig,
+                  plugins: Sequence[PluginFile], data_dir: str | None) -> dict[str, Any]:
     """A task: run one cell here; ``{"result": run}`` or ``{"failed": one line, ...}``.
 
     Failures are answered, not raised, so that the client learns which worker
@@ -351,9 +355,7 @@ def run_on_worker(config: RunConfig, plugins: Sequence[PluginFile],
     worker, host = _this_worker(), socket.gethostname()
     try:
         _load_plugins(plugins)
-        from asgdbench.study import grid
-
-        result = grid.run_cell(_workload(config.workload, config.dtype, data_dir), config)
+        result = run(_workload(config.workload, config.dtype, data_dir), config)
     except UserError as error:
         return {"failed": one_line(error), "worker": worker, "host": host}
     except Exception as error:  # anything else a run can raise: the client records it
@@ -362,15 +364,14 @@ def run_on_worker(config: RunConfig, plugins: Sequence[PluginFile],
     return {"result": result.to_dict()}
 
 
-def _check_on_worker(cells: Sequence[RunConfig], plugins: Sequence[PluginFile],
+def _check_on_worker(check: Callable[[Any, Sequence[RunConfig]], None],
+                     cells: Sequence[RunConfig], plugins: Sequence[PluginFile],
                      data_dir: str | None) -> str | None:
     """Preflight on one worker (``Client.run``): None, or the one-line reason it refuses."""
-    from asgdbench.study import grid
-
     try:
         _load_plugins(plugins)
         for name, dtype in dict.fromkeys((c.workload, c.dtype) for c in cells):
-            grid.check_can_run(_workload(name, dtype, data_dir),
+            check(_workload(name, dtype, data_dir),
                                [c for c in cells if (c.workload, c.dtype) == (name, dtype)])
     except UserError as error:
         return f"{socket.gethostname()}: {one_line(error)}"
@@ -394,7 +395,7 @@ def _this_worker() -> str:
 @lru_cache(maxsize=8)
 def _workload(name: str, dtype: str, data_dir: str | None) -> Any:
     """A workload loaded once per worker process, so its kernels compile once."""
-    from asgdbench.workloads import load_workload
+    from asgdbench.plugins.workloads import load_workload
 
     return load_workload(name, data_dir=data_dir, dtype=dtype)
 

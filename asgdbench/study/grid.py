@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -22,10 +22,19 @@ from tqdm import tqdm
 from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.step_rules import parse_step_spec
-from asgdbench.workloads import Workload, WorkloadSpec
+from asgdbench.plugins.workloads import Workload, WorkloadSpec
 
-if TYPE_CHECKING:
-    from asgdbench.study.cluster import Cluster
+
+class Executor(Protocol):
+    """Runs a grid's cells elsewhere (:class:`asgdbench.study.cluster.Cluster`): it is handed
+    this module's functions, so that it never imports the grid."""
+
+    def check_can_run(self, cells: Sequence[RunConfig],
+                      check: Callable[[Workload, Sequence[RunConfig]], None]) -> None: ...
+
+    def run_cells(self, cells: Sequence[RunConfig],
+                  run: Callable[[Workload, RunConfig], RunResult],
+                  on_result: Callable[[RunResult], None], *, progress: object = None) -> None: ...
 
 DEFAULT_WORKLOAD = "mlp-digits"
 DEFAULT_ALGORITHMS = ("seq", "lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
@@ -195,7 +204,7 @@ def _rule_text(value: float | None) -> str:
 
 
 def check_can_run(workload: Workload | None, cells: Sequence[RunConfig], *,
-                  cluster: Cluster | None = None) -> None:
+                  cluster: Executor | None = None) -> None:
     """Refuse the grid before its first run if any cell cannot run here (see :mod:`~asgdbench.engine.preflight`).
 
     Cells that differ only in step size or seed need the same resources, so
@@ -203,7 +212,7 @@ def check_can_run(workload: Workload | None, cells: Sequence[RunConfig], *,
     ``cluster``, every worker checks on its own machine, with its own data.
     """
     if cluster is not None:
-        cluster.check_can_run(cells)
+        cluster.check_can_run(cells, check_can_run)
         return
     seen = set()
     for config in cells:
@@ -231,7 +240,7 @@ def run_cell(workload: Workload, config: RunConfig) -> RunResult:
 
 
 def run_grid(workload: Workload | None, cells: Sequence[RunConfig],
-             on_result: Callable[[RunResult], None], *, cluster: Cluster | None = None,
+             on_result: Callable[[RunResult], None], *, cluster: Executor | None = None,
              order: dict[tuple, dict] | None = None) -> None:
     """Run the cells one after another, handing each result over as soon as it exists.
 
@@ -251,7 +260,7 @@ def run_grid(workload: Workload | None, cells: Sequence[RunConfig],
         return
     with tqdm(total=len(cells), unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         if cluster is not None:
-            cluster.run_cells(cells, hand_over, progress=bar)
+            cluster.run_cells(cells, run_cell, hand_over, progress=bar)
             return
         for config in cells:
             bar.set_postfix_str(f"{config.label} threads={config.threads} "

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from asgdbench.engine import blas
 from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.errors import UserError
+from asgdbench.plugins.workloads import get_workload, load_workload
 from asgdbench.study import grid
 from asgdbench.study.claim_runs import (
     BASELINES,
@@ -62,7 +63,6 @@ from asgdbench.study.claims import (
     parallel_threads,
 )
 from asgdbench.study.result_folder import ResultStore
-from asgdbench.workloads import get_workload, load_workload
 
 if TYPE_CHECKING:  # dask is an optional extra
     from asgdbench.study.cluster import Cluster

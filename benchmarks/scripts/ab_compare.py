@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = r'''
 import inspect, json, time
 import numpy as np
-from asgdbench.engine.protocol import CONTROL_CELLS, MAX_UPDATES
+from asgdbench.primitives.protocol import CONTROL_CELLS, MAX_UPDATES
 from asgdbench.plugins.strategies import get_strategy
 from asgdbench.engine.runner import run
 

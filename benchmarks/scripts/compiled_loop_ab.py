@@ -24,8 +24,8 @@ import time
 from typing import Any
 
 from asgdbench.engine import runner
-from asgdbench.engine.protocol import GO, STOP_FLAG
 from asgdbench.engine.worker import APPLIED_COUNT, worker_loop
+from asgdbench.primitives.protocol import GO, STOP_FLAG
 
 STRATEGIES = ("seq", "lock", "hogwild", "leashed:tp=inf", "sync")
 

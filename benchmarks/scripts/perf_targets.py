@@ -44,8 +44,7 @@ from tabulate import tabulate
 
 from asgdbench.engine.machine import environment
 from asgdbench.engine.runner import run, single_threaded_blas
-from asgdbench.workloads import load_workload
-from asgdbench.workloads.base import Defaults, WorkloadSpec
+from asgdbench.plugins.workloads import Defaults, WorkloadSpec, load_workload
 from asgdbench.workloads.catalog import build_mlp
 from asgdbench.workloads.network import Network, mlp_layers
 from asgdbench.workloads.network import gradient as network_gradient

@@ -51,6 +51,7 @@ import numpy as np
 from asgdbench.engine.machine import environment
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.errors import UserError
+from asgdbench.plugins.workloads import get_workload
 from asgdbench.study import grid, reproduce
 from asgdbench.study.claim_runs import LEASHED, by_seed, censored, runs_of, time_to_epsilon
 from asgdbench.study.claim_statistics import log_ratio, paired_effect
@@ -65,7 +66,6 @@ from asgdbench.study.verdicts import (
     ratio_text,
     untestable_effect,
 )
-from asgdbench.workloads import get_workload
 
 WORKLOAD = "mlp-mnist"
 CLAIMS = (1, 4)

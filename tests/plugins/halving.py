@@ -7,7 +7,7 @@ sums of steps are exact, whatever their order.
 import numpy as np
 from numba import njit
 
-from asgdbench.api import Param, StepRule, register_step_rule
+from asgdbench import Param, StepRule, register_step_rule
 
 
 def make_state(n_threads, limit=4):

@@ -2,28 +2,21 @@
 
 from numba import njit
 
-from asgdbench.api import (
+from asgdbench import Strategy, leashed, register_strategy
+from asgdbench.primitives import (
     APPLIED,
     DROPPED,
-    LINE,
     MAX_UPDATES,
-    NO_SLOT,
-    NOT_PINNED,
-    SLOT_BITS,
-    SLOT_MASK,
     STOP,
-    Strategy,
     cas,
-    leashed,
-    pack,
-    pin_latest,
-    register_strategy,
     rule_step,
     sgd_step_into,
     store,
-    take_spare,
-    unpin,
 )
+
+LINE, NO_SLOT, NOT_PINNED = leashed.LINE, leashed.NO_SLOT, leashed.NOT_PINNED
+SLOT_BITS, SLOT_MASK = leashed.SLOT_BITS, leashed.SLOT_MASK
+pack, pin_latest, take_spare, unpin = leashed.pack, leashed.pin_latest, leashed.take_spare, leashed.unpin
 
 NEVER_GIVE_UP, PERSISTENCE, SPARE = leashed.NEVER_GIVE_UP, leashed.PERSISTENCE, leashed.SPARE
 

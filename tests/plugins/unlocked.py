@@ -3,10 +3,10 @@
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import fetch_add, mutex_lock, mutex_unlock, new_mutex
-from asgdbench.engine.protocol import APPLIED, MAX_UPDATES, STOP
-from asgdbench.engine.steps import copy_into, rule_step, sgd_step_inplace
 from asgdbench.plugins.strategies import Strategy, register_strategy
+from asgdbench.primitives.atomics import fetch_add, mutex_lock, mutex_unlock, new_mutex
+from asgdbench.primitives.protocol import APPLIED, MAX_UPDATES, STOP
+from asgdbench.primitives.steps import copy_into, rule_step, sgd_step_inplace
 
 
 def make_state(init_params, n_threads):

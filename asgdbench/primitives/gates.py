@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from asgdbench.engine.atomics import load, os_yield, store
+from asgdbench.primitives.atomics import load, os_yield, store
 
 ROW = 8  # int64 cells per thread row: one cache line
 ABORT = 0  # row 0, cell 0: non-zero releases every parked thread for good

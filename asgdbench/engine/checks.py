@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from asgdbench.engine.atomics import cpu_pause, load
 from asgdbench.engine.loop_cache import specialize
-from asgdbench.engine.protocol import (
+from asgdbench.plugins.step_rules import DEFAULT_STEP, StepSpec, parse_step_spec
+from asgdbench.plugins.strategies import StrategySpec, parse_spec
+from asgdbench.primitives.atomics import cpu_pause, load
+from asgdbench.primitives.protocol import (
     APPLIED,
     CONTROL_CELLS,
     DROPPED,
@@ -45,8 +47,6 @@ from asgdbench.engine.protocol import (
     STOP,
     STOP_FLAG,
 )
-from asgdbench.plugins.step_rules import DEFAULT_STEP, StepSpec, parse_step_spec
-from asgdbench.plugins.strategies import StrategySpec, parse_spec
 
 STEP = 2.0 ** -7  # lr
 GRADIENT = 0.5  # c

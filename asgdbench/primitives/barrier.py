@@ -11,13 +11,13 @@ oversubscribed (more threads than cores).
 
 from numba import njit
 
-from asgdbench.engine.atomics import cas, cpu_pause, load, os_yield
-from asgdbench.engine.gates import gate
+from asgdbench.primitives.atomics import cas, cpu_pause, load, os_yield
+from asgdbench.primitives.gates import gate
 
 _COUNT_MASK = (1 << 32) - 1
 _SPINS_BEFORE_YIELD = 64
 
-# test-only gate points (see asgdbench.engine.gates)
+# test-only gate points (see asgdbench.primitives.gates)
 STOP_SEEN = 10  # a waiter saw the stop flag and has not yet tried to withdraw
 
 

@@ -8,8 +8,8 @@ import numpy as np
 from numba import njit
 from numba.extending import overload
 
-from asgdbench.engine.atomics import cas, fetch_add, load
-from asgdbench.engine.gates import gate
+from asgdbench.primitives.atomics import cas, fetch_add, load
+from asgdbench.primitives.gates import gate
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -59,7 +59,7 @@ def vectors_with_step_copies(counter: np.ndarray, cell: int) -> int:
     return 1 + int(counter[cell])
 
 
-# test-only gate points of take_step_copy (see asgdbench.engine.gates)
+# test-only gate points of take_step_copy (see asgdbench.primitives.gates)
 STEP_COPY_PEAK_SEEN = 1  # the peak loaded (or a raise lost), the raising CAS not yet tried
 STEP_COPY_COUNTED = 2  # the copy counted live and the peak raised, the vector not yet allocated
 
