@@ -258,7 +258,6 @@ class Median:
     """The median of the runs' values (runs without a finite value are left out)."""
 
     value: Callable[[Run], float | None]
-    kind = "median"
 
     def __call__(self, runs: Sequence[Run]) -> float | None:
         values = _finite(self.value(run) for run in runs)
@@ -270,7 +269,6 @@ class Maximum:
     """The largest of the runs' values."""
 
     value: Callable[[Run], float | None]
-    kind = "max"
 
     def __call__(self, runs: Sequence[Run]) -> float | None:
         values = _finite(self.value(run) for run in runs)
@@ -283,7 +281,6 @@ class SumRatio:
 
     part: Callable[[Run], float | None]
     whole: Callable[[Run], float]
-    kind = "sum"
 
     def __call__(self, runs: Sequence[Run]) -> float | None:
         having = [run for run in runs if self.part(run) is not None]
@@ -297,7 +294,6 @@ class WeightedMean:
 
     value: Callable[[Run], float | None]
     weight: Callable[[Run], float]
-    kind = "weighted mean"
 
     def __call__(self, runs: Sequence[Run]) -> float | None:
         having = [run for run in runs if self.value(run) is not None]
@@ -322,7 +318,6 @@ class Pooled:
 
     histogram: Callable[[Run], dict]
     statistic: str
-    kind = "pooled histogram"
 
     def __call__(self, runs: Sequence[Run]) -> float | None:
         pooled = pooled_histogram(self.histogram(run) for run in runs)
