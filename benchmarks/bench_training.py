@@ -5,7 +5,9 @@ Every figure here comes from one :func:`asgdbench.engine.runner.run` per grid ce
 batch size, target loss and ``max_time``). The runs happen once, in the shared
 ``setup_cache``: asv keys that cache by where the function is defined, so all
 classes below share one set of runs, and each ``track_*`` only reads its figure
-from the cell's :meth:`~asgdbench.engine.run_result.RunResult.to_dict`. Numba compiles
+from the cell's :meth:`~asgdbench.engine.run_result.RunResult.to_dict`. The telemetry
+tracks of :class:`Execution` and :class:`Contention` are built from their declaration
+(:func:`asgdbench.engine.telemetry.tracks`); the convergence tracks are declared here. Numba compiles
 inside ``run`` before its clock starts, so no figure includes compilation.
 
 A figure a run did not produce (no target reached, no update applied) is NaN,
@@ -17,9 +19,12 @@ with its own small grid and its own runs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from asgdbench.engine.run_result import RunResult
 from asgdbench.engine.runner import run
+from asgdbench.engine.telemetry import Telemetry, Track, tracks
 from asgdbench.errors import DataError
 from asgdbench.plugins.workloads import get_workload, load_workload
 from benchmarks import Scale, current_scale, runs_with
@@ -95,6 +100,33 @@ class _TrainingGrid:
         if problem:  # the run raised, or ended invalid (a stuck thread, a broken invariant)
             raise RuntimeError(f"the run of {strategy} with {threads} threads on {workload} "
                                f"failed: {problem}")
+        self.record = RunResult.from_dict(self.result)
+
+
+def declared_track_methods(group: str, telemetry: Sequence[Telemetry] | None = None
+                           ) -> dict[str, Callable[..., float]]:
+    """A ``track_<name>`` method per declared telemetry track of ``group``, as asv collects
+    them: the cell's value, NaN where its run has none."""
+    return {f"track_{track.name}": _track_method(track) for track in tracks(group, telemetry)}
+
+
+def _track_method(track: Track) -> Callable[..., float]:
+    def method(self, results, workload, strategy, threads) -> float:
+        return _or_nan(track.read(self.record))
+
+    method.__name__ = method.__qualname__ = f"track_{track.name}"
+    method.__doc__ = track.description
+    method.unit = track.unit
+    return method
+
+
+def _with_tracks(group: str) -> Callable[[type], type]:
+    """Class decorator: add the declared tracks of ``group`` to a benchmark class."""
+    def add(cls: type) -> type:
+        for name, method in declared_track_methods(group).items():
+            setattr(cls, name, method)
+        return cls
+    return add
 
 
 class Convergence(_TrainingGrid):
@@ -113,41 +145,19 @@ class Convergence(_TrainingGrid):
     track_updates_to_target.unit = "updates"
 
 
+@_with_tracks("execution")
 class Execution(_TrainingGrid):
-    """What the run cost while it lasted: throughput, staleness, memory."""
-
-    def track_updates_per_second(self, results, workload, strategy, threads) -> float:
-        """Updates applied per second of the run (higher is better)."""
-        return float(self.result["updates_per_s"])
-
-    track_updates_per_second.unit = "updates/s"
-
-    def track_staleness_mean(self, results, workload, strategy, threads) -> float:
-        """Mean number of updates applied between a gradient's read and its own update."""
-        return _or_nan(self.result["staleness"]["mean"])
-
-    track_staleness_mean.unit = "updates"
-
-    def track_peak_param_bytes(self, results, workload, strategy, threads) -> float:
-        """Most bytes of parameter vectors alive at once (copies, versions, the model)."""
-        return float(self.result["peak_param_bytes"])
-
-    track_peak_param_bytes.unit = "bytes"
+    """What the run cost while it lasted: throughput, staleness, memory (the declared tracks)."""
 
 
+@_with_tracks("contention")
 class Contention(_TrainingGrid):
     """Failed compare-and-swaps, for the strategies that publish by CAS."""
 
     def setup(self, results, workload, strategy, threads) -> None:
         super().setup(results, workload, strategy, threads)
-        if self.result["cas"] is None:
+        if all(track.read(self.record) is None for track in tracks("contention")):
             raise NotImplementedError(f"{strategy} publishes without CAS")
-
-    def track_cas_failure_rate(self, results, workload, strategy, threads) -> float:
-        """Failed CAS attempts over all CAS attempts to publish an update."""
-        return float(self.result["cas"]["failure_rate"])
-
-    track_cas_failure_rate.unit = "failures/attempt"
 
 
 CNN_WORKLOAD = "cnn-fashion"

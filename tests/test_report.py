@@ -177,6 +177,29 @@ def test_result_dict_round_trip_keeps_what_the_table_needs():
     assert summarize([RunResult.from_dict(run.to_dict())]) == summarize([run])
 
 
+def test_summary_csv_keeps_its_columns(tmp_path):
+    """The columns of files people already parse, in their order (newer figures may follow)."""
+    store = ResultStore(tmp_path)
+    store.write_summary(summarize([fake_run()]), "table")
+    header = (tmp_path / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[:35] == [
+        "workload", "batch_size", "target_loss", "algorithm", "threads", "lr", "runs",
+        "converged", "diverged", "time_to_target_median", "time_to_target_min",
+        "time_to_target_max", "speedup_vs_seq", "speedup_vs_lock", "updates_per_s",
+        "staleness_mean", "staleness_p99", "cas_failure_rate", "dropped_fraction",
+        "peak_param_bytes", "test_accuracy", "stopped", "final_loss", "final_loss_min",
+        "final_loss_max", "final_test_loss", "final_test_accuracy", "seq_overlaps",
+        "lock_overlaps", "staleness_p999", "cores", "blas", "machine", "step_rule",
+        "step_factor_mean"]
+
+
+def test_every_column_keeps_its_name_and_order():
+    assert column_names() == [
+        "time", "vs-seq", "vs-lock", "converged", "runs", "final-loss", "final-test-loss",
+        "final-test-acc", "updates", "staleness", "step-factor", "staleness-p99",
+        "staleness-p999", "cas", "dropped", "peak-params", "test-acc"]
+
+
 # -- what the table shows, and its footer ---------------------------------------------
 
 def table_width(table: str) -> int:

@@ -1,13 +1,19 @@
-"""What one run produces: its configuration and telemetry, JSON-serialisable."""
+"""What one run produces: its configuration, outcome and telemetry, JSON-serialisable.
+
+The telemetry fields of :class:`RunResult` are built from their declaration
+(:mod:`asgdbench.engine.telemetry`); this module declares the configuration and the outcome.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Any
 
 import numpy as np
 
+from asgdbench.engine.telemetry import TELEMETRY, Telemetry
 from asgdbench.plugins.step_rules import combined_label
 
 STATUSES = ("converged", "diverged", "timeout", "budget", "error")
@@ -44,11 +50,14 @@ class RunConfig:
 
 
 @dataclass
-class RunResult:
-    """One run's outcome. ``status`` says how it ended; nothing is averaged or hidden here.
+class RunOutcome:
+    """How one run ended and where it ran: the fields of a record that are not telemetry.
 
-    Times are seconds from the start barrier; ``time_to_target_s`` and
-    ``steps_to_target`` are None unless the smoothed loss reached the target.
+    :class:`RunResult` adds a field per declared telemetry item
+    (:data:`asgdbench.engine.telemetry.TELEMETRY`). ``status`` says how the run ended;
+    nothing is averaged or hidden here. Times are seconds from the start barrier;
+    ``time_to_target_s`` and ``steps_to_target`` are None unless the smoothed loss reached
+    the target.
     """
 
     config: RunConfig
@@ -56,24 +65,12 @@ class RunResult:
     wall_s: float
     time_to_target_s: float | None
     steps_to_target: int | None
-    updates_applied: int
-    gradients_computed: int
-    gradients_dropped: int
-    updates_per_s: float
-    per_thread_updates: list[int]
-    per_thread_gradients: list[int]
     loss_trace: list[list]
-    staleness: dict[str, Any]
-    cas: dict[str, Any] | None
-    peak_param_vectors: int
-    peak_param_bytes: int
     initial_loss: float
     final_loss: float | None
     test_loss: float | None
     test_accuracy: float | None
     compile_s: float
-    step_rule: dict[str, Any] = field(default_factory=dict)
-    """The steps applied: mean step, mean/min/max factor (step / lr), a histogram of factors."""
     evaluation: dict[str, Any] = field(default_factory=dict)
     strategy_state: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
@@ -85,19 +82,12 @@ class RunResult:
     """Worker threads still running after the stop grace period: later runs in this process share the CPU with them."""
     overrun_s: float | None = None
     """For a run stopped by its time limit: how far past the limit the last thread ended."""
-    log_entries_lost: int = 0
-    """Loss-log entries never read (overwritten in the ring); the smoothed loss skipped them."""
     strategy_source: dict[str, Any] = field(default_factory=dict)
     """Where the strategy came from: built-in, a plugin file (path and SHA-256), an entry point."""
     workload_source: dict[str, Any] = field(default_factory=dict)
     """Where the workload came from, likewise."""
     step_source: dict[str, Any] = field(default_factory=dict)
     """Where the step rule came from, likewise."""
-    live_param_vectors: dict[str, Any] = field(default_factory=dict)
-    """Parameter vectors alive during the run, sampled by the monitor every poll: ``mean``
-    (time-weighted), ``max`` (of the samples), ``samples``, ``trace`` ([seconds, count])."""
-    mean_live_param_bytes: float | None = None
-    """``live_param_vectors["mean"]`` times the bytes of one vector."""
     grid_order: dict[str, Any] = field(default_factory=dict)
     """Where the run stood in its grid: ``order`` (interleaved or strategy), ``order_seed``,
     ``round`` (its seed) and ``position`` (0-based, in the order the grid ran); empty for a
@@ -115,10 +105,30 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunResult":
+        """A record from its dict; a telemetry field it lacks (an older file) takes its empty value."""
         config_names = RunConfig.__dataclass_fields__
         config = RunConfig(**{k: data[k] for k in config_names if k in data})
         rest = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "config"}
         return cls(config=config, **rest)
+
+
+def result_type(telemetry: Sequence[Telemetry]) -> type:
+    """The record class: :class:`RunOutcome` and a field per ``telemetry`` item, in order."""
+    return make_dataclass(
+        "RunResult",
+        [(item.name, Any, field(default_factory=item.empty)) for item in telemetry],
+        bases=(RunOutcome,),
+        namespace={"__module__": __name__, "__doc__": _result_doc(telemetry)},
+    )
+
+
+def _result_doc(telemetry: Sequence[Telemetry]) -> str:
+    lines = [f"    ``{item.name}`` [{item.unit}]: {item.description}." for item in telemetry]
+    return ("One run's record: its outcome (:class:`RunOutcome`) and its telemetry, a field\n"
+            "per item of :data:`asgdbench.engine.telemetry.TELEMETRY`:\n\n" + "\n".join(lines))
+
+
+RunResult = result_type(TELEMETRY)
 
 
 def _finite(value: Any) -> Any:

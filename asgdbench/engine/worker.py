@@ -26,6 +26,25 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from asgdbench.engine.telemetry import (  # the counter layout, declared with the telemetry
+    APPLIED_COUNT,
+    ATTEMPT_BINS,
+    ATTEMPTS_SUM,
+    COMPUTED,
+    COUNTER_COLUMNS,
+    DROPPED_COUNT,
+    FACTOR_BIN_WIDTH,
+    FACTOR_BINS,
+    FACTOR_MAX,
+    FACTOR_MIN,
+    LOG_LOST,
+    MERGED_COUNT,
+    STALENESS_BINS,
+    STALENESS_MAX,
+    STALENESS_SUM,
+    STEP_COLUMNS,
+    STEP_SUM,
+)
 from asgdbench.primitives.atomics import cas, fetch_add, load, store
 from asgdbench.primitives.barrier import spin_wait_hint
 from asgdbench.primitives.clock import monotonic_ns
@@ -41,20 +60,6 @@ from asgdbench.primitives.protocol import (
     STOP_FLAG,
 )
 from asgdbench.primitives.rng import sample_batch
-
-# columns of the per-thread counter rows (a row is one cache line)
-(COMPUTED, APPLIED_COUNT, DROPPED_COUNT, MERGED_COUNT, STALENESS_SUM, STALENESS_MAX,
- ATTEMPTS_SUM, LOG_LOST) = range(8)
-COUNTER_COLUMNS = 8
-
-STALENESS_BINS = 4096  # the last bin collects everything at or above it
-ATTEMPT_BINS = 64
-
-# columns of the per-thread step rows (float64, a row is one cache line)
-STEP_SUM, FACTOR_MIN, FACTOR_MAX = range(3)
-STEP_COLUMNS = 8
-FACTOR_BINS = 64
-FACTOR_BIN_WIDTH = 1.0 / 32  # bin i holds factors in [i, i + 1) / 32; the last, all above
 
 
 @dataclass

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from asgdbench.engine import runner
+from asgdbench.engine import runner, threaded_run
 from asgdbench.engine.worker import APPLIED_COUNT, worker_loop
 from asgdbench.primitives.protocol import GO, STOP_FLAG
 
@@ -55,7 +55,7 @@ def per_update_us(strategy: str, updates: int, rounds: int) -> dict[str, float]:
     times: dict[str, list[float]] = {"generic": [], "specialised": []}
     for _ in range(rounds):
         for name, make in (("generic", generic_loop),
-                           ("specialised", runner.compiled_worker_loop)):
+                           ("specialised", threaded_run.compiled_worker_loop)):
             run = prepared(strategy, updates)
             stopped = run.control.copy()
             stopped[STOP_FLAG] = 1  # the generic loop runs while it compiles: let it end at once
@@ -71,16 +71,16 @@ def per_update_us(strategy: str, updates: int, rounds: int) -> dict[str, float]:
 def updates_per_s(strategy: str, updates: int, rounds: int) -> dict[str, float]:
     threads = 1 if strategy == "seq" else 2
     rates: dict[str, list[float]] = {"generic": [], "specialised": []}
-    specialised = runner.compiled_worker_loop
+    specialised = threaded_run.compiled_worker_loop
     try:
         for _ in range(rounds):
             for name, make in (("generic", generic_loop), ("specialised", specialised)):
-                runner.compiled_worker_loop = make
+                threaded_run.compiled_worker_loop = make  # what a run's threads call
                 result = runner.run("mlp-digits", strategy, threads, max_updates=updates,
                                     target_loss=None, max_time=None)
                 rates[name].append(result.updates_per_s)
     finally:
-        runner.compiled_worker_loop = specialised
+        threaded_run.compiled_worker_loop = specialised
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
