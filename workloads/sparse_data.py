@@ -136,6 +136,11 @@ def inverse_counts(counts: np.ndarray, scale: int) -> np.ndarray:
     return out
 
 
+def check_test_fraction(test_fraction: float) -> None:
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+
+
 def sparse_dataset(name: str, train: CsrRows, y_train: np.ndarray, test: CsrRows,
                    y_test: np.ndarray) -> SparseDataset:
     """A :class:`SparseDataset`, its feature counts taken from the training rows."""
@@ -198,7 +203,7 @@ def zipf_classification(seed: int = 0, *, n_train: int = 50_000, n_test: int = 1
     until the row holds its number of distinct features (log-normal around
     ``nnz_per_example``). Values are positive, rarer features weigh more (as tf-idf), and each
     row has unit L2 norm, as RCV1's cosine-normalized rows. A ``separator_density`` fraction
-    of the features carry Gaussian weights ``w*``; the label is ``sign(x . w*)``, then each is
+    of the features, the more popular the likelier, carry Gaussian weights ``w*``; the label is ``sign(x . w*)``, then each is
     flipped with probability ``label_noise``. Deterministic from ``seed``; kept in the cache.
     """
     _check_zipf(n_train, n_test, n_features, nnz_per_example, zipf_exponent, separator_density,
@@ -235,6 +240,7 @@ def _check_zipf(n_train, n_test, n_features, nnz_per_example, zipf_exponent, sep
 
 
 ROW_NNZ_SIGMA = 0.5
+SEPARATOR_POPULARITY_POWER = 1.0
 """Spread of the log of a row's number of non-zeros (RCV1's rows range from a few to hundreds)."""
 
 
@@ -263,9 +269,26 @@ def _generate_zipf(seed: int, n_train: int, n_test: int, n_features: int,
     norms = np.sqrt(np.add.reduceat(values**2, indptr[:-1]))
     values /= np.repeat(norms, lengths)
     separator = np.zeros(n_features)
-    support = rng.choice(n_features, max(1, round(separator_density * n_features)), replace=False)
+    # The separator's features are drawn without replacement, each with probability
+    # proportional to its popularity (Gumbel top-k): common features carry signal, as common
+    # words do in RCV1's topics, so few rows miss the separator altogether.
+    popularity = np.empty(n_features)
+    popularity[feature_of_rank] = weights
+    keys = SEPARATOR_POPULARITY_POWER * np.log(popularity) + rng.gumbel(size=n_features)
+    support = np.argsort(keys)[::-1][: max(1, round(separator_density * n_features))]
     separator[support] = rng.standard_normal(support.shape[0])
-    scores = np.add.reduceat(values * separator[indices], indptr[:-1])
+    # Balance the classes without an intercept: take away from w* a multiple of the mean row
+    # on its support (m, positive where a row meets the support, as values are positive),
+    # the median of the rows' x.w* / x.m, so that half the scores fall on each side.
+    row_sums = np.add.reduceat
+    mean_row = np.zeros(n_features)
+    mean_row[support] = np.bincount(indices, weights=values, minlength=n_features)[support] / n_rows
+    along_mean = row_sums(values * mean_row[indices], indptr[:-1])
+    scores = row_sums(values * separator[indices], indptr[:-1])
+    meets = along_mean > 0
+    if np.any(meets):
+        separator -= np.median(scores[meets] / along_mean[meets]) * mean_row
+        scores = row_sums(values * separator[indices], indptr[:-1])
     labels = np.where(scores > 0, 1.0, -1.0)
     ties = scores == 0.0  # a row that misses the separator's support gets a fair coin
     labels[ties] = rng.choice([-1.0, 1.0], int(ties.sum()))
@@ -306,8 +329,7 @@ def load_svmlight(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: 
     and ``{1, 2}`` all work); a file with one label or more than two is refused, as is one
     that is missing, malformed, empty, or asks for more than :data:`MAX_FEATURES` features.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    check_test_fraction(test_fraction)
     X, y = read_svmlight(path, n_features)
     labels = binary_labels(y, f"svmlight file {path}")
     if X.shape[0] < 2:
@@ -332,7 +354,8 @@ def read_svmlight(path: str | os.PathLike, n_features: int | None = None):
         raise DataError(f"svmlight file {path} {what}")
     try:
         X, y = load_svmlight_file(str(path), n_features=n_features, dtype=np.float64)
-    except (ValueError, RuntimeError, OSError, UnicodeDecodeError, EOFError) as err:
+    except (ValueError, OverflowError, RuntimeError, OSError, UnicodeDecodeError,
+            EOFError) as err:
         raise DataError(f"svmlight file {path} is not a valid LIBSVM/svmlight file "
                         f"({one_line(err)})") from err
     if X.shape[0] == 0:
@@ -386,8 +409,7 @@ def planted_low_rank(seed: int = 0, *, n_users: int = 943, n_items: int = 1682,
         raise ConfigError(f"rank must be >= 1, got {rank}")
     if not noise >= 0.0:
         raise ConfigError(f"noise must be >= 0, got {noise}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    check_test_fraction(test_fraction)
     parameters = dict(seed=seed, n_users=n_users, n_items=n_items, n_ratings=n_ratings,
                       rank=rank, noise=float(noise))
     arrays = kept_arrays("planted-low-rank",
@@ -446,6 +468,7 @@ def _generate_planted(seed: int, n_users: int, n_items: int, n_ratings: int, ran
 def split_ratings(name: str, ratings: Ratings, n_users: int, n_items: int,
                   test_fraction: float, seed: int) -> RatingDataset:
     """A random train/test split of the ratings, reproducible from ``seed``."""
+    check_test_fraction(test_fraction)
     order = np.random.default_rng([seed, 2]).permutation(ratings.n_ratings)
     n_test = min(max(1, round(test_fraction * ratings.n_ratings)), ratings.n_ratings - 1)
 
