@@ -160,6 +160,7 @@ def test_zipf_default_statistics_are_rcv1_like() -> None:
     {"n_train": 0}, {"n_features": 1}, {"n_features": MAX_FEATURES + 1},
     {"nnz_per_example": 0.5}, {"n_features": 100, "nnz_per_example": 30.0},
     {"zipf_exponent": -1.0}, {"separator_density": 0.0}, {"label_noise": 0.5},
+    {"n_train": 10**7, "n_features": 10**6, "nnz_per_example": 20.0},  # 2e8 non-zeros
 ])
 def test_zipf_rejects_bad_configuration(kwargs: dict) -> None:
     with pytest.raises(ConfigError) as excinfo:
@@ -276,7 +277,7 @@ def test_planted_low_rank_defaults_have_movielens_shape_and_noise() -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"n_ratings": 100}, {"n_ratings": 10**7}, {"rank": 0}, {"noise": -1.0},
-    {"test_fraction": 0.0}, {"n_items": 1},
+    {"test_fraction": 0.0}, {"n_items": 1}, {"n_users": 10**6, "n_items": 10**3},
 ])
 def test_planted_low_rank_rejects_bad_configuration(kwargs: dict) -> None:
     with pytest.raises(ConfigError) as excinfo:

@@ -29,6 +29,11 @@ from asgdbench.primitives.rng import next_u64, thread_states
 MAX_FEATURES = 100_000_000
 """The widest model a file may ask for: its weight vector alone is 800 MB in float64."""
 
+MAX_GENERATED_NONZEROS = 100_000_000
+"""The most non-zeros a generated data set may hold (1.2 GB of CSR arrays; all of RCV1 has 61M)."""
+MAX_RATING_CELLS = 200_000_000
+"""The largest users x items matrix the planted generator samples cells of (a byte per cell)."""
+
 RCV1_N_FEATURES = 47_236
 
 
@@ -231,6 +236,9 @@ def _check_zipf(n_train, n_test, n_features, nnz_per_example, zipf_exponent, sep
     if not 1.0 <= nnz_per_example <= n_features / 4:
         raise ConfigError(f"zipf data needs 1 <= nnz_per_example <= n_features / 4 "
                           f"({n_features / 4:g}), got {nnz_per_example}")
+    if (n_train + n_test) * nnz_per_example > MAX_GENERATED_NONZEROS:
+        raise ConfigError(f"zipf data with {n_train + n_test} rows of {nnz_per_example:g} "
+                          f"non-zeros is more than the {MAX_GENERATED_NONZEROS} non-zeros allowed")
     if not zipf_exponent >= 0.0:
         raise ConfigError(f"zipf_exponent must be >= 0, got {zipf_exponent}")
     if not 0.0 < separator_density <= 1.0:
@@ -400,6 +408,9 @@ def planted_low_rank(seed: int = 0, *, n_users: int = 943, n_items: int = 1682,
     if n_users < 1 or n_items < 2:
         raise ConfigError(f"planted ratings need n_users >= 1 and n_items >= 2, "
                           f"got {n_users}, {n_items}")
+    if n_users * n_items > MAX_RATING_CELLS:
+        raise ConfigError(f"planted ratings over {n_users} users x {n_items} items exceed the "
+                          f"{MAX_RATING_CELLS} cells allowed")
     per_user = min(MOVIELENS_MIN_RATINGS_PER_USER, n_items // 2)
     if not n_users * per_user <= n_ratings <= n_users * n_items // 2:
         raise ConfigError(f"planted ratings need {n_users * per_user} <= n_ratings <= "
