@@ -15,9 +15,11 @@ from asgdbench.workloads.sparse_objectives import (
     linear_accuracy,
     linear_gradient,
     linear_loss,
+    linear_objective,
     logistic_gradient,
     max_row_nnz,
     mf_gradient,
+    mf_objective,
     mf_squared_error,
     new_marks,
 )
@@ -152,6 +154,15 @@ def test_regularizer_averages_to_the_plain_penalty() -> None:
                                                 rows.values, labels), rel=1e-12)
 
 
+@pytest.mark.parametrize("kind", [LOGISTIC, HINGE], ids=["logistic", "hinge"])
+def test_linear_objective_is_the_mean_over_all_rows(kind: int) -> None:
+    rows, labels, inverse_frequency, params = linear_problem(seed=6)
+    everything = list(range(rows.n_rows))
+    want, _ = dense_linear(kind, params, rows, labels, inverse_frequency, 0.3, everything)
+    assert linear_objective(kind, params, rows.indptr, rows.indices, rows.values, labels,
+                            inverse_frequency, 0.3) == pytest.approx(want, rel=1e-12)
+
+
 def test_linear_loss_and_accuracy_against_numpy() -> None:
     rows, labels, _, params = linear_problem(seed=3)
     margins = rows.to_scipy() @ params
@@ -268,6 +279,14 @@ def test_mf_gradient_matches_finite_differences() -> None:
             losses.append(call_mf((*problem[:-1], shifted), batch)[2])
         np.testing.assert_allclose(gradient[j], (losses[0] - losses[1]) / (2 * step), rtol=1e-6,
                                    atol=1e-8, err_msg=f"coordinate {j}")
+
+
+def test_mf_objective_is_the_mean_over_all_ratings() -> None:
+    problem = mf_problem(seed=4)
+    want, _ = dense_mf(problem, list(range(30)), reg=0.3)
+    users, items, ratings, user_weight, item_weight, params = problem
+    assert mf_objective(params, users, items, ratings, user_weight, item_weight, 7, 3,
+                        0.3) == pytest.approx(want, rel=1e-12)
 
 
 def test_mf_penalties_average_to_the_frobenius_norms() -> None:

@@ -129,6 +129,21 @@ def linear_loss(loss_kind, params, indptr, indices, values, labels):
 
 
 @njit(nogil=True, cache=True)
+def linear_objective(loss_kind, params, indptr, indices, values, labels, inverse_frequency, reg):
+    """The full objective, the mean of every row's ``f_i`` (what training minimizes), in one
+    pass over the rows without support bookkeeping."""
+    total = 0.0
+    n_rows = indptr.shape[0] - 1
+    for row in range(n_rows):
+        total += _loss_and_slope(loss_kind, labels[row],
+                                 _margin(params, indptr, indices, values, row))[0]
+        for k in range(indptr[row], indptr[row + 1]):
+            j = indices[k]
+            total += 0.5 * reg * inverse_frequency[j] * params[j] * params[j]
+    return total / max(n_rows, 1)
+
+
+@njit(nogil=True, cache=True)
 def linear_accuracy(params, indptr, indices, values, labels):
     """The fraction of rows whose margin has the label's sign (a zero margin counts as wrong)."""
     right = 0
@@ -182,6 +197,25 @@ def mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users
             grad_values[slot] += scale * (2.0 * error * lu + penalty_right * ri)
     _unmark(marks, support, n_support)
     return n_support, total * scale
+
+
+@njit(nogil=True, cache=True)
+def mf_objective(params, users, items, ratings, user_weight, item_weight, n_users, rank, reg):
+    """The full matrix factorization objective, the mean of every rating's ``f_(u,i)``."""
+    total = 0.0
+    for k in range(ratings.shape[0]):
+        left = users[k] * rank
+        right = (n_users + items[k]) * rank
+        error = -ratings[k]
+        squares_left = 0.0
+        squares_right = 0.0
+        for c in range(rank):
+            error += params[left + c] * params[right + c]
+            squares_left += params[left + c] * params[left + c]
+            squares_right += params[right + c] * params[right + c]
+        total += error * error + 0.5 * reg * (user_weight[users[k]] * squares_left
+                                              + item_weight[items[k]] * squares_right)
+    return total / max(ratings.shape[0], 1)
 
 
 @njit(nogil=True, cache=True)
