@@ -156,6 +156,22 @@ def test_zipf_default_statistics_are_rcv1_like() -> None:
     assert 0.45 < np.mean(data.y_train > 0) < 0.55
 
 
+def test_zipf_steep_exponent_ends() -> None:
+    """Under a steep exponent the rare ranks almost never come up: rows that run out of draws
+    take the popular features they lack, and generation ends, well-formed. Under the default
+    exponent no row runs out."""
+    steep = dict(SMALL_ZIPF, n_features=2000, nnz_per_example=200.0, zipf_exponent=4.0)
+    data = zipf_classification(0, **steep)
+    assert_well_formed(data)
+    assert data.train.nnz + data.test.nnz == sparse_data._generate_zipf(
+        0, **{**steep, "separator_density": 0.1, "label_noise": 0.05})["indices"].shape[0]
+    assert sparse_data._generate_zipf(0, **{**steep, "separator_density": 0.1,
+                                            "label_noise": 0.05})["rows_out_of_draws"] > 0
+    assert sparse_data._generate_zipf(0, **{**SMALL_ZIPF, "zipf_exponent": 1.0,
+                                            "separator_density": 0.1,
+                                            "label_noise": 0.05})["rows_out_of_draws"] == 0
+
+
 @pytest.mark.parametrize("kwargs", [
     {"n_train": 0}, {"n_features": 1}, {"n_features": MAX_FEATURES + 1},
     {"nnz_per_example": 0.5}, {"n_features": 100, "nnz_per_example": 30.0},

@@ -249,6 +249,8 @@ def _check_zipf(n_train, n_test, n_features, nnz_per_example, zipf_exponent, sep
 
 ROW_NNZ_SIGMA = 0.5
 SEPARATOR_POPULARITY_POWER = 1.0
+DRAWS_PER_FEATURE = 64
+"""Draws a row may spend per feature it needs before it takes the most popular ones it lacks."""
 """Spread of the log of a row's number of non-zeros (RCV1's rows range from a few to hundreds)."""
 
 
@@ -271,8 +273,8 @@ def _generate_zipf(seed: int, n_train: int, n_test: int, n_features: int,
     np.cumsum(lengths, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int32)
     state = thread_states(seed, 1)[0]
-    _draw_distinct_features(state, cdf, feature_of_rank, indptr, indices,
-                            np.full(n_features, -1, dtype=np.int64))
+    exhausted = _draw_distinct_features(state, cdf, feature_of_rank, indptr, indices,
+                                        np.full(n_features, -1, dtype=np.int64))
     values = rng.lognormal(0.0, 0.5, indices.shape[0]) * idf[indices]
     norms = np.sqrt(np.add.reduceat(values**2, indptr[:-1]))
     values /= np.repeat(norms, lengths)
@@ -302,20 +304,26 @@ def _generate_zipf(seed: int, n_train: int, n_test: int, n_features: int,
     labels[ties] = rng.choice([-1.0, 1.0], int(ties.sum()))
     labels[rng.random(n_rows) < label_noise] *= -1.0
     return {"indptr": indptr, "indices": indices, "values": values, "labels": labels,
-            "separator": separator}
+            "separator": separator, "rows_out_of_draws": np.array(exhausted)}
 
 
 @njit(nogil=True, cache=True)
 def _draw_distinct_features(state, cdf, feature_of_rank, indptr, indices, last_row):
-    """Fill each row with distinct features, sorted, drawn by rank from ``cdf``.
+    """Fill each row with distinct features, sorted, drawn by rank from ``cdf``; the number of
+    rows that ran out of draws.
 
     ``last_row[j]`` is the last row that drew feature ``j``: a repeat within a row is drawn
-    again. Rows hold at most a quarter of the features, so the rejection ends quickly.
+    again. A row that still lacks features after ``DRAWS_PER_FEATURE`` draws per feature
+    (only under a steep exponent, whose rare ranks would take ages to come up) takes the most
+    popular ones it lacks, so that generation always ends.
     """
+    exhausted = 0
     for row in range(indptr.shape[0] - 1):
         start, stop = indptr[row], indptr[row + 1]
         filled = start
-        while filled < stop:
+        budget = DRAWS_PER_FEATURE * (stop - start)
+        while filled < stop and budget > 0:
+            budget -= 1
             u = np.float64(next_u64(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
             rank = min(np.searchsorted(cdf, u, side="right"), cdf.shape[0] - 1)
             feature = feature_of_rank[rank]
@@ -323,7 +331,18 @@ def _draw_distinct_features(state, cdf, feature_of_rank, indptr, indices, last_r
                 last_row[feature] = row
                 indices[filled] = feature
                 filled += 1
+        if filled < stop:
+            exhausted += 1
+        rank = 0
+        while filled < stop:
+            feature = feature_of_rank[rank]
+            rank += 1
+            if last_row[feature] != row:
+                last_row[feature] = row
+                indices[filled] = feature
+                filled += 1
         indices[start:stop].sort()
+    return exhausted
 
 
 # --- any svmlight / LIBSVM file -----------------------------------------------------------
