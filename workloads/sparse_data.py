@@ -208,8 +208,10 @@ def zipf_classification(seed: int = 0, *, n_train: int = 50_000, n_test: int = 1
     until the row holds its number of distinct features (log-normal around
     ``nnz_per_example``). Values are positive, rarer features weigh more (as tf-idf), and each
     row has unit L2 norm, as RCV1's cosine-normalized rows. A ``separator_density`` fraction
-    of the features, the more popular the likelier, carry Gaussian weights ``w*``; the label is ``sign(x . w*)``, then each is
-    flipped with probability ``label_noise``. Deterministic from ``seed``; kept in the cache.
+    of the features (the more popular, the likelier) carry the weights of ``w*``: Gaussian,
+    shifted along the mean row so that the classes are balanced with no intercept. The label
+    is ``sign(x . w*)``, then flipped with probability ``label_noise``. Deterministic from
+    ``seed``; kept in the cache folder.
     """
     _check_zipf(n_train, n_test, n_features, nnz_per_example, zipf_exponent, separator_density,
                 label_noise)
@@ -248,10 +250,11 @@ def _check_zipf(n_train, n_test, n_features, nnz_per_example, zipf_exponent, sep
 
 
 ROW_NNZ_SIGMA = 0.5
+"""Spread of the log of a row's number of non-zeros (RCV1's rows range from a few to hundreds)."""
 SEPARATOR_POPULARITY_POWER = 1.0
+"""A feature joins the separator's support with odds growing as its popularity to this power."""
 DRAWS_PER_FEATURE = 64
 """Draws a row may spend per feature it needs before it takes the most popular ones it lacks."""
-"""Spread of the log of a row's number of non-zeros (RCV1's rows range from a few to hundreds)."""
 
 
 def _generate_zipf(seed: int, n_train: int, n_test: int, n_features: int,
