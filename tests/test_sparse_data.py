@@ -556,3 +556,23 @@ def test_movielens_bytes_limit() -> None:
     path.write_bytes(buffer.getvalue())
     with pytest.raises(DataError, match="not MovieLens-100K's"):
         sparse_files._read_member(path, MOVIELENS_MEMBER)
+
+
+def test_svmlight_reads_what_scikit_learn_writes(tmp_path: pathlib.Path) -> None:
+    """Zipf data dumped by scikit-learn comes back as the same rows with the same labels."""
+    from sklearn.datasets import dump_svmlight_file
+
+    data = zipf_classification(5, **SMALL_ZIPF)
+    path = tmp_path / "zipf.svm"
+    dump_svmlight_file(data.train.to_scipy(), data.y_train, str(path), zero_based=False)
+    back = load_svmlight(path, n_features=data.n_features, test_fraction=0.3, seed=2)
+    assert_well_formed(back)
+
+    def rows_of(part: CsrRows, labels: np.ndarray) -> list:
+        return sorted((labels[r], tuple(part.indices[part.indptr[r]:part.indptr[r + 1]]),
+                       tuple(np.round(part.values[part.indptr[r]:part.indptr[r + 1]], 9)))
+                      for r in range(part.n_rows))
+
+    assert back.train.n_rows + back.test.n_rows == data.train.n_rows == 400
+    assert sorted(rows_of(back.train, back.y_train) + rows_of(back.test, back.y_test)) == \
+        rows_of(data.train, data.y_train)

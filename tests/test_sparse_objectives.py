@@ -349,3 +349,19 @@ def test_linear_gradient_takes_float32_parameters() -> None:
     assert support[:n].tolist() == s64.tolist()
     np.testing.assert_allclose(grad_values[:n], v64, rtol=1e-5, atol=1e-6)
     assert l32 == pytest.approx(l64, rel=1e-5)
+
+
+def test_mf_gradient_takes_float32_parameters() -> None:
+    problem = mf_problem(seed=6)
+    users, items, ratings, user_weight, item_weight, params = problem
+    batch = [0, 3, 8]
+    s64, v64, l64 = call_mf(problem, batch)
+    support = np.empty(18, dtype=np.int64)
+    grad_values = np.empty(18, dtype=np.float32)
+    n, l32 = mf_gradient(params.astype(np.float32), users, items, ratings.astype(np.float32),
+                         user_weight.astype(np.float32), item_weight.astype(np.float32), 7, 3,
+                         np.float32(0.05), np.array(batch, dtype=np.int64),
+                         new_marks(params.shape[0]), support, grad_values)
+    assert support[:n].tolist() == s64.tolist()
+    np.testing.assert_allclose(grad_values[:n], v64, rtol=1e-4, atol=1e-5)
+    assert l32 == pytest.approx(l64, rel=1e-5)
