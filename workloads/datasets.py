@@ -442,5 +442,14 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
 }
+IMAGE_SHAPES: dict[str, tuple[int, int, int] | None] = {
+    "digits": None,
+    "synthetic": None,
+    "mnist": (1, *_IDX_IMAGE_SHAPE),
+    "fashion-mnist": (1, *_IDX_IMAGE_SHAPE),
+    "cifar10": CIFAR10_IMAGE_SHAPE,
+}
+"""Each data set's ``Dataset.image_shape``, known without loading it: None for a set of plain
+feature vectors, on which a convolution or a pool cannot run."""
 FILE_DATASETS = frozenset({"mnist", "fashion-mnist", "cifar10"})
 """The data sets read from the data folder: their loaders take ``(data_dir, dtype=...)``."""

@@ -61,6 +61,52 @@ def mlp_layers(hidden: tuple[int, ...], n_classes: int) -> tuple[Layer, ...]:
     return (*(layer for units in hidden for layer in (Dense(units), ReLU())), Dense(n_classes))
 
 
+def layer_shapes(input_shape: tuple[int, int, int],
+                 layers: tuple[Layer, ...]) -> list[tuple[int, int, int]]:
+    """The ``(channels, height, width)`` each layer outputs, on ``input_shape``.
+
+    Plain Python (no numba), so a workload's layer list is checked at registration, before
+    any data is loaded. Raises ValueError naming the first layer that cannot be built: a
+    kernel larger than its input, a pool of a 1-pixel input, a list not ending with Dense.
+    """
+    if not layers or not isinstance(layers[-1], Dense):
+        raise ValueError("a network ends with a Dense layer (its outputs are the logits)")
+    c, h, w = input_shape
+    shapes = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Conv):
+            if layer.kernel > min(h, w):
+                raise ValueError(f"layer {i}: a {layer.kernel}x{layer.kernel} kernel does not "
+                                 f"fit a {h}x{w} input")
+            c, h, w = layer.channels, h - layer.kernel + 1, w - layer.kernel + 1
+        elif isinstance(layer, MaxPool):
+            if min(h, w) < 2:
+                raise ValueError(f"layer {i}: cannot pool a {h}x{w} input")
+            h, w = h // 2, w // 2
+        elif isinstance(layer, Dense):
+            c, h, w = layer.units, 1, 1
+        elif not isinstance(layer, ReLU):
+            raise TypeError(f"layer {i}: {layer!r} is not a Conv, MaxPool, ReLU or Dense")
+        shapes.append((c, h, w))
+    return shapes
+
+
+def spatial(layers: tuple[Layer, ...]) -> bool:
+    """Whether the layer list needs an image input: it holds a Conv or a MaxPool."""
+    return any(isinstance(layer, (Conv, MaxPool)) for layer in layers)
+
+
+def architecture_name(layers: tuple[Layer, ...]) -> str:
+    """A short name for a layer list: ``conv3x3x4-relu-maxpool-...-dense10``."""
+    def name(layer: Layer) -> str:
+        if isinstance(layer, Conv):
+            return f"conv{layer.kernel}x{layer.kernel}x{layer.channels}"
+        if isinstance(layer, Dense):
+            return f"dense{layer.units}"
+        return type(layer).__name__.lower()
+    return "-".join(map(name, layers))
+
+
 # layer kinds, and the columns of the layer table
 CONV, POOL, RELU, DENSE = range(4)
 (KIND, IN_C, IN_H, IN_W, OUT_C, OUT_H, OUT_W, KERNEL, PARAMS_AT, N_WEIGHTS, IN_AT, OUT_AT,
@@ -260,24 +306,20 @@ class Network:
     conv_by_gemm: bool | None = None  # None: each conv layer as layers.prefers_gemm says
 
     def __post_init__(self) -> None:
-        if not self.layers or not isinstance(self.layers[-1], Dense):
-            raise ValueError("a network ends with a Dense layer (its outputs are the logits)")
         object.__setattr__(self, "table", self._layer_table())
 
     def _layer_table(self) -> np.ndarray:
-        """Shapes and buffer offsets of every layer, checked as they are derived."""
+        """Shapes and buffer offsets of every layer, the shapes from :func:`layer_shapes`."""
         table = np.zeros((len(self.layers), TABLE_COLUMNS), dtype=np.int64)
         c, h, w = self.input_shape
         params_at = acts_at = argmax_at = columns_at = 0
         in_at = FROM_INPUT
-        for i, layer in enumerate(self.layers):
+        for i, (layer, out_shape) in enumerate(zip(self.layers,
+                                                   layer_shapes(self.input_shape, self.layers))):
             row = table[i]
             row[[IN_C, IN_H, IN_W]] = c, h, w
             row[IN_AT] = in_at
             if isinstance(layer, Conv):
-                if layer.kernel > min(h, w):
-                    raise ValueError(f"layer {i}: a {layer.kernel}x{layer.kernel} kernel does not fit "
-                                     f"a {h}x{w} input")
                 row[KIND], row[KERNEL] = CONV, layer.kernel
                 row[N_WEIGHTS] = layer.channels * c * layer.kernel ** 2
                 row[BY_GEMM] = self.conv_by_gemm if self.conv_by_gemm is not None \
@@ -285,20 +327,14 @@ class Network:
                 if row[BY_GEMM]:
                     row[COLUMNS_AT] = columns_at
                     columns_at += int(L.kept_columns_size(c, h, w, layer.kernel))
-                c, h, w = layer.channels, h - layer.kernel + 1, w - layer.kernel + 1
             elif isinstance(layer, MaxPool):
-                if min(h, w) < 2:
-                    raise ValueError(f"layer {i}: cannot pool a {h}x{w} input")
                 row[KIND], row[ARGMAX_AT] = POOL, argmax_at
-                h, w = h // 2, w // 2
-                argmax_at += c * h * w
+                argmax_at += prod(out_shape)
             elif isinstance(layer, ReLU):
                 row[KIND] = RELU
-            elif isinstance(layer, Dense):
-                row[KIND], row[N_WEIGHTS] = DENSE, c * h * w * layer.units
-                c, h, w = layer.units, 1, 1
             else:
-                raise TypeError(f"layer {i}: {layer!r} is not a Conv, MaxPool, ReLU or Dense")
+                row[KIND], row[N_WEIGHTS] = DENSE, c * h * w * layer.units
+            c, h, w = out_shape
             row[[OUT_C, OUT_H, OUT_W]] = c, h, w
             row[PARAMS_AT] = params_at
             params_at += row[N_WEIGHTS] + (c if row[KIND] in (CONV, DENSE) else 0)
