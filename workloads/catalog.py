@@ -19,18 +19,18 @@ import numpy as np
 
 from asgdbench.plugins.workloads import Defaults, Workload, WorkloadSpec, register_workload
 from asgdbench.workloads import datasets
-from asgdbench.workloads.network import (
+from asgdbench.workloads.architecture import (
     Conv,
     Dense,
     Layer,
     MaxPool,
-    Network,
     ReLU,
     architecture_name,
     layer_shapes,
     mlp_layers,
     spatial,
 )
+from asgdbench.workloads.network import Network
 from asgdbench.workloads.network import gradient as network_gradient
 
 _TRAINING_LOSS_SAMPLES = 10_000  # enough for a stable divergence baseline, and quick
