@@ -96,6 +96,9 @@ BROKEN_RULES = {
     # larger steps for staler gradients, without bound
     "unbounded": ("()", """
     return lr * (staleness + 1.0)"""),
+    # raises inside the kernel (numba keeps Python's ZeroDivisionError)
+    "divides": ("()", """
+    return lr / (staleness - staleness)"""),
 }
 STEP_CHECKS = {"bounded factors", "deterministic given τ", "state race-free under threads",
                "inspect() is JSON-ready"}
@@ -157,6 +160,7 @@ def test_the_factor_sweep_sees_the_rule_after_its_warm_up():
     ("uphill", "bounded factors"),
     ("unbounded", "bounded factors"),
     ("jittery", "deterministic given τ"),
+    ("divides", "rule runs"),
 ])
 def test_a_broken_step_rule_fails_on_the_property_it_breaks(tmp_path, forget_rules, name,
                                                            broken):
@@ -195,6 +199,8 @@ def test_the_check_command_checks_a_step_rule(tmp_path, forget_rules, capsys):
     (["check", "workload:nope"], "unknown workload 'nope'"),
     (["check", "step:tail", "--step", "inverse"], "asgdbench check step:inverse"),
     (["check", "step:tail:amplitude=2"], "amplitude"),
+    (["check", "step:inverse", "--threads", "2000"], "1 to 1024 threads"),
+    (["check", "step:inverse", "--calls", "10000000"], "at most 10000000 calls"),
 ])
 def test_a_bad_check_spec_is_one_line_and_exit_2(capsys, argv, fragment):
     from asgdbench.study.cli import main
@@ -290,6 +296,23 @@ def test_defaults_that_do_not_converge_in_time_fail(linear_workload):
     last = checks[-1]
     assert last.name == "defaults converge under seq" and last.passed is False
     assert "timeout" in last.detail, last.line()
+
+
+def test_a_gradient_that_raises_is_a_failing_line_not_a_crash(tmp_path):
+    from asgdbench.plugins.workloads import WORKLOADS
+
+    path = tmp_path / "linear_raises.py"
+    path.write_text(LINEAR_PLUGIN.replace("NAME", repr("raises")).replace("FACTOR", "1.0")
+                    .replace("LR", "0.05").replace("MAX_TIME", "5.0")
+                    .replace("return loss / rows.shape[0]",
+                             "return loss / (rows.shape[0] - rows.shape[0])"))
+    load_plugin_file(path)
+    try:
+        checks = check_workload("raises")
+    finally:
+        WORKLOADS.forget("raises")
+    assert [(c.name, c.passed) for c in checks] == [("data present", True), ("shapes", False)]
+    assert "ZeroDivisionError" in checks[1].detail
 
 
 def test_missing_data_is_one_failing_line_that_names_the_download(tmp_path):

@@ -33,7 +33,7 @@ from numba import njit
 
 from asgdbench.engine.checks import Check
 from asgdbench.engine.loop_cache import specialize
-from asgdbench.errors import PluginError
+from asgdbench.errors import ConfigError, PluginError, UserError, one_line
 from asgdbench.plugins.step_rules import StepSpec, check_rule_state, parse_step_spec
 from asgdbench.primitives.atomics import cpu_pause, load
 
@@ -43,6 +43,9 @@ STALENESS_SWEEP = (0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 31, 32, 63, 100, 199, 200, 1_
                    2 ** 40)
 """Staleness values every check visits: small ones (fresh applies), powers of two and their
 neighbours, and values far beyond any histogram a rule keeps."""
+
+MAX_THREADS = 1024
+MAX_CALLS = 10_000_000  # all threads together: the calls' arrays stay under a gigabyte
 
 GO, STOP = 0, 8  # cells of the control array, a cache line apart
 CONTROL_CELLS = 16
@@ -122,9 +125,16 @@ class _Rule:
         state = self.fresh_state()
         steps = np.full(staleness.shape, np.nan)
         control = np.zeros(CONTROL_CELLS, np.int64)
-        workers = [threading.Thread(target=self.loop, daemon=True, name=f"rule-{t}",
-                                    args=(BASE_STEP, staleness[t], tids[t], state, steps[t],
-                                          control))
+        failures: list[BaseException] = []
+
+        def calls(t: int) -> None:
+            try:
+                self.loop(BASE_STEP, staleness[t], tids[t], state, steps[t], control)
+            except BaseException as error:  # reported by the caller, not by threading
+                failures.append(error)
+                control[STOP] = 1
+
+        workers = [threading.Thread(target=calls, args=(t,), daemon=True, name=f"rule-{t}")
                    for t in range(staleness.shape[0])]
         for worker in workers:
             worker.start()
@@ -137,6 +147,8 @@ class _Rule:
             for worker in workers:
                 worker.join(1.0)
             return None
+        if failures:
+            raise failures[0]
         return steps, state
 
 
@@ -148,11 +160,29 @@ def check_step_rule(spec: str | StepSpec, threads: int = 16, calls_per_thread: i
     staleness values of :data:`STALENESS_SWEEP`, with ``lr`` = :data:`BASE_STEP` in float64.
     """
     spec = parse_step_spec(spec)
-    checks: list[Check] = []
+    if not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"a step rule is checked with 1 to {MAX_THREADS} threads, not {threads}")
+    if not 1 <= calls_per_thread <= MAX_CALLS // threads:
+        raise ConfigError(f"a step rule is checked with at most {MAX_CALLS} calls in all: 1 to "
+                          f"{MAX_CALLS // threads} per thread with {threads} threads, not "
+                          f"{calls_per_thread}")
     try:
         rule = _Rule(spec, threads)
     except PluginError as error:
         return [Check("state is a tuple of arrays", False, str(error))]
+    except UserError:
+        raise  # a parameter out of range (tail:amplitude=2): one line and exit 2, as for a run
+    except Exception as error:  # a kernel that does not compile: the rule's own fault
+        return [Check("kernel compiles", False, f"{type(error).__name__}: {one_line(error)}")]
+    try:
+        return _checks(rule, spec, threads, calls_per_thread, max_factor, watchdog_s)
+    except Exception as error:  # raised by the rule's kernel, make_state or inspect
+        return [Check("rule runs", False, f"{type(error).__name__}: {one_line(error)}")]
+
+
+def _checks(rule: _Rule, spec: StepSpec, threads: int, calls_per_thread: int,
+            max_factor: float, watchdog_s: float) -> list[Check]:
+    checks: list[Check] = []
     staleness, tids = _calls(threads, calls_per_thread)
     in_turn = (staleness.T, tids.T)  # round-robin: call j of every thread, then call j + 1
     by_thread = (staleness, tids)  # thread 0's calls, then thread 1's, ...

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from asgdbench.engine.checks import Check
-from asgdbench.errors import DataError, one_line
+from asgdbench.errors import DataError, UserError, one_line
 from asgdbench.plugins.workloads import Workload, WorkloadSpec, get_workload
 
 RTOL = 1e-4
@@ -44,7 +44,8 @@ def check_workload(name: str | WorkloadSpec, data_dir: str | None = None, *,
                    converge: bool = True) -> list[Check]:
     """Hold workload ``name`` to the properties of the module docstring: one :class:`Check` each.
 
-    ``converge=False`` leaves out the SEQ run (which takes up to the workload's time limit).
+    ``name`` is a registered workload (the SEQ run looks it up by name). ``converge=False``
+    leaves out that run (which takes up to the workload's time limit).
     """
     spec = name if isinstance(name, WorkloadSpec) else get_workload(name)
     learns = spec.defaults.target_loss is not None
@@ -53,13 +54,21 @@ def check_workload(name: str | WorkloadSpec, data_dir: str | None = None, *,
         workload = spec.load(data_dir=data_dir, dtype="float64")
     except DataError as error:
         return [Check("data present", False, one_line(error))]
+    except UserError:
+        raise  # a bad configuration: one line and exit 2, as for a run
+    except Exception as error:  # the workload's own build failed
+        return [Check("workload builds", False, f"{type(error).__name__}: {one_line(error)}")]
     loaded_s = time.perf_counter() - started
     dataset = workload.description.get("dataset")
     checks = [Check("data present", True,
                     f"{workload.n_samples} training samples"
                     + (f" of {dataset}" if dataset else "") + f", loaded in {loaded_s:.1f} s")]
 
-    shapes, gradient = _shapes(workload, spec.defaults.batch_size, seed)
+    try:
+        shapes, gradient = _shapes(workload, spec.defaults.batch_size, seed)
+    except Exception as error:  # init_params, make_workspace or the kernel raised
+        shapes, gradient = Check("shapes", False, f"{type(error).__name__}: "
+                                                  f"{one_line(error)}"), ()
     checks.append(shapes)
     if not shapes.passed:
         return checks
