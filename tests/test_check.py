@@ -74,6 +74,9 @@ def test_the_check_command_passes_a_built_in(capsys):
 
     assert main(["check", "lock", "--threads", "4", "--updates", "500"]) == 0
     assert "FAIL" not in capsys.readouterr().out
+    assert main(["check", "strategy:lock", "--threads", "4", "--updates", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and out.splitlines()[-1].startswith("lock: ")
 
 
 # -- step rules, alone ----------------------------------------------------------------------

@@ -661,8 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     conformance.add_argument("--no-converge", dest="converge", action="store_false",
                              help="workloads: leave out the seq run to the target loss")
     conformance.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
-                             help="longest a single check may run before it counts as failed "
-                                  "(default: 60)")
+                             help="strategies and step rules: longest a single check may run "
+                                  "before it counts as failed (default: 60; a workload's run "
+                                  "has its own time limit)")
     conformance.set_defaults(handler=_check)
     return parser
 
