@@ -51,7 +51,7 @@ def _kept(name: str, prepare: Callable[[], Dataset], **parameters: object) -> Da
                          .encode()).hexdigest()[:32]
     path = cache_folder() / "datasets" / f"{name}-{key}.npz"
     try:
-        with np.load(path) as kept:
+        with open(path, "rb") as file, np.load(file) as kept:  # a torn file is closed too
             return Dataset(name, kept["X_train"], kept["y_train"], kept["X_test"],
                            kept["y_test"], int(kept["n_classes"]))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # not there, or torn
