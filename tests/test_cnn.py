@@ -16,7 +16,7 @@ from test_layers import central_differences, numpy_conv, numpy_maxpool
 
 from asgdbench.errors import DataError
 from asgdbench.plugins.workloads import Workload, load_workload
-from asgdbench.workloads import datasets
+from asgdbench.workloads import cifar10
 from asgdbench.workloads.catalog import CNN, LENET
 from asgdbench.workloads.network import Conv, Dense, MaxPool, Network, ReLU, gradient
 
@@ -199,10 +199,10 @@ def test_threads_share_a_cnn_without_losing_updates(workloads, algorithm):
 def test_lenet_cifar10_trains_on_files_in_the_cifar10_layout(tmp_path):
     """The CIFAR-10 workload end to end without the real data: a few random images in the
     binary layout, which LeNet must overfit (training loss far below its start)."""
-    folder = tmp_path / "cifar10" / datasets.CIFAR10_FOLDER
+    folder = tmp_path / "cifar10" / cifar10.CIFAR10_FOLDER
     folder.mkdir(parents=True)
     rng = np.random.default_rng(5)
-    for name in (*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST):
+    for name in (*cifar10.CIFAR10_TRAIN, cifar10.CIFAR10_TEST):
         records = rng.integers(0, 256, (4, 1 + 3 * 32 * 32), dtype=np.uint8)
         records[:, 0] = rng.integers(0, 10, 4)
         (folder / name).write_bytes(records.tobytes())

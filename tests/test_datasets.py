@@ -1,4 +1,4 @@
-"""Tests for asgdbench.workloads.datasets: in-memory data sets, MNIST, Fashion-MNIST and
+"""Tests for asgdbench.workloads.datasets and its sources: in-memory data sets, MNIST, Fashion-MNIST and
 CIFAR-10 reading, and downloading.
 
 The real-data tests read the files under $ASGDBENCH_DATA/{mnist,fashion-mnist,cifar10}
@@ -28,11 +28,10 @@ import platformdirs
 import pytest
 
 from asgdbench.errors import ConfigError, DataError, UserError
-from asgdbench.workloads import datasets, download
+from asgdbench.workloads import cifar10, datasets, download, idx_files
+from asgdbench.workloads.cifar10 import CIFAR10_MD5
 from asgdbench.workloads.datasets import (
-    CIFAR10_MD5,
     DATASETS,
-    MNIST_FILES,
     Dataset,
     load_cifar10,
     load_digits,
@@ -42,6 +41,7 @@ from asgdbench.workloads.datasets import (
     resolve_data_dir,
 )
 from asgdbench.workloads.download import download_mnist
+from asgdbench.workloads.idx_files import MNIST_FILES
 
 REMEDY = "asgdbench download mnist"
 
@@ -281,7 +281,7 @@ def test_wrong_checksum(tmp_path: pathlib.Path) -> None:
 
 def test_tiny_split_loads_with_matching_checksums(tmp_path: pathlib.Path) -> None:
     checksums = tiny_split(tmp_path, 5, 5)
-    X, y = datasets._load_idx_split(tmp_path, "train", checksums)
+    X, y = idx_files._load_idx_split(tmp_path, "train", checksums)
     assert X.shape == (5, 784) and X.dtype == np.float64 and 0.0 <= X.min() and X.max() <= 1.0
     assert y.shape == (5,) and y.dtype == np.int64
 
@@ -289,7 +289,7 @@ def test_tiny_split_loads_with_matching_checksums(tmp_path: pathlib.Path) -> Non
 def test_image_and_label_counts_must_agree(tmp_path: pathlib.Path) -> None:
     checksums = tiny_split(tmp_path, 5, 4)
     with pytest.raises(DataError) as excinfo:
-        datasets._load_idx_split(tmp_path, "train", checksums)
+        idx_files._load_idx_split(tmp_path, "train", checksums)
     assert_one_line_data_error(excinfo, "5 images but 4 labels")
 
 
@@ -299,7 +299,7 @@ def test_images_must_be_28x28(tmp_path: pathlib.Path) -> None:
     write_gz(tmp_path / "train-images-idx3-ubyte.gz", raw)
     checksums["train-images-idx3-ubyte"] = hashlib.sha256(raw).hexdigest()
     with pytest.raises(DataError) as excinfo:
-        datasets._load_idx_split(tmp_path, "train", checksums)
+        idx_files._load_idx_split(tmp_path, "train", checksums)
     assert_one_line_data_error(excinfo, "bad header", "8x8")
 
 
@@ -311,7 +311,7 @@ def test_truncated_idx_payload_behind_a_valid_checksum(tmp_path: pathlib.Path) -
     write_gz(tmp_path / "train-images-idx3-ubyte.gz", raw)
     checksums["train-images-idx3-ubyte"] = hashlib.sha256(raw).hexdigest()
     with pytest.raises(DataError) as excinfo:
-        datasets._load_idx_split(tmp_path, "train", checksums)
+        idx_files._load_idx_split(tmp_path, "train", checksums)
     assert_one_line_data_error(excinfo, "train-images-idx3-ubyte.gz", "truncated")
 
 
@@ -321,7 +321,7 @@ LABELS_MAGIC = 0x00000801
 
 def test_parse_idx_reads_shape_and_values() -> None:
     values = np.arange(24).reshape(2, 3, 4)
-    parsed = datasets._parse_idx(idx_bytes(values), IMAGES_MAGIC, "x")
+    parsed = idx_files._parse_idx(idx_bytes(values), IMAGES_MAGIC, "x")
     assert parsed.shape == (2, 3, 4) and parsed.dtype == np.uint8
     assert np.array_equal(parsed, values)
 
@@ -341,7 +341,7 @@ def test_parse_idx_reads_shape_and_values() -> None:
 )
 def test_parse_idx_rejects_malformed(raw: bytes, magic: int, fragment: str) -> None:
     with pytest.raises(DataError) as excinfo:
-        datasets._parse_idx(raw, magic, "some-file")
+        idx_files._parse_idx(raw, magic, "some-file")
     assert_one_line_data_error(excinfo, "some-file", fragment)
 
 
@@ -484,7 +484,7 @@ def test_download_retries_a_transient_failure(
                                            md5=payload.md5, timeout=5)
     assert len(requests_seen) == 2
     assert load_cifar10(tmp_path / "dest").y_test.tolist() == payload.test_labels.tolist()
-    assert folder == tmp_path / "dest" / "cifar10" / datasets.CIFAR10_FOLDER
+    assert folder == tmp_path / "dest" / "cifar10" / cifar10.CIFAR10_FOLDER
 
 
 # --- Fashion-MNIST ----------------------------------------------------------------------
@@ -493,7 +493,7 @@ def test_download_retries_a_transient_failure(
 def test_load_real_fashion_mnist() -> None:
     root = os.environ.get("ASGDBENCH_DATA")
     if not root or not all((pathlib.Path(root) / "fashion-mnist" / name).is_file()
-                           for name in datasets.FASHION_MNIST.files):
+                           for name in idx_files.FASHION_MNIST.files):
         pytest.skip("ASGDBENCH_DATA lacks fashion-mnist/")
     data = load_fashion_mnist(root, dtype=np.float32)
     assert data.X_train.dtype == np.float32 and data.X_train.flags.c_contiguous
@@ -540,19 +540,19 @@ def cifar_tarball(path: pathlib.Path, records: int = 3) -> CifarPayload:
     """A small archive in the CIFAR-10 binary layout: 5 training batches and a test batch."""
     rng = np.random.default_rng(1)
     batches = {}
-    for name in (*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST):
+    for name in (*cifar10.CIFAR10_TRAIN, cifar10.CIFAR10_TEST):
         batch = rng.integers(0, 256, (records, RECORD), dtype=np.uint8)
         batch[:, 0] = rng.integers(0, 10, records)
         batches[name] = batch
     with tarfile.open(path, "w:gz") as tar:
         for name, batch in [*batches.items(), ("batches.meta.txt", None)]:
             content = b"airplane\n" if batch is None else batch.tobytes()
-            info = tarfile.TarInfo(f"{datasets.CIFAR10_FOLDER}/{name}")
+            info = tarfile.TarInfo(f"{cifar10.CIFAR10_FOLDER}/{name}")
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
-    train = np.concatenate([batches[name] for name in datasets.CIFAR10_TRAIN])
+    train = np.concatenate([batches[name] for name in cifar10.CIFAR10_TRAIN])
     return CifarPayload(path, hashlib.md5(path.read_bytes()).hexdigest(), train,
-                        batches[datasets.CIFAR10_TEST][:, 0].astype(np.int64))
+                        batches[cifar10.CIFAR10_TEST][:, 0].astype(np.int64))
 
 
 @contextlib.contextmanager
@@ -586,8 +586,8 @@ def test_cifar10_download_unpacks_the_batches_and_keeps_nothing_else(
 
     folder = download.download_cifar10(dest, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
 
-    assert final_and_partial_files(dest / "cifar10") == {datasets.CIFAR10_FOLDER}  # no archive, no staging
-    assert final_and_partial_files(folder) == {*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST}
+    assert final_and_partial_files(dest / "cifar10") == {cifar10.CIFAR10_FOLDER}  # no archive, no staging
+    assert final_and_partial_files(folder) == {*cifar10.CIFAR10_TRAIN, cifar10.CIFAR10_TEST}
     data = load_cifar10(dest)
     assert_well_formed(data, 10)
     assert data.image_shape == (3, 32, 32)
@@ -638,7 +638,7 @@ def test_cifar10_download_replaces_a_damaged_batch(
     base, served = local_server
     payload = cifar_tarball(served / CIFAR_ARCHIVE)
     folder = download.download_cifar10(tmp_path, url=f"{base}/{CIFAR_ARCHIVE}", md5=payload.md5, timeout=5)
-    damaged = folder / datasets.CIFAR10_TEST
+    damaged = folder / cifar10.CIFAR10_TEST
     damaged.write_bytes(damaged.read_bytes()[:-1])
     with pytest.raises(DataError) as excinfo:
         load_cifar10(tmp_path)
@@ -656,9 +656,9 @@ def test_missing_cifar10(tmp_path: pathlib.Path) -> None:
 
 
 def test_cifar10_rejects_a_bad_label(tmp_path: pathlib.Path) -> None:
-    folder = tmp_path / "cifar10" / datasets.CIFAR10_FOLDER
+    folder = tmp_path / "cifar10" / cifar10.CIFAR10_FOLDER
     folder.mkdir(parents=True)
-    for name in (*datasets.CIFAR10_TRAIN, datasets.CIFAR10_TEST):
+    for name in (*cifar10.CIFAR10_TRAIN, cifar10.CIFAR10_TEST):
         (folder / name).write_bytes(bytes([10]) + bytes(RECORD - 1))
     with pytest.raises(DataError) as excinfo:
         load_cifar10(tmp_path)
@@ -667,7 +667,7 @@ def test_cifar10_rejects_a_bad_label(tmp_path: pathlib.Path) -> None:
 
 def test_load_real_cifar10() -> None:
     root = os.environ.get("ASGDBENCH_DATA")
-    if not root or not (pathlib.Path(root) / "cifar10" / datasets.CIFAR10_FOLDER).is_dir():
+    if not root or not (pathlib.Path(root) / "cifar10" / cifar10.CIFAR10_FOLDER).is_dir():
         pytest.skip("ASGDBENCH_DATA lacks cifar10/")
     data = load_cifar10(root, dtype=np.float32)
     assert data.X_train.shape == (50000, 3072) and data.X_test.shape == (10000, 3072)
@@ -698,7 +698,7 @@ def test_download_command(
     out, err = capsys.readouterr()
     if server_up:
         assert code == 0
-        assert str(tmp_path / "data" / "cifar10" / datasets.CIFAR10_FOLDER) in out
+        assert str(tmp_path / "data" / "cifar10" / cifar10.CIFAR10_FOLDER) in out
         assert load_cifar10(tmp_path / "data").X_test.shape == (3, 3072)
     else:
         assert code == 2

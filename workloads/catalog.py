@@ -19,7 +19,18 @@ import numpy as np
 
 from asgdbench.plugins.workloads import Defaults, Workload, WorkloadSpec, register_workload
 from asgdbench.workloads import datasets
-from asgdbench.workloads.network import Conv, Dense, Layer, MaxPool, Network, ReLU, mlp_layers
+from asgdbench.workloads.architecture import (
+    Conv,
+    Dense,
+    Layer,
+    MaxPool,
+    ReLU,
+    architecture_name,
+    layer_shapes,
+    mlp_layers,
+    spatial,
+)
+from asgdbench.workloads.network import Network
 from asgdbench.workloads.network import gradient as network_gradient
 
 _TRAINING_LOSS_SAMPLES = 10_000  # enough for a stable divergence baseline, and quick
@@ -85,13 +96,71 @@ def build_mlp(spec: WorkloadSpec, *, data_dir: str | None, dtype: np.dtype,
 
 
 def build_network(spec: WorkloadSpec, *, data_dir: str | None, dtype: np.dtype, dataset: str,
-                  architecture: str, layers: tuple[Layer, ...], init: str = "he") -> Workload:
-    """A convolutional workload: the layer list on an image data set."""
+                  layers: tuple[Layer, ...], architecture: str | None = None,
+                  init: str = "he") -> Workload:
+    """A network workload: the layer list on an image data set (or, with no Conv or MaxPool,
+    on any). ``architecture`` only names it in the result's description (``cnn``, ``lenet``);
+    by default the name is derived from the layers (:func:`.network.architecture_name`)."""
     data = _load_data(dataset, data_dir, dtype, {})
-    model = Network(data.image_shape, layers, dtype)
+    input_shape = data.image_shape or (data.n_features, 1, 1)
+    model = Network(input_shape, layers, dtype)
     return _workload(spec, model, data, dtype, network_gradient, model.table, init,
-                     {"model": architecture, "input_shape": list(data.image_shape),
-                      "layers": model.describe(), "n_params": model.n_params})
+                     {"model": architecture or architecture_name(layers),
+                      "input_shape": list(input_shape), "layers": model.describe(),
+                      "n_params": model.n_params})
+
+
+def _dataset_problem(dataset: Any) -> str | None:
+    if dataset not in datasets.DATASETS:
+        return (f"unknown data set {dataset!r} (valid: {', '.join(datasets.DATASETS)})")
+    return None
+
+
+def network_problem(*, dataset: Any = None, layers: Any = (), init: str = "he",
+                    architecture: Any = None, **unknown: Any) -> str | None:
+    """What :func:`build_network` would fail on with these options, found without loading the
+    data: an unknown data set, a layer list that is not one, conv or pool layers on a data
+    set of plain feature vectors, a layer that does not fit its input."""
+    if unknown:
+        return f"build_network takes no option {', '.join(map(repr, sorted(unknown)))}"
+    if init not in ("he", "small"):
+        return f"unknown init {init!r} (valid: he, small)"
+    problem = _dataset_problem(dataset)
+    if problem:
+        return problem
+    if not isinstance(layers, tuple) or not all(isinstance(layer, (Conv, MaxPool, ReLU, Dense))
+                                                for layer in layers):
+        return "layers must be a tuple of Conv, MaxPool, ReLU and Dense"
+    image_shape = datasets.IMAGE_SHAPES[dataset]
+    if image_shape is None and spatial(layers):
+        images = ", ".join(name for name, shape in datasets.IMAGE_SHAPES.items() if shape)
+        return (f"conv and pool layers need an image data set, and {dataset!r} has no image "
+                f"shape (image data sets: {images}); use Dense and ReLU layers only")
+    if image_shape is None:
+        return None  # the width of plain feature vectors is known once loaded; Dense fits any
+    try:
+        layer_shapes(image_shape, layers)
+    except ValueError as error:
+        return f"on {dataset!r} images ({'x'.join(map(str, image_shape))}): {error}"
+    return None
+
+
+def mlp_problem(*, dataset: Any = None, hidden: Any = (), init: str = "he",
+                **dataset_options: Any) -> str | None:
+    """What :func:`build_mlp` would fail on, found without loading the data."""
+    if init not in ("he", "small"):
+        return f"unknown init {init!r} (valid: he, small)"
+    problem = _dataset_problem(dataset)
+    if problem:
+        return problem
+    if not (isinstance(hidden, tuple) and all(isinstance(units, int) and units >= 1
+                                              for units in hidden)):
+        return f"hidden must be a tuple of layer widths >= 1, not {hidden!r}"
+    return None
+
+
+build_network.options_problem = network_problem  # read by register_workload
+build_mlp.options_problem = mlp_problem
 
 
 def _register_mlp(name: str, summary: str, defaults: Defaults, **build_options: Any) -> None:

@@ -16,26 +16,32 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from asgdbench.errors import ConfigError, DataError, one_line
-from asgdbench.workloads.datasets import (
+from asgdbench.workloads.cifar10 import (
     CIFAR10_FOLDER,
     CIFAR10_MD5,
     CIFAR10_TEST,
     CIFAR10_TRAIN,
     CIFAR10_URL,
+    read_cifar10_batch,
+)
+from asgdbench.workloads.data_folder import (
     DATA_ENV_VAR,
+    check_sha256,
+    gunzip,
+    read_bytes,
+    resolve_data_dir,
+)
+from asgdbench.workloads.idx_files import (
     FASHION_MNIST,
     MNIST,
     MNIST_MIRRORS,
     IdxSource,
-    check_sha256,
-    gunzip,
-    read_bytes,
-    read_cifar10_batch,
     read_verified,
-    resolve_data_dir,
 )
 
 DOWNLOAD_RETRIES = 2
+"""Further attempts per URL after a failed or corrupt transfer (pooch waits 1 s, 2 s, ... between);
+read when a download starts, so tests can set it to 0."""
 
 
 def download(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = False

@@ -1,8 +1,9 @@
 """A feed-forward network described as a layer list, trained on one flat parameter vector.
 
-An architecture is data: an input shape and a tuple of :class:`Conv`,
-:class:`MaxPool`, :class:`ReLU` and :class:`Dense` (the last layer's outputs are
-the logits of a softmax cross-entropy). :class:`Network` turns the list into an
+An architecture is data (:mod:`.architecture`, whose layer types this module
+shows too): an input shape and a tuple of :class:`Conv`, :class:`MaxPool`,
+:class:`ReLU` and :class:`Dense` (the last layer's outputs are the logits of a
+softmax cross-entropy). :class:`Network` turns the list into an
 int64 *layer table*, one row of shapes and offsets per layer, which the
 ``@njit(nogil=True)`` :func:`gradient` walks forward and back with the kernels
 of :mod:`.layers`. Nothing is allocated per step: every buffer lives in the
@@ -22,43 +23,20 @@ import numpy as np
 from numba import njit
 
 from asgdbench.workloads import layers as L
+from asgdbench.workloads.architecture import (
+    Conv,
+    Dense,
+    Layer,
+    MaxPool,
+    ReLU,
+    architecture_name,
+    layer_shapes,
+    mlp_layers,
+    spatial,
+)
 
-
-@dataclass(frozen=True)
-class Conv:
-    """Valid-padding, stride-1 convolution to ``channels`` maps with a ``kernel`` x ``kernel`` window."""
-
-    channels: int
-    kernel: int
-
-
-@dataclass(frozen=True)
-class MaxPool:
-    """2x2 max pooling, stride 2 (odd sizes are floored)."""
-
-
-@dataclass(frozen=True)
-class ReLU:
-    """max(x, 0), in place."""
-
-
-@dataclass(frozen=True)
-class Dense:
-    """Fully connected layer to ``units`` outputs."""
-
-    units: int
-
-
-Layer = Conv | MaxPool | ReLU | Dense
-
-
-def mlp_layers(hidden: tuple[int, ...], n_classes: int) -> tuple[Layer, ...]:
-    """A multilayer perceptron as a layer list: ``Dense, ReLU`` per hidden layer, then ``Dense``.
-
-    On input shape ``(n_features, 1, 1)`` its parameter layout and initialisation are the
-    classic MLP's (per layer ``W`` as fan_in x fan_out, then ``b``).
-    """
-    return (*(layer for units in hidden for layer in (Dense(units), ReLU())), Dense(n_classes))
+__all__ = ["Conv", "Dense", "Layer", "MaxPool", "Network", "ReLU", "architecture_name",
+           "evaluate_kernel", "gradient", "layer_shapes", "mlp_layers", "spatial"]
 
 
 # layer kinds, and the columns of the layer table
@@ -260,24 +238,20 @@ class Network:
     conv_by_gemm: bool | None = None  # None: each conv layer as layers.prefers_gemm says
 
     def __post_init__(self) -> None:
-        if not self.layers or not isinstance(self.layers[-1], Dense):
-            raise ValueError("a network ends with a Dense layer (its outputs are the logits)")
         object.__setattr__(self, "table", self._layer_table())
 
     def _layer_table(self) -> np.ndarray:
-        """Shapes and buffer offsets of every layer, checked as they are derived."""
+        """Shapes and buffer offsets of every layer, the shapes from :func:`layer_shapes`."""
         table = np.zeros((len(self.layers), TABLE_COLUMNS), dtype=np.int64)
         c, h, w = self.input_shape
         params_at = acts_at = argmax_at = columns_at = 0
         in_at = FROM_INPUT
-        for i, layer in enumerate(self.layers):
+        for i, (layer, out_shape) in enumerate(zip(self.layers,
+                                                   layer_shapes(self.input_shape, self.layers))):
             row = table[i]
             row[[IN_C, IN_H, IN_W]] = c, h, w
             row[IN_AT] = in_at
             if isinstance(layer, Conv):
-                if layer.kernel > min(h, w):
-                    raise ValueError(f"layer {i}: a {layer.kernel}x{layer.kernel} kernel does not fit "
-                                     f"a {h}x{w} input")
                 row[KIND], row[KERNEL] = CONV, layer.kernel
                 row[N_WEIGHTS] = layer.channels * c * layer.kernel ** 2
                 row[BY_GEMM] = self.conv_by_gemm if self.conv_by_gemm is not None \
@@ -285,20 +259,14 @@ class Network:
                 if row[BY_GEMM]:
                     row[COLUMNS_AT] = columns_at
                     columns_at += int(L.kept_columns_size(c, h, w, layer.kernel))
-                c, h, w = layer.channels, h - layer.kernel + 1, w - layer.kernel + 1
             elif isinstance(layer, MaxPool):
-                if min(h, w) < 2:
-                    raise ValueError(f"layer {i}: cannot pool a {h}x{w} input")
                 row[KIND], row[ARGMAX_AT] = POOL, argmax_at
-                h, w = h // 2, w // 2
-                argmax_at += c * h * w
+                argmax_at += prod(out_shape)
             elif isinstance(layer, ReLU):
                 row[KIND] = RELU
-            elif isinstance(layer, Dense):
-                row[KIND], row[N_WEIGHTS] = DENSE, c * h * w * layer.units
-                c, h, w = layer.units, 1, 1
             else:
-                raise TypeError(f"layer {i}: {layer!r} is not a Conv, MaxPool, ReLU or Dense")
+                row[KIND], row[N_WEIGHTS] = DENSE, c * h * w * layer.units
+            c, h, w = out_shape
             row[[OUT_C, OUT_H, OUT_W]] = c, h, w
             row[PARAMS_AT] = params_at
             params_at += row[N_WEIGHTS] + (c if row[KIND] in (CONV, DENSE) else 0)

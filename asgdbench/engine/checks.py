@@ -227,7 +227,9 @@ def consistency_stress(spec: str | StrategySpec, threads: int, updates: int, *,
 
 @dataclass
 class Check:
-    """One property of a strategy: held (``passed``), broken, or only reported (``passed`` None)."""
+    """One property of a plugin (strategy, step rule, workload): held (``passed``), broken, or
+    only reported (``passed`` None). :mod:`.step_rule_checks` and :mod:`.workload_checks` hold
+    the other plugin kinds to theirs."""
 
     name: str
     passed: bool | None

@@ -7,6 +7,7 @@ needs this interface, so a workload other than an MLP is one more entry here.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -59,6 +60,12 @@ class WorkloadSpec:
 
     ``group`` (the model family, e.g. ``mlp``, ``cnn``) is how ``asgdbench list`` sorts
     the catalogue.
+
+    ``build`` is often a ``functools.partial`` of a generic builder with its options bound
+    (``partial(build_network, dataset="mnist", layers=...)``). A builder that carries an
+    ``options_problem(**options) -> str | None`` function has those options checked at
+    registration, before any data is loaded: a CNN on a data set without images is then a
+    one-line :class:`PluginError` naming the workload, not a failure deep inside its first run.
     """
 
     name: str
@@ -89,6 +96,22 @@ def _check(spec: WorkloadSpec, where: str) -> None:
         fail(f"default batch size must be an integer >= 1, not {defaults.batch_size!r}")
     if defaults.max_time is not None and not defaults.max_time > 0:
         fail(f"default max time must be > 0, not {defaults.max_time!r}")
+    problem = options_problem(spec.build)
+    if problem:
+        fail(problem)
+
+
+def options_problem(build: Callable[..., Workload]) -> str | None:
+    """What the builder says is wrong with the options a ``functools.partial`` binds to it
+    (its ``options_problem`` attribute; see :class:`WorkloadSpec`), or None."""
+    if not isinstance(build, functools.partial):
+        return None
+    problem_of = getattr(build.func, "options_problem", None)
+    if problem_of is None:
+        return None
+    if build.args:
+        return "bind the builder's options by name (partial(build, dataset=...)), not by position"
+    return problem_of(**build.keywords)
 
 
 def _defined_in(spec: WorkloadSpec) -> str:

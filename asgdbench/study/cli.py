@@ -32,6 +32,7 @@ from asgdbench.plugins.step_rules import (
     available_step_rules,
     combined_label,
     parse_step_spec,
+    shown_step_label,
 )
 from asgdbench.plugins.workloads import (
     WORKLOAD_GROUPS,
@@ -629,40 +630,81 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(handler=_download)
 
     conformance = commands.add_parser(
-        "check", parents=[common], help="hold a strategy to the harness's contract",
-        description="Run the conformance checks on a strategy (exact update budget, applied + "
-                    "dropped == computed, consistency where it claims it, bounded memory, clean "
-                    "stops, a readable final vector): one PASS/FAIL line each; exit status 1 "
-                    "if any fails.")
-    conformance.add_argument("spec", metavar="SPEC", help="strategy spec, e.g. leashed:tp=1")
-    conformance.add_argument("--step", default=DEFAULT_STEP, metavar="RULE",
-                             help=f"step-size rule every check runs with (default: {DEFAULT_STEP})")
-    conformance.add_argument("--threads", type=int, default=16,
-                             help="threads, whatever the cores (default: 16)")
-    conformance.add_argument("--updates", type=int, default=5_000,
-                             help="update budget of the exact runs (default: 5000; less for "
-                                  "strategies slower than that here)")
-    conformance.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                             help="longest a single check may run before it counts as failed "
-                                  "(default: 60)")
+        "check", parents=[common], help="hold a strategy, step rule or workload to its contract",
+        description="Run the conformance checks on a plugin, one PASS/FAIL line per property "
+                    "(INFO: reported, not judged); exit status 1 if any fails. A strategy "
+                    "(SPEC or strategy:SPEC): exact update budget, applied + dropped == "
+                    "computed, consistency where it claims it, bounded memory, clean stops, a "
+                    "readable final vector. A step rule (step:RULE): bounded factors over a "
+                    "sweep of staleness values and thread ids, deterministic given the "
+                    "staleness, state race-free under more threads than cores, a JSON-ready "
+                    "inspect(). A workload (workload:NAME): data present, shapes, gradient "
+                    "against central differences, its defaults converging under seq within "
+                    "its time limit (a real run).")
+    conformance.add_argument("spec", metavar="SPEC",
+                             help="what to check: a strategy spec (leashed:tp=1, or "
+                                  "strategy:leashed:tp=1), step:RULE (step:tail:amplitude=0.5) "
+                                  "or workload:NAME (workload:mlp-digits)")
+    conformance.add_argument("--step", metavar="RULE",
+                             help=f"strategies only: the step-size rule every check runs with "
+                                  f"(default: {DEFAULT_STEP})")
+    conformance.add_argument("--threads", type=_positive_int, default=16,
+                             help="strategies and step rules: threads, whatever the cores "
+                                  "(default: 16)")
+    conformance.add_argument("--updates", type=_positive_int, default=5_000,
+                             help="strategies: update budget of the exact runs (default: 5000; "
+                                  "less for strategies slower than that here)")
+    conformance.add_argument("--calls", type=_positive_int, default=20_000,
+                             help="step rules: calls per thread (default: 20000)")
+    conformance.add_argument("--max-factor", type=_positive_float, default=2.0, metavar="F",
+                             help="step rules: the largest step / lr allowed (default: 2)")
+    conformance.add_argument("--no-converge", dest="converge", action="store_false",
+                             help="workloads: leave out the seq run to the target loss")
+    conformance.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+                             help="strategies and step rules: longest a single check may run "
+                                  "before it counts as failed (default: 60; a workload's run "
+                                  "has its own time limit)")
     conformance.set_defaults(handler=_check)
     return parser
 
 
-def _check(args: argparse.Namespace) -> int:
-    from asgdbench.engine.checks import check_strategy
-    from asgdbench.plugins.strategies import parse_spec
+CHECK_KINDS = ("strategy", "step", "workload")
+"""The prefixes of ``asgdbench check``'s SPEC: ``step:RULE``, ``workload:NAME``; a SPEC
+without one is a strategy's."""
 
-    spec = parse_spec(args.spec)
-    step = parse_step_spec(args.step)
-    if args.threads < 1 or args.updates < 1 or not args.timeout > 0:
-        raise UserError("--threads and --updates must be >= 1, --timeout > 0")
-    checks = check_strategy(spec, threads=args.threads, updates=args.updates,
-                            watchdog_s=args.timeout, step=step)
+
+def _check(args: argparse.Namespace) -> int:
+    kind, _, rest = args.spec.partition(":")
+    if kind not in CHECK_KINDS or not rest.strip():
+        kind, rest = "strategy", args.spec
+    if kind != "strategy" and args.step is not None:
+        raise UserError(f"--step is the step rule a strategy is checked with; to check a step "
+                        f"rule, name it: asgdbench check step:{args.step}")
+    if kind == "step":
+        from asgdbench.engine.step_rule_checks import check_step_rule
+
+        step = parse_step_spec(rest)
+        checks = check_step_rule(step, threads=args.threads, calls_per_thread=args.calls,
+                                 max_factor=args.max_factor, watchdog_s=args.timeout)
+        label = f"step rule {shown_step_label(step.label)}"
+    elif kind == "workload":
+        from asgdbench.engine.workload_checks import check_workload
+
+        spec = get_workload(rest.strip())
+        checks = check_workload(spec, data_dir=_data_dir(args), converge=args.converge)
+        label = f"workload {spec.name}"
+    else:
+        from asgdbench.engine.checks import check_strategy
+        from asgdbench.plugins.strategies import parse_spec
+
+        strategy = parse_spec(rest)
+        step = parse_step_spec(args.step)
+        checks = check_strategy(strategy, threads=args.threads, updates=args.updates,
+                                watchdog_s=args.timeout, step=step)
+        label = combined_label(strategy.label, step.label)
     for check in checks:
         print(check.line(), flush=True)
     failed = sum(check.passed is False for check in checks)
-    label = combined_label(spec.label, step.label)
     print(f"{label}: {len(checks) - failed} of {len(checks)} checks hold"
           + (f", {failed} FAILED" if failed else ""))
     return 1 if failed else 0
