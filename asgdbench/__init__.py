@@ -47,9 +47,12 @@ _EXPORTS = {
     "register_workload": "asgdbench.plugins.workloads",
     "available_workloads": "asgdbench.plugins.workloads",
     "load_workload": "asgdbench.plugins.workloads",
+    "build_network": "asgdbench.workloads.catalog",
     "load_plugin_file": "asgdbench.plugins.files",
     # the checks a plugin is held to
     "check_strategy": "asgdbench.engine.checks",
+    "check_step_rule": "asgdbench.engine.step_rule_checks",
+    "check_workload": "asgdbench.engine.workload_checks",
     "consistency_stress": "asgdbench.engine.checks",
     # errors a user can cause
     "UserError": "asgdbench.errors",

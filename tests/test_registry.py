@@ -283,7 +283,8 @@ def test_the_public_face_is_one_small_import():
     assert len(asgdbench.__all__) <= 30
     assert all(getattr(asgdbench, name) is not None for name in asgdbench.__all__)
     assert {"Strategy", "register_strategy", "check_strategy", "WorkloadSpec", "StepRule",
-            "run", "primitives", "leashed", "network"} <= set(asgdbench.__all__)
+            "run", "primitives", "leashed", "network", "build_network", "check_step_rule",
+            "check_workload"} <= set(asgdbench.__all__)
     from asgdbench.primitives import NOT_READ, cas, spin_wait_hint  # noqa: F401
     assert callable(asgdbench.leashed.pin_latest) and callable(asgdbench.leashed.take_spare)
     assert asgdbench.network.Network is not None
