@@ -61,7 +61,7 @@ def test_compare_writes_the_result_folder_and_report_reproduces_the_table(tmp_pa
     assert compared.returncode == 0, compared.stderr
 
     runs = read_runs(out)
-    assert sorted((run["algorithm"], run["threads"]) for run in runs) == [
+    assert sorted((run["strategy"], run["threads"]) for run in runs) == [
         ("leashed:tp=1", 1), ("leashed:tp=1", 2), ("lock", 1), ("lock", 2), ("seq", 1)]
     for run in runs:
         assert run["workload"] == "mlp-digits" and run["lr"] == 0.05 and run["seed"] == 0
@@ -73,9 +73,9 @@ def test_compare_writes_the_result_folder_and_report_reproduces_the_table(tmp_pa
     with (out / "summary.csv").open() as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == len(runs)
-    times = {(run["algorithm"], run["threads"]): run["time_to_target_s"] for run in runs}
+    times = {(run["strategy"], run["threads"]): run["time_to_target_s"] for run in runs}
     for row in rows:  # one run per cell: the csv's speedups follow from runs.jsonl
-        own, seq = times[row["algorithm"], int(row["threads"])], times["seq", 1]
+        own, seq = times[row["strategy"], int(row["threads"])], times["seq", 1]
         if own is None or seq is None:
             assert row["speedup_vs_seq"] == ""
         else:
@@ -137,7 +137,7 @@ def test_a_plugin_strategy_is_listed_and_runs(tmp_path):
                     "--target-loss", "none", "--max-updates", "500", "--out", out, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     [run] = read_runs(out)
-    assert (run["algorithm"], run["status"], run["updates_applied"]) == ("spinlock", "budget", 500)
+    assert (run["strategy"], run["status"], run["updates_applied"]) == ("spinlock", "budget", 500)
     assert "spinlock" in (out / "summary.md").read_text()
 
 
@@ -264,11 +264,11 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path):
 # -- the grid, in process ------------------------------------------------------------
 
 def test_default_grid_runs_seq_at_one_thread_only():
-    cells = grid.expand(get_workload(grid.DEFAULT_WORKLOAD), grid.DEFAULT_ALGORITHMS,
+    cells = grid.expand(get_workload(grid.DEFAULT_WORKLOAD), grid.parse_specs(grid.DEFAULT_STRATEGIES)[0],
                         grid.DEFAULT_THREADS, repeats=grid.DEFAULT_REPEATS)
     per_strategy = {}
     for cell in cells:
-        per_strategy.setdefault(cell.algorithm, set()).add(cell.threads)
+        per_strategy.setdefault(cell.strategy.label, set()).add(cell.threads)
     assert per_strategy.pop("seq") == {1}
     assert set(per_strategy) == {"lock", "hogwild", "leashed:tp=0", "leashed:tp=1",
                                  "leashed:tp=inf"}
@@ -279,20 +279,20 @@ def test_default_grid_runs_seq_at_one_thread_only():
 
 def test_grid_cells_take_workload_defaults_and_explicit_overrides():
     spec = get_workload("mlp-digits")
-    [default] = grid.expand(spec, ["lock"], [2])
+    [default] = grid.expand(spec, grid.parse_specs(["lock"])[0], [2])
     assert (default.lr, default.batch_size, default.target_loss, default.max_time) == (
         spec.defaults.lr, spec.defaults.batch_size, spec.defaults.target_loss,
         spec.defaults.max_time)
-    [custom] = grid.expand(spec, ["lock"], [2], [0.5], first_seed=7, batch_size=4,
+    [custom] = grid.expand(spec, grid.parse_specs(["lock"])[0], [2], [0.5], first_seed=7, batch_size=4,
                            target_loss=None, max_updates=10)
     assert (custom.lr, custom.seed, custom.batch_size, custom.target_loss,
             custom.max_updates) == (0.5, 7, 4, None, 10)
     with pytest.raises(ConfigError, match="stop rule"):
-        grid.expand(spec, ["lock"], [2], target_loss=None, max_time=None)
+        grid.expand(spec, grid.parse_specs(["lock"])[0], [2], target_loss=None, max_time=None)
 
 
 def test_pending_skips_finished_keys():
-    cells = grid.expand(get_workload("mlp-digits"), ["lock"], [1, 2], repeats=2)
+    cells = grid.expand(get_workload("mlp-digits"), grid.parse_specs(["lock"])[0], [1, 2], repeats=2)
     assert grid.pending(cells, {cells[1].key(), cells[2].key()}) == [cells[0], cells[3]]
 
 
@@ -327,7 +327,7 @@ def test_repeated_list_entries_run_once_with_a_note(tmp_path, capsys):
     compared = in_process(capsys, "compare", "--algorithms", "lock,lock,leashed,leashed:tp=inf",
                           "--threads", "1,1", "--repeats", "1", *QUICK, "--out", out)
     assert compared.returncode == 0, compared.stderr
-    assert sorted(run["algorithm"] for run in read_runs(out)) == ["leashed:tp=inf", "lock"]
+    assert sorted(run["strategy"] for run in read_runs(out)) == ["leashed:tp=inf", "lock"]
     [note] = [line for line in compared.stderr.splitlines() if "listed twice" in line]
     assert "--strategies lock" in note and "--strategies leashed:tp=inf" in note
     assert "--threads 1" in note and "--lr" not in note

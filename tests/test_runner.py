@@ -27,7 +27,7 @@ from asgdbench.plugins.workloads import get_workload, load_workload
 DIGITS = get_workload("mlp-digits").defaults
 
 REPORTED_FIELDS = (
-    "workload", "algorithm", "threads", "lr", "batch_size", "seed", "target_loss", "max_time",
+    "workload", "strategy", "threads", "lr", "batch_size", "seed", "target_loss", "max_time",
     "max_updates", "dtype", "status", "wall_s", "time_to_target_s", "steps_to_target",
     "updates_applied", "gradients_computed", "gradients_dropped", "updates_per_s",
     "per_thread_updates", "per_thread_gradients", "loss_trace", "staleness", "cas",

@@ -36,6 +36,7 @@ from asgdbench.engine.monitor import (
     LossMonitor,
     StopRule,
 )
+from asgdbench.engine.plan import Choice, parse_step, parse_strategy
 from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.engine.statistics import downsample_trace, histogram_summary
 from asgdbench.engine.worker import (
@@ -60,15 +61,9 @@ from asgdbench.plugins.step_rules import (
     StepSpec,
     available_step_rules,
     check_rule_state,
-    parse_step_spec,
     step_rule_source,
 )
-from asgdbench.plugins.strategies import (
-    StrategySpec,
-    available_strategies,
-    parse_spec,
-    strategy_source,
-)
+from asgdbench.plugins.strategies import StrategySpec, available_strategies, strategy_source
 from asgdbench.plugins.workloads import (
     WORKLOADS,
     Defaults,
@@ -94,10 +89,10 @@ def single_threaded_blas() -> threadpool_limits:
 
 def run(
     workload: str | Workload,
-    algorithm: str | StrategySpec,
+    strategy: str | StrategySpec | Choice,
     threads: int,
     *,
-    step: str | StepSpec | None = None,
+    step: str | StepSpec | Choice | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -111,37 +106,48 @@ def run(
     poll_interval: float = 0.005,
     stop_grace_s: float = STOP_GRACE_S,
 ) -> RunResult:
-    """Train ``workload`` with ``threads`` threads under ``algorithm`` until a stop rule fires.
+    """Train ``workload`` with ``threads`` threads under ``strategy`` until a stop rule fires.
 
-    ``step`` is the step-rule spec (default ``constant``: every apply takes ``lr``).
-    ``target_loss``/``max_time`` default to the workload's; pass None to disable
-    one. ``max_updates`` is an exact update budget. ``window`` is how many
-    minibatch losses the smoothed loss averages (default: about 2048 samples).
-    Threads that have not ended ``stop_grace_s`` seconds after the stop flag
-    are reported as stuck: the result then has status ``error``.
+    ``strategy`` and ``step`` are specs (``leashed:tp=inf``; ``step`` default ``constant``:
+    every apply takes ``lr``), parsed here once. ``target_loss``/``max_time`` default to
+    the workload's; pass None to disable one. ``max_updates`` is an exact update budget.
+    ``window`` is how many minibatch losses the smoothed loss averages (default: about
+    2048 samples). Threads that have not ended ``stop_grace_s`` seconds after the stop
+    flag are reported as stuck: the result then has status ``error``.
     """
-    prepared = _prepare(workload, algorithm, threads, step=step, lr=lr, batch_size=batch_size,
-                        seed=seed, target_loss=target_loss, max_time=max_time,
-                        max_updates=max_updates, dtype=dtype, data_dir=data_dir, window=window,
+    spec, step_spec = parse_strategy(strategy), parse_step(step)
+    if isinstance(workload, str):
+        workload = load_workload(workload, data_dir=data_dir, dtype=dtype)
+    config = configure(workload.name, workload.defaults, spec, threads, step=step_spec, lr=lr,
+                       batch_size=batch_size, seed=seed, target_loss=target_loss,
+                       max_time=max_time, max_updates=max_updates, dtype=workload.dtype.name)
+    return run_planned(workload, config, spec, step_spec, window=window,
+                       diverge_factor=diverge_factor, poll_interval=poll_interval,
+                       stop_grace_s=stop_grace_s)
+
+
+def run_planned(workload: Workload, config: RunConfig, spec: StrategySpec | None = None,
+                step_spec: StepSpec | None = None, *, window: int | None = None,
+                diverge_factor: float = 10.0, poll_interval: float = 0.005,
+                stop_grace_s: float = STOP_GRACE_S) -> RunResult:
+    """Run a configuration :func:`configure` (or :func:`asgdbench.study.grid.expand`) made,
+    on a loaded workload: nothing is parsed or configured again. Without ``spec`` and
+    ``step_spec``, the config's choices are bound to the registered plugins of their names."""
+    prepared = _prepare(workload, config, spec or parse_strategy(config.strategy),
+                        step_spec or parse_step(config.step), window=window,
                         diverge_factor=diverge_factor, poll_interval=poll_interval,
                         stop_grace_s=stop_grace_s)
     with single_threaded_blas(), interrupts_kept():
         return prepared.execute()
 
 
-def _prepare(workload: str | Workload, algorithm: str | StrategySpec, threads: int, *,
-             step: str | StepSpec | None, lr: float | None, batch_size: int | None, seed: int,
-             target_loss: float | None, max_time: float | None, max_updates: int | None,
-             dtype: str, data_dir: str | None, window: int | None, diverge_factor: float,
-             poll_interval: float, stop_grace_s: float) -> "_Run":
-    """Everything :func:`run` does before its threads start: parse, check, build the state."""
-    spec = parse_spec(algorithm)
-    step_spec = parse_step_spec(step)
-    if isinstance(workload, str):
-        workload = load_workload(workload, data_dir=data_dir, dtype=dtype)
-    config = configure(workload.name, workload.defaults, spec, threads, step=step_spec, lr=lr,
-                       batch_size=batch_size, seed=seed, target_loss=target_loss,
-                       max_time=max_time, max_updates=max_updates, dtype=workload.dtype.name)
+def _prepare(workload: Workload, config: RunConfig, spec: StrategySpec, step_spec: StepSpec, *,
+             window: int | None, diverge_factor: float, poll_interval: float,
+             stop_grace_s: float) -> "_Run":
+    """Everything a run does before its threads start: check, build the state."""
+    if workload.name != config.workload or workload.dtype.name != config.dtype:
+        raise ConfigError(f"the run is planned for {config.workload} in {config.dtype}, not "
+                          f"{workload.name} in {workload.dtype.name}")
     preflight.check(workload, spec, config)  # before any state exists
     if window is None:
         window = max(16, math.ceil(2048 / config.batch_size))
@@ -149,8 +155,8 @@ def _prepare(workload: str | Workload, algorithm: str | StrategySpec, threads: i
     return _Run(workload, spec, step_spec, config, rule, poll_interval, stop_grace_s)
 
 
-def worker_loop_for(workload: str | Workload, algorithm: str | StrategySpec, *,
-                    step: str | StepSpec | None = None, dtype: str = "float32",
+def worker_loop_for(workload: str | Workload, strategy: str | StrategySpec | Choice, *,
+                    step: str | StepSpec | Choice | None = None, dtype: str = "float32",
                     threads: int = 1, data_dir: str | None = None, cache: bool = True) -> Any:
     """The compiled worker loop a run of this strategy, step rule, workload and dtype calls.
 
@@ -161,9 +167,13 @@ def worker_loop_for(workload: str | Workload, algorithm: str | StrategySpec, *,
         loop = worker_loop_for("mlp-digits", "leashed", cache=False)
         ir = loop.inspect_llvm(loop.signatures[0])
     """
-    prepared = _prepare(workload, algorithm, threads, step=step, lr=None, batch_size=None,
-                        seed=0, target_loss=None, max_time=None, max_updates=1, dtype=dtype,
-                        data_dir=data_dir, window=None, diverge_factor=10.0,
+    spec, step_spec = parse_strategy(strategy), parse_step(step)
+    if isinstance(workload, str):
+        workload = load_workload(workload, data_dir=data_dir, dtype=dtype)
+    config = configure(workload.name, workload.defaults, spec, threads, step=step_spec,
+                       target_loss=None, max_time=None, max_updates=1,
+                       dtype=workload.dtype.name)
+    prepared = _prepare(workload, config, spec, step_spec, window=None, diverge_factor=10.0,
                         poll_interval=0.005, stop_grace_s=STOP_GRACE_S)
     with single_threaded_blas():
         return prepared.compile_loop(prepared.control, cache=cache)
@@ -226,17 +236,18 @@ def raise_if_interrupted() -> None:
 
 
 def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: int, *,
-              step: str | StepSpec | None = None, lr: float | None = None,
+              step: StepSpec | None = None, lr: float | None = None,
               batch_size: int | None = None, seed: int = 0,
               target_loss: float | None = WORKLOAD_DEFAULT,
               max_time: float | None = WORKLOAD_DEFAULT, max_updates: int | None = None,
               dtype: str = "float32") -> RunConfig:
-    """The run's full configuration, the workload's defaults filled in; raises ConfigError if invalid."""
-    step_spec = parse_step_spec(step)
+    """The run's full configuration from parsed specs, the workload's defaults filled in;
+    raises ConfigError if invalid. The one place a configuration is made and checked."""
+    step_spec = parse_step(step)  # None: the default rule; a StepSpec passes through
     step_spec.make_state(threads)  # a rule refuses bad parameters here, before any run
     config = RunConfig(
         workload=workload,
-        algorithm=spec.label,
+        strategy=Choice.of(spec),
         threads=threads,
         lr=float(defaults.lr if lr is None else lr),
         batch_size=int(defaults.batch_size if batch_size is None else batch_size),
@@ -245,7 +256,7 @@ def configure(workload: str, defaults: Defaults, spec: StrategySpec, threads: in
         max_time=defaults.max_time if max_time is WORKLOAD_DEFAULT else max_time,
         max_updates=max_updates,
         dtype=dtype,
-        step=step_spec.label,
+        step=Choice.of(step_spec),
     )
     validate_config(config, spec)
     return config

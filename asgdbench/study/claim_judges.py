@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from asgdbench.engine.plan import Choice
 from asgdbench.engine.run_result import RunResult
 from asgdbench.study.claim_runs import (
     BASELINES,
@@ -24,6 +25,7 @@ from asgdbench.study.claim_runs import (
     censored,
     dropped_share,
     failures_per_update,
+    is_run_of,
     mean_live_bytes,
     runs_of,
     staleness_figure,
@@ -105,7 +107,7 @@ def judge_speed(results: Sequence[RunResult], workload: str, context: Context
                     parts += speed_parts(effect, name)
                     ratio, pairs = ratio_text(effect.interval), effect_counts(effect)
             times = [time_to_epsilon(r) for r in runs]
-            rows.append((str(threads), label, f"{np.median(times):.3g}" if times else "—",
+            rows.append((str(threads), label.label, f"{np.median(times):.3g}" if times else "—",
                          f"{sum(r.converged for r in runs)}/{len(runs)}", ratio, pairs))
     if not counts:
         parts.append(Part("speed-up", NOT_TESTABLE,
@@ -176,10 +178,10 @@ def log_spread(times: np.ndarray) -> np.ndarray:
 def judge_stability(results: Sequence[RunResult], workload: str, context: Context
                     ) -> tuple[list[Part], Table]:
     threads = max([r.config.threads for r in results if r.config.workload == workload
-                   and r.config.algorithm == LEASHED and r.config.threads <= context.cores]
+                   and is_run_of(r, LEASHED) and r.config.threads <= context.cores]
                   or [0])
     lrs = sorted({r.config.lr for r in results if r.config.workload == workload
-                  and r.config.algorithm == LEASHED and r.config.threads == threads})
+                  and is_run_of(r, LEASHED) and r.config.threads == threads})
     headers = ("strategy", "step size", "converged", "median time to ε [s]",
                "spread (sd of log time)")
     cells = {label: {lr: runs_of(results, workload, label, threads, lr) for lr in lrs}
@@ -188,7 +190,7 @@ def judge_stability(results: Sequence[RunResult], workload: str, context: Contex
     for label, by_lr in cells.items():
         for lr, runs in by_lr.items():
             times = np.array([r.time_to_target_s for r in runs if r.converged])
-            rows.append((label, f"{lr:g}", f"{len(times)}/{len(runs)}",
+            rows.append((label.label, f"{lr:g}", f"{len(times)}/{len(runs)}",
                          f"{np.median(times):.3g}" if times.size else "—",
                          f"{float(log_spread(times)):.2f}" if times.size >= 2 else "—"))
     if threads == 0 or len(lrs) < 2:
@@ -203,7 +205,7 @@ def judge_stability(results: Sequence[RunResult], workload: str, context: Contex
 
 
 def stability_part(leashed: dict[float, list[RunResult]], baseline: dict[float, list[RunResult]],
-                   label: str) -> Part:
+                   label: Choice) -> Part:
     """Success per (step size, seed) pair, then the spread of time to ε: either may show it.
 
     "More stable" holds if either measure shows Leashed better, a union of two
@@ -293,7 +295,7 @@ def judge_memory(results: Sequence[RunResult], workload: str, context: Context
                                                      context.min_seeds)))
             live = median_interval([r.live_param_vectors.get("mean", r.peak_param_vectors)
                                     for r in runs])
-            rows.append((str(threads), label, live.text(2) if live else "—",
+            rows.append((str(threads), label.label, live.text(2) if live else "—",
                          str(max(r.peak_param_vectors for r in runs)),
                          _bytes(np.median([mean_live_bytes(r) for r in runs])), ratio))
         if not runs_of(results, workload, LOCK, threads, lr):
@@ -334,7 +336,7 @@ def judge_contention(results: Sequence[RunResult], workload: str, context: Conte
                "dropped share (median [90% CI])", "mean staleness (median [90% CI])", "runs")
     rows = []
     every = sorted({r.config.threads for r in results if r.config.workload == workload
-                    and r.config.algorithm in LEASHED_TP})
+                    and any(is_run_of(r, strategy) for strategy in LEASHED_TP)})
     for label in LEASHED_TP:
         for threads in every:
             runs = runs_of(results, workload, label, threads, lr)
@@ -344,7 +346,7 @@ def judge_contention(results: Sequence[RunResult], workload: str, context: Conte
                 updates = sum(r.updates_applied for r in runs)
                 dropped = median_interval([dropped_share(r) for r in runs])
                 stale = median_interval([staleness_figure(r, "mean") for r in runs])
-                rows.append((label, f"{threads}{note}",
+                rows.append((label.label, f"{threads}{note}",
                              f"{failures / updates:.2e}" if updates else "—",
                              dropped.text(4) if dropped else "—",
                              stale.text(3) if stale else "—", str(len(runs))))
@@ -413,7 +415,7 @@ def persistence_part(results, workload, lr, counts, context) -> Part:
         return Part(name, NOT_TESTABLE, f"needs >= 2 threads on >= 2 cores; the runs had "
                                         f"{context.cores}")
     threads = counts[-1]
-    bounded = runs_of(results, workload, "leashed:tp=0", threads, lr)
+    bounded = runs_of(results, workload, LEASHED_TP[0], threads, lr)
     unbounded = runs_of(results, workload, LEASHED, threads, lr)
     short = too_few({"tp=0": bounded, "tp=inf": unbounded}, context.min_seeds)
     if short:

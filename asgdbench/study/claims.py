@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from asgdbench.engine.plan import Choice
 from asgdbench.engine.run_result import RunResult
 from asgdbench.study import claim_judges
 from asgdbench.study.claim_runs import (  # noqa: F401  (re-exported: figures and tests)
@@ -30,6 +31,7 @@ from asgdbench.study.claim_runs import (  # noqa: F401  (re-exported: figures an
     Context,
     dropped_share,
     failures_per_update,
+    is_run_of,
     mean_live_bytes,
     runs_of,
     time_to_epsilon,
@@ -123,7 +125,7 @@ def oversubscribed_counts(cores: int, scale: Scale) -> tuple[int, ...]:
 class Cells:
     """Part of a claim's grid: strategies x thread counts x step sizes (multiples), every seed."""
 
-    strategies: tuple[str, ...]
+    strategies: tuple[Choice, ...]
     threads: tuple[int, ...]
     lr_factors: tuple[float, ...] = (1.0,)
 

@@ -23,16 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from asgdbench.engine.plan import Choice, parse_step, parse_strategy, run_label
 from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunResult
 from asgdbench.errors import UserError
 from asgdbench.plugins.files import load_plugin_file
 from asgdbench.plugins.params import Param
-from asgdbench.plugins.step_rules import (
-    DEFAULT_STEP,
-    available_step_rules,
-    combined_label,
-    parse_step_spec,
-)
+from asgdbench.plugins.step_rules import DEFAULT_STEP, available_step_rules
 from asgdbench.plugins.workloads import (
     WORKLOAD_GROUPS,
     available_workloads,
@@ -121,9 +117,10 @@ def _print_params(params: Sequence[Param], width: int) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     spec = get_workload(args.workload)
-    [config] = grid.expand(spec, [args.algorithm], [args.threads],
+    strategies, steps = grid.parse_specs([args.strategy], [args.step])
+    [config] = grid.expand(spec, strategies, [args.threads],
                            None if args.lr is None else [args.lr], first_seed=args.seed,
-                           steps=[args.step], **_settings(args))
+                           steps=steps, **_settings(args))
     workload = load_workload(spec.name, data_dir=_data_dir(args), dtype=args.dtype)
     grid.check_can_run(workload, [config])
     store = None if args.out is None else _open_for_writing(args, args.out, append=True)
@@ -154,11 +151,12 @@ def _compare(args: argparse.Namespace) -> int:
         raise UserError(f"--order-seed shuffles the interleaved order; --order {args.order} "
                         f"has no shuffle (drop one of the two)")
     spec = get_workload(args.workload)
+    strategies, steps = grid.parse_specs(args.strategies, args.steps)
     cells = grid.order_cells(
-        grid.expand(spec, args.algorithms, args.threads, args.lr, args.repeats,
-                    first_seed=args.seed, steps=args.steps, **_settings(args)),
+        grid.expand(spec, strategies, args.threads, args.lr, args.repeats,
+                    first_seed=args.seed, steps=steps, **_settings(args)),
         args.order, args.order_seed)
-    repeated = grid.repeated_entries(args.algorithms, args.threads, args.lr, args.steps)
+    repeated = grid.repeated_entries(strategies, args.threads, args.lr, steps)
     if repeated:
         _note(f"note: listed twice, run once: {', '.join(repeated)} (a repeat would only "
               f"rerun the same seeds)")
@@ -363,7 +361,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 def _warm_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options only ``cache warm`` takes, by name; None where not given."""
-    return {"--strategies": args.algorithms, "--steps": args.steps,
+    return {"--strategies": args.strategies, "--steps": args.steps,
             "--workloads": args.workloads, "--dtypes": args.dtypes}
 
 
@@ -373,18 +371,15 @@ def _warm(args: argparse.Namespace) -> int:
 
     from asgdbench.engine import loop_cache
     from asgdbench.engine.runner import worker_loop_for
-    from asgdbench.plugins.strategies import parse_spec
 
     unwritable = loop_cache.unwritable_reason()
     if unwritable:
         raise UserError(f"cannot warm the compile cache in {loop_cache.cache_folder()}: "
                         f"{unwritable}; set ${loop_cache.ENV_VAR} to a writable folder")
-    args.algorithms = args.algorithms or list(grid.DEFAULT_ALGORITHMS)
-    args.steps = args.steps or [DEFAULT_STEP]
     args.workloads = args.workloads or [grid.DEFAULT_WORKLOAD]
     args.dtypes = args.dtypes or ["float32"]
-    strategies = [parse_spec(text) for text in args.algorithms]  # bad names fail before any work
-    steps = [parse_step_spec(text) for text in args.steps]
+    strategies, steps = grid.parse_specs(  # bad names fail before any work
+        args.strategies or grid.DEFAULT_STRATEGIES, args.steps)
     for name in args.workloads:
         get_workload(name)
     for name in args.workloads[1:]:  # missing data fails now, not after minutes of compiling
@@ -396,7 +391,7 @@ def _warm(args: argparse.Namespace) -> int:
                 for step in steps:
                     begin = time.perf_counter()
                     worker_loop_for(workload, spec, step=step, dtype=dtype)
-                    print(f"{name} {dtype} {combined_label(spec.label, step.label)}: "
+                    print(f"{name} {dtype} {run_label(Choice.of(spec), Choice.of(step))}: "
                           f"{time.perf_counter() - begin:.1f} s", flush=True)
     return 0
 
@@ -545,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Train one workload under one strategy and report.")
     one.add_argument("--workload", default=grid.DEFAULT_WORKLOAD,
                      help=f"workload name (default: {grid.DEFAULT_WORKLOAD}; see `asgdbench list`)")
-    one.add_argument("--strategy", "--algorithm", dest="algorithm", required=True, metavar="SPEC",
+    one.add_argument("--strategy", "--algorithm", dest="strategy", required=True, metavar="SPEC",
                      help="strategy spec, e.g. lock or leashed:tp=inf (--algorithm: the same)")
     one.add_argument("--threads", type=_positive_int, required=True, metavar="N")
     one.add_argument("--lr", type=_positive_float, help="step size (default: the workload's)")
@@ -566,9 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "options: the default job on mlp-digits.")
     compare.add_argument("--workload", default=grid.DEFAULT_WORKLOAD,
                          help=f"workload name (default: {grid.DEFAULT_WORKLOAD})")
-    compare.add_argument("--strategies", "--algorithms", dest="algorithms", type=_list_of(str),
-                         default=list(grid.DEFAULT_ALGORITHMS), metavar="SPEC,SPEC,...",
-                         help=f"strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)}; "
+    compare.add_argument("--strategies", "--algorithms", dest="strategies", type=_list_of(str),
+                         default=list(grid.DEFAULT_STRATEGIES), metavar="SPEC,SPEC,...",
+                         help=f"strategy specs (default: {_joined(grid.DEFAULT_STRATEGIES)}; "
                               "--algorithms: the same)")
     compare.add_argument("--threads", type=_list_of(_positive_int), metavar="N,N,...",
                          default=list(grid.DEFAULT_THREADS),
@@ -651,10 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> int:
     from asgdbench.engine.checks import check_strategy
-    from asgdbench.plugins.strategies import parse_spec
 
-    spec = parse_spec(args.spec)
-    step = parse_step_spec(args.step)
+    spec, step = parse_strategy(args.spec), parse_step(args.step)
     if args.threads < 1 or args.updates < 1 or not args.timeout > 0:
         raise UserError("--threads and --updates must be >= 1, --timeout > 0")
     checks = check_strategy(spec, threads=args.threads, updates=args.updates,
@@ -662,7 +655,7 @@ def _check(args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line(), flush=True)
     failed = sum(check.passed is False for check in checks)
-    label = combined_label(spec.label, step.label)
+    label = run_label(Choice.of(spec), Choice.of(step))
     print(f"{label}: {len(checks) - failed} of {len(checks)} checks hold"
           + (f", {failed} FAILED" if failed else ""))
     return 1 if failed else 0
@@ -728,9 +721,9 @@ def _add_cache_command(commands: Any, common: argparse.ArgumentParser) -> None:
                     "cluster before a grid).")
     cache.add_argument("action", choices=("info", "clear", "warm"), metavar="ACTION",
                        help="info, clear or warm (see above)")
-    cache.add_argument("--strategies", dest="algorithms", type=_list_of(str),
+    cache.add_argument("--strategies", dest="strategies", type=_list_of(str),
                        metavar="SPEC,SPEC,...",
-                       help=f"warm: strategy specs (default: {_joined(grid.DEFAULT_ALGORITHMS)})")
+                       help=f"warm: strategy specs (default: {_joined(grid.DEFAULT_STRATEGIES)})")
     cache.add_argument("--steps", type=_list_of(str),
                        metavar="RULE,RULE,...",
                        help=f"warm: step rules (default: {DEFAULT_STEP})")

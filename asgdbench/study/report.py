@@ -25,12 +25,15 @@ import numpy as np
 from tabulate import tabulate
 
 from asgdbench.engine import blas
-from asgdbench.engine.run_result import RunResult
+from asgdbench.engine.plan import CONSTANT, Choice
+from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.statistics import histogram_summary
 from asgdbench.errors import UserError
 from asgdbench.plugins.step_rules import DEFAULT_STEP
 
-SEQ, LOCK = "seq", "lock"  # the baselines every row is compared with
+SEQ, LOCK = Choice("seq"), Choice("lock")
+"""The baselines every row is compared with (at the constant step: seq at 1 thread, lock at the
+row's thread count), found by their typed fields, never by a label's text."""
 MISSING = "—"
 NOT_CONVERGED = "not converged"
 
@@ -46,7 +49,9 @@ class Row:
     workload: str
     batch_size: int
     target_loss: float | None
-    algorithm: str
+    strategy: str
+    """The run label (:func:`asgdbench.engine.plan.run_label`): strategy, then step rule if
+    not constant, ``lock+inverse``."""
     threads: int
     lr: float
     runs: int
@@ -83,7 +88,7 @@ class Row:
     machine: str = ""
     """The machine description (CPU model, cores) of the runs; several, ``; ``-separated, if they differ."""
     step_rule: str = DEFAULT_STEP
-    """The step rule's spec; ``algorithm`` already shows it (``lock+inverse``) unless constant."""
+    """The step rule's spec; ``strategy`` already shows it (``lock+inverse``) unless constant."""
     step_factor_mean: float | None = None
     """Mean step of the applied updates over lr, all runs pooled (None: not recorded)."""
 
@@ -106,13 +111,12 @@ def summarize(results: Iterable[RunResult]) -> list[Row]:
     """Aggregate runs into table rows, in the order strategies first appear."""
     cells: dict[tuple, list[RunResult]] = {}
     for result in results:
-        cells.setdefault(_cell_key(result), []).append(result)
-    rows = [_aggregate(runs) for runs in cells.values()]
-    by_cell = {(row.context, row.algorithm, row.threads, row.lr): row for row in rows}
-    rows = [_with_speedups(row, by_cell) for row in rows]
+        cells.setdefault(_cell_key(result.config), []).append(result)
+    by_cell = {key: _aggregate(runs) for key, runs in cells.items()}
+    rows = [_with_speedups(key, row, by_cell) for key, row in by_cell.items()]
     contexts = _first_seen(row.context for row in rows)
-    algorithms = _first_seen(row.algorithm for row in rows)
-    return sorted(rows, key=lambda row: (contexts[row.context], algorithms[row.algorithm],
+    strategies = _first_seen(row.strategy for row in rows)
+    return sorted(rows, key=lambda row: (contexts[row.context], strategies[row.strategy],
                                          row.threads, row.lr))
 
 
@@ -161,7 +165,7 @@ def render(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
     headers = ([title for _, title in leading] + ["strategy", "threads"]
                + (["lr"] if shows_lr else []) + [column.header for column in chosen])
     body = [[_context_value(getattr(row, name)) for name, _ in leading]
-            + [row.algorithm, str(row.threads)] + ([f"{row.lr:g}"] if shows_lr else [])
+            + [row.strategy, str(row.threads)] + ([f"{row.lr:g}"] if shows_lr else [])
             + [column.cell(row) for column in chosen]
             for row in rows]
     text_columns = len(leading) + 1  # the context columns and the strategy
@@ -209,7 +213,7 @@ def _provenance_notes(rows: Sequence[Row], field: str, title: str, plural: str
     about; otherwise one value is named, and several are warned about.
     """
     mixed = [row for row in rows if "; " in getattr(row, field)]
-    warnings = [f"Warning: {row.algorithm} at {row.threads} threads mixes runs on different "
+    warnings = [f"Warning: {row.strategy} at {row.threads} threads mixes runs on different "
                 f"{plural} ({getattr(row, field)}); its times are not comparable."
                 for row in mixed]
     values = sorted({getattr(row, field) for row in rows if getattr(row, field)})
@@ -263,7 +267,7 @@ def render_comparison(before: Sequence[Row], after: Sequence[Row]) -> str:
 
 
 def _comparison_key(row: Row) -> tuple:
-    return (row.context, row.algorithm, row.threads, row.lr)
+    return (row.context, row.strategy, row.threads, row.lr)
 
 
 def _compared(before: Row | None, after: Row | None) -> tuple[str, str, str, str]:
@@ -355,7 +359,8 @@ def _step_shape(result: RunResult) -> str:
     """The step rule and what it did: the mean step and the range of step / lr."""
     steps = result.step_rule
     if not steps or steps.get("mean_step") is None:
-        return f"{result.config.step} (no update applied)" if steps else result.config.step
+        step = result.config.step.label
+        return f"{step} (no update applied)" if steps else step
     return (f"{result.config.step}: mean {steps['mean_step']:.4g} = {steps['mean_factor']:.3f} "
             f"x lr, factor {steps['factor_min']:.3g} to {steps['factor_max']:.3g}")
 
@@ -372,10 +377,11 @@ def _staleness_shape(staleness: dict) -> str:
 
 # -- aggregation ----------------------------------------------------------------
 
-def _cell_key(result: RunResult) -> tuple:
-    config = result.config
-    return (config.workload, config.batch_size, config.target_loss, config.label,
-            config.threads, float(config.lr))
+def _cell_key(config: RunConfig) -> tuple:
+    """A table cell's identity, by typed fields: the problem (workload, batch size, target),
+    the strategy and step rule, threads and lr (see :func:`_with_speedups`)."""
+    return (config.workload, config.batch_size, config.target_loss, config.strategy,
+            config.step, config.threads, float(config.lr))
 
 
 def _aggregate(runs: list[RunResult]) -> Row:
@@ -391,7 +397,7 @@ def _aggregate(runs: list[RunResult]) -> Row:
         workload=config.workload,
         batch_size=config.batch_size,
         target_loss=config.target_loss,
-        algorithm=config.label,
+        strategy=config.label,
         threads=config.threads,
         lr=float(config.lr),
         runs=len(runs),
@@ -418,7 +424,7 @@ def _aggregate(runs: list[RunResult]) -> Row:
         final_test_loss=_median(run.test_loss for run in stopped),
         final_test_accuracy=_median(run.test_accuracy for run in stopped),
         staleness_p999=staleness.get("p999"),
-        step_rule=config.step,
+        step_rule=config.step.label,
         step_factor_mean=_step_factor_mean(runs),
         cores=min((_cores(run.environment) for run in runs if _cores(run.environment)),
                   default=None),
@@ -484,9 +490,11 @@ def _pooled_summary(summaries: Iterable[dict]) -> dict:
     return histogram_summary(dense)
 
 
-def _with_speedups(row: Row, by_cell: dict[tuple, Row]) -> Row:
-    seq = by_cell.get((row.context, SEQ, 1, row.lr))
-    lock = by_cell.get((row.context, LOCK, row.threads, row.lr))
+def _with_speedups(key: tuple, row: Row, by_cell: dict[tuple, Row]) -> Row:
+    workload, batch_size, target_loss, _, _, threads, lr = key
+    problem = (workload, batch_size, target_loss)
+    seq = by_cell.get((*problem, SEQ, CONSTANT, 1, lr))
+    lock = by_cell.get((*problem, LOCK, CONSTANT, threads, lr))
     return replace(row, speedup_vs_seq=_speedup(row, seq), speedup_vs_lock=_speedup(row, lock),
                    seq_overlaps=_overlaps(row, seq), lock_overlaps=_overlaps(row, lock))
 
