@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from asgdbench.engine.plan import Choice
+from asgdbench.engine.choice import Choice
 from asgdbench.engine.run_result import RunResult
 
 WORKLOAD, LR = "mlp-digits", 0.01

@@ -32,7 +32,7 @@ from cli_helpers import in_process, key_of, read_runs  # noqa: E402
 
 from asgdbench.engine.run_result import RunResult  # noqa: E402
 from asgdbench.plugins.workloads import get_workload, load_workload  # noqa: E402
-from asgdbench.study import cluster, grid  # noqa: E402
+from asgdbench.study import cluster, cluster_worker, grid  # noqa: E402
 from asgdbench.study.report import render, summarize  # noqa: E402
 from asgdbench.study.result_folder import ResultStore  # noqa: E402
 
@@ -158,9 +158,9 @@ def test_a_plugin_file_reaches_the_workers(scheduler, client, capsys, tmp_path):
         assert run["environment"]["dask_worker"] in workers
         source = run["strategy_source"]
         assert source["kind"] == "file" and source["path"] == str(plugin.resolve())
-        assert source["sha256"] == cluster.PluginFile.read(plugin).sha256
+        assert source["sha256"] == cluster_worker.PluginFile.read(plugin).sha256
     # the workers registered it from their own copy of the file's bytes
-    loaded = client.run(lambda: sys.modules["asgdbench.study.cluster"]._LOADED)
+    loaded = client.run(lambda: sys.modules["asgdbench.study.cluster_worker"]._LOADED)
     assert all(names == {"clusterhog.py": source["sha256"]} for names in loaded.values())
 
 
@@ -243,13 +243,13 @@ def test_a_scheduler_without_a_machine_worker_is_refused_with_the_worker_command
 
 
 def test_an_edited_plugin_file_asks_for_a_worker_restart(tmp_path):
-    first = cluster.PluginFile("edited.py", PLUGIN.replace("clusterhog", "edited").encode(),
+    first = cluster_worker.PluginFile("edited.py", PLUGIN.replace("clusterhog", "edited").encode(),
                                "0" * 64, str(tmp_path / "edited.py"))
-    cluster._load_plugins([first])
-    cluster._load_plugins([first])  # the same file again: already loaded, nothing to do
-    edited = cluster.PluginFile("edited.py", first.data + b"# edited\n", "1" * 64, first.client_path)
+    cluster_worker.load_plugins([first])
+    cluster_worker.load_plugins([first])  # the same file again: already loaded, nothing to do
+    edited = cluster_worker.PluginFile("edited.py", first.data + b"# edited\n", "1" * 64, first.client_path)
     with pytest.raises(cluster.ConfigError, match="restart the workers"):
-        cluster._load_plugins([edited])
+        cluster_worker.load_plugins([edited])
 
 
 @pytest.mark.slow  # workers compile each strategy anew: the slow stage

@@ -13,8 +13,8 @@ import pytest
 from claim_records import record
 from cli_helpers import in_process, read_runs
 
-from asgdbench.engine import runner
-from asgdbench.engine.plan import CONSTANT, Choice, format_value, parse_step, run_label
+from asgdbench.engine import plan, runner
+from asgdbench.engine.choice import CONSTANT, Choice, format_value, parse_step, run_label
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.step_rules import parse_step_spec
@@ -146,7 +146,8 @@ def test_a_grid_cell_runs_as_planned_without_being_configured_again(monkeypatch)
     def configured_again(*args, **kwargs):
         raise AssertionError("configure ran again")
 
-    monkeypatch.setattr(runner, "configure", configured_again)
+    for module in (plan, runner, grid):  # wherever a name for it is bound
+        monkeypatch.setattr(module, "configure", configured_again)
     result = grid.run_cell(load_workload("probe", dtype="float64"), cell)
     assert result.config == cell and result.updates_applied == 50
     with pytest.raises(ConfigError, match="planned for probe in float64"):

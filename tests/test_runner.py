@@ -17,8 +17,9 @@ import pytest
 from conftest import run_watched
 
 from asgdbench.engine import blas, preflight
+from asgdbench.engine.plan import configure
 from asgdbench.engine.run_result import RunResult
-from asgdbench.engine.runner import configure, run
+from asgdbench.engine.runner import run
 from asgdbench.engine.worker import LossLog, ThreadTelemetry
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.strategies import available_strategies, parse_spec

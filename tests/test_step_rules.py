@@ -541,7 +541,7 @@ def test_the_rule_is_part_of_a_cells_identity_and_label():
 
 
 def test_labels_show_every_rule_parameter_whichever_plugins_are_loaded():
-    """A label is the plan's canonical spec (engine/plan.py): every parameter shows, so the
+    """A label is the plan's canonical spec (engine/choice.py): every parameter shows, so the
     label needs no plugin to know its defaults; the constant rule is left out; different
     specs never share a label or a key."""
     base = dict(workload="probe", strategy="leashed:tp=inf", threads=2, lr=0.1, batch_size=1,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from asgdbench.engine.plan import CONSTANT, Choice, as_choice, run_label
+from asgdbench.engine.choice import CONSTANT, Choice, as_choice, run_label
 
 STATUSES = ("converged", "diverged", "timeout", "budget", "error")
 WORKLOAD_DEFAULT: Any = object()
@@ -19,7 +19,7 @@ WORKLOAD_DEFAULT: Any = object()
 class RunConfig:
     """Everything that decides a run; two runs with equal configs are repeats.
 
-    ``strategy`` and ``step`` are typed :class:`~asgdbench.engine.plan.Choice` values; a
+    ``strategy`` and ``step`` are typed :class:`~asgdbench.engine.choice.Choice` values; a
     canonical spec string given for either is read as one (no registry needed).
     """
 
@@ -49,7 +49,7 @@ class RunConfig:
     @property
     def label(self) -> str:
         """Strategy and step rule, as tables show them: ``leashed:tp=inf+inverse``
-        (:func:`~asgdbench.engine.plan.run_label`)."""
+        (:func:`~asgdbench.engine.choice.run_label`)."""
         return run_label(self.strategy, self.step)
 
     def to_record(self) -> dict[str, Any]:

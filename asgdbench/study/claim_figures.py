@@ -14,7 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
-from asgdbench.engine.plan import Choice
+from asgdbench.engine.choice import Choice
 from asgdbench.engine.run_result import RunResult
 from asgdbench.study import plots
 from asgdbench.study.claims import (

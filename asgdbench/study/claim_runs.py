@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from asgdbench.engine.plan import CONSTANT, Choice
+from asgdbench.engine.choice import CONSTANT, Choice
 from asgdbench.engine.run_result import RunResult
 from asgdbench.study.claim_statistics import MIN_PAIRS, Pairs
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from asgdbench.engine.plan import Choice, parse_step, parse_strategy
+from asgdbench.engine.choice import Choice, parse_step, parse_strategy
+from asgdbench.engine.plan import configure
 from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.step_rules import StepSpec
@@ -74,7 +75,6 @@ def expand(
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, not {repeats}")
     defaults = workload.defaults
-    from asgdbench.engine.runner import configure
 
     specs, _ = unique(strategies, key=Choice.of)
     step_specs, _ = unique(steps or [parse_step(None)], key=Choice.of)

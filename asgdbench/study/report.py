@@ -25,7 +25,7 @@ import numpy as np
 from tabulate import tabulate
 
 from asgdbench.engine import blas
-from asgdbench.engine.plan import CONSTANT, Choice
+from asgdbench.engine.choice import CONSTANT, Choice
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.statistics import histogram_summary
 from asgdbench.errors import UserError
@@ -50,7 +50,7 @@ class Row:
     batch_size: int
     target_loss: float | None
     strategy: str
-    """The run label (:func:`asgdbench.engine.plan.run_label`): strategy, then step rule if
+    """The run label (:func:`asgdbench.engine.choice.run_label`): strategy, then step rule if
     not constant, ``lock+inverse``."""
     threads: int
     lr: float

@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from asgdbench.engine.choice import Choice
 from asgdbench.engine.machine import environment
-from asgdbench.engine.plan import Choice
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.errors import UserError
 from asgdbench.plugins.workloads import get_workload
