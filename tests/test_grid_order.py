@@ -58,7 +58,7 @@ def test_compare_records_the_order_and_interleaving_spreads_load_drift(order, tm
                                                                       monkeypatch):
     monkeypatch.setattr(grid, "run_cell", drifting_runs())
     out = tmp_path / order
-    done = in_process(capsys, "compare", "--algorithms", "seq,leashed:tp=inf", "--threads", "1",
+    done = in_process(capsys, "compare", "--strategies", "seq,leashed:tp=inf", "--threads", "1",
                       "--repeats", "6", "--order", order, "--out", out)
     assert done.returncode == 0, done.stderr
     runs = [RunResult.from_dict(run) for run in read_runs(out)]

@@ -209,9 +209,9 @@ def test_cells_that_did_not_converge_show_the_budget_metrics_next_to_the_times()
 def default_grid_runs() -> list:
     """The default compare's shape: 3 repeats with spread, the widest labels, some divergence."""
     runs = [fake_run("seq", 1, seed=s, time=1.0 + 0.05 * s) for s in range(3)]
-    for algorithm in ("lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf"):
+    for strategy in ("lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf"):
         for threads in (1, 2, 4, 8):
-            runs += [fake_run(algorithm, threads, seed=s, time=0.587 + 0.0123 * s,
+            runs += [fake_run(strategy, threads, seed=s, time=0.587 + 0.0123 * s,
                               staleness={0: 50, 12: 30, 433: 1}, cas=(4321, 9876),
                               updates_per_s=139_223.0) for s in range(3)]
     runs[-1] = fake_run("leashed:tp=inf", 8, seed=2, status="diverged")
@@ -310,8 +310,8 @@ def test_describe_run_says_the_target_is_on_the_smoothed_loss():
 # -- comparing two folders -----------------------------------------------------------
 
 def test_comparison_gives_ratios_of_medians_marked_by_their_intervals():
-    def runs(algorithm, times, **options):
-        return [fake_run(algorithm, seed=seed, time=time, **options)
+    def runs(strategy, times, **options):
+        return [fake_run(strategy, seed=seed, time=time, **options)
                 for seed, time in enumerate(times)]
 
     before = summarize(runs("lock", [1.0, 1.1, 1.2]) + runs("hogwild", [1.0, 1.5, 2.0])
