@@ -8,7 +8,7 @@ each result to ``runs.jsonl`` as it arrives (in any order); workers run cells.
 
 Rules that keep the timings honest:
 
-- Every task needs the worker resource ``machine=1`` (:data:`RESOURCE`), and a
+- Every task needs the worker resource ``machine=1`` (:data:`~asgdbench.study.cluster_worker.RESOURCE`), and a
   worker started as :data:`WORKER_COMMAND` has exactly one, so it runs one
   timed run at a time and owns its node's cores while it does.
 - A worker process keeps its loaded workloads and plugin files between tasks,
@@ -23,6 +23,10 @@ Rules that keep the timings honest:
   through :func:`~asgdbench.plugins.files.load_plugin_file`, once per file and
   process; each worker resolves its own data folder (``ASGDBENCH_DATA`` or its
   cache; with ``local:N`` the client's ``--data-dir`` too, it is the same machine).
+
+This module is the client's side; what a worker runs is in :mod:`.cluster_worker`. A task
+carries the cell's :class:`~asgdbench.engine.run_result.RunConfig` with its typed choices,
+which the worker binds to its own registered plugins: no spec is parsed there.
 """
 
 from __future__ import annotations
