@@ -76,7 +76,7 @@ class Model:
         _MODELS.append(self)
         self.board = GateBoard(threads)
         state = leashed.make_state(np.zeros(N_PARAMS), threads, tp)
-        self.state = state[:-1] + (self.board.array,)
+        self.state = state._replace(gates=self.board.array)
         self.control = np.zeros(CONTROL_CELLS, np.int64)
         self.control[MAX_UPDATES] = UNLIMITED_UPDATES
         self.grad = np.full(N_PARAMS, GRADIENT)
@@ -97,21 +97,21 @@ class Model:
         return self.update(tid, token)
 
     def latest(self) -> tuple[int, int]:
-        word = int(self.state[1][0])
+        word = int(self.state.latest[0])
         return word >> SLOT_BITS, word & ((1 << SLOT_BITS) - 1)
 
     def reference(self, slot: int) -> tuple[int, int]:
-        word = int(self.state[2][slot * LINE])
+        word = int(self.state.refs[slot * LINE])
         return word >> SLOT_BITS, word & COUNT_MASK
 
     def assert_quiescent(self, applied: int) -> None:
         """No thread holds anything: the pool is exactly one live vector plus free slots."""
         version, slot = self.latest()
         assert version == applied
-        np.testing.assert_array_equal(self.state[0][slot], -UPDATE_VALUE * applied)
+        np.testing.assert_array_equal(self.state.pool[slot], -UPDATE_VALUE * applied)
         assert self.reference(slot) == (version, 1)  # held by ``latest`` alone
         free = leashed.free_slots(self.state)
-        used = int(self.state[5][leashed.SLOTS_USED])
+        used = int(self.state.meta[leashed.SLOTS_USED])
         assert len(set(free)) == len(free), f"a slot is on the free list twice: {free}"
         assert slot not in free, "the latest vector is on the free list"
         assert sorted(free + [slot]) == list(range(used))
@@ -343,7 +343,7 @@ def test_a_retry_recomputes_staleness_and_step_against_its_new_base():
     version, slot = m.latest()
     assert version == 2
     # v2 = v1 - (STEP / 2) * g: the retry's step, not the first attempt's (that would be -2 UPDATE_VALUE)
-    np.testing.assert_array_equal(m.state[0][slot], -1.5 * UPDATE_VALUE)
+    np.testing.assert_array_equal(m.state.pool[slot], -1.5 * UPDATE_VALUE)
 
 
 # -- the free list -------------------------------------------------------------------
@@ -375,14 +375,14 @@ def test_free_list_pop_survives_aba():
 def test_versions_stop_at_the_limit_instead_of_wrapping():
     m = Model(threads=1)
     start = MAX_VERSION - 2
-    m.state[1][0] = pack(start, 0)
-    m.state[2][0] = pack(start, 1)
-    m.state[0][0] = -UPDATE_VALUE * start
+    m.state.latest[0] = pack(start, 0)
+    m.state.refs[0] = pack(start, 1)
+    m.state.pool[0] = -UPDATE_VALUE * start
     outcomes = [m.step(0)[0] for _ in range(4)]
     assert outcomes == [APPLIED, APPLIED, STOP, STOP]
     version, slot = m.latest()
     assert version == MAX_VERSION
-    assert m.state[1][0] > 0 and m.reference(slot) == (MAX_VERSION, 1)
+    assert m.state.latest[0] > 0 and m.reference(slot) == (MAX_VERSION, 1)
 
 
 def test_a_budget_beyond_the_version_limit_is_refused():
@@ -395,7 +395,7 @@ def test_a_budget_beyond_the_version_limit_is_refused():
 def test_a_pin_that_cannot_succeed_gives_up_when_the_run_stops():
     """A corrupt pool (latest's count is 0) makes pins spin; the stop flag still ends them."""
     m = Model(threads=1)
-    m.state[2][0] = pack(0, 0)
+    m.state.refs[0] = pack(0, 0)
     reader = Actor(lambda: m.read(0), "reader")
     time.sleep(0.2)
     assert reader.running  # spinning, as it must: there is nothing valid to pin
@@ -412,7 +412,7 @@ def test_an_update_whose_pin_cannot_succeed_ends_when_the_run_stops():
     publisher = Actor(lambda: m.update(0, token), "A")
     m.board.wait_parked(0, TAKING_SPARE)
     assert m.reference(0) == (0, 1)  # the read pin is gone: latest's reference alone
-    m.state[2][0] = pack(0, 0)
+    m.state.refs[0] = pack(0, 0)
     m.board.disarm(0)
     m.board.release(0)
     time.sleep(0.2)
@@ -486,13 +486,13 @@ def test_every_thread_at_its_worst_moment_at_once_stays_within_the_pool(threads)
 
     assert m.control[ERROR] == 0, "a spare was refused: the pool ran out"
     bases = {slot for (_, slot), _ in pinned.values()}
-    spares = set(m.state[4][leashed.SPARE::LINE].tolist())
+    spares = set(m.state.mine[leashed.SPARE::LINE].tolist())
     assert len(bases) == threads and len(spares) == threads and not bases & spares
     assert live_slots(m.state, threads) == 2 * threads <= 2 * threads + 1
-    assert m.state[5][SLOTS_USED] <= 2 * threads + 1
+    assert m.state.meta[SLOTS_USED] <= 2 * threads + 1
     for (version, slot), _ in pinned.values():
         assert m.reference(slot) == (version, 1 + (slot == m.latest()[1]))  # + latest's
-        assert_version(m.state[0][slot], version)
+        assert_version(m.state.pool[slot], version)
     for tid, (_, publisher) in pinned.items():
         m.board.disarm(tid)
         m.board.release(tid)
@@ -506,15 +506,15 @@ def test_a_spare_beyond_the_pool_is_refused_and_fails_the_run():
     """``take_spare``'s guard: with all 2m + 1 slots handed out and none free, the next spare
     is refused (ERROR set, the update STOPs) and nothing is written past the pool."""
     m = Model(threads=1)
-    capacity = m.state[0].shape[0]
+    capacity = m.state.pool.shape[0]
     rows = np.full((capacity + 1, N_PARAMS), 7.0)  # one guard row past the pool
-    rows[:capacity] = m.state[0]
-    m.state = (rows[:capacity],) + m.state[1:]
-    m.state[5][SLOTS_USED] = capacity  # every slot handed out; the free list is empty
+    rows[:capacity] = m.state.pool
+    m.state = m.state._replace(pool=rows[:capacity])
+    m.state.meta[SLOTS_USED] = capacity  # every slot handed out; the free list is empty
     _, token = m.read(0)
     assert m.update(0, token) == (STOP, 0, 0, STEP)
     assert m.control[ERROR] == 1
-    assert m.state[5][SLOTS_USED] == capacity  # the refused claim is given back
+    assert m.state.meta[SLOTS_USED] == capacity  # the refused claim is given back
     np.testing.assert_array_equal(rows[capacity], 7.0)
     assert m.latest() == (0, 0)
 
@@ -530,6 +530,9 @@ LEASHED_ORDERINGS = {
     "update": {("store", "release"): 1,  # the stamp: written after the vector, seen before it
                ("load", "monotonic"): 2},  # the budget, the stop flag before a retry
     "retire": {("store", "release"): 1},  # the spare's count back to 0
+    "build_on_base": {("store", "release"): 1},  # the stamp, after the vector
+    "try_publish": {("cmpxchg", "seq_cst"): 1,  # the publishing CAS on latest
+                    ("atomicrmw", "seq_cst"): 1},  # the base's pin (and latest's reference)
     "push_free": {("load", "seq_cst"): 1, ("cmpxchg", "seq_cst"): 1},
     "pop_free": {("load", "seq_cst"): 2, ("cmpxchg", "seq_cst"): 1},
     "unpin": {("atomicrmw", "seq_cst"): 1},
@@ -542,9 +545,10 @@ def test_leashed_uses_the_memory_orderings_its_argument_needs(kernel):
     from numba import njit
 
     m = Model(threads=2)
-    state = m.state[:-1] + (None,)  # as in every run: no gates (their parking code has loads)
+    state = m.state._replace(gates=None)  # as in every run: no gates (their parking code has loads)
     args = {"pin_latest": (state, 0, m.control), "retire": (state, 0),
             "push_free": (state, 3), "pop_free": (state, 0), "unpin": (state, 0, 0),
+            "build_on_base": (state, 1, 0, m.grad, STEP), "try_publish": (state, 0, 1, 1),
             "update": (state, 0, 0, m.grad, STEP, m.control, m.rule, m.rule_state)}[kernel]
     fresh = njit(nogil=True)(getattr(leashed, kernel).py_func)  # numba hides cached IR
     fresh(*args)
@@ -558,6 +562,6 @@ def test_a_cyclic_free_list_is_reported_not_walked_forever():
     m = Model(threads=1)
     push_free(m.state, 1)
     push_free(m.state, 2)
-    m.state[3][1] = 2  # corrupt: 2 -> 1 -> 2 -> ...
+    m.state.next_free[1] = 2  # corrupt: 2 -> 1 -> 2 -> ...
     with pytest.raises(RuntimeError, match="cycle"):
         leashed.free_slots(m.state)
