@@ -31,7 +31,6 @@ from asgdbench.primitives.steps import (
 
 UPDATES = 20_000
 VARIANTS = ("lock-per-step-copy", "hogwild-per-step-copy")
-COUNTER = {"lock-per-step-copy": 1, "hogwild-per-step-copy": 2}  # index in the state tuple
 PLAIN = {"lock-per-step-copy": "lock", "hogwild-per-step-copy": "hogwild"}
 
 
@@ -63,7 +62,7 @@ def test_every_step_allocates_its_copy_and_frees_it(name):
     harness = after.alloc - middle.alloc
     assert allocated - harness >= report.computed  # one vector per step, at least
     assert middle.free - before.free == allocated  # and every one freed
-    counter = report.state[COUNTER[name]]
+    counter = report.state.copies
     assert counter[STEP_COPIES_LIVE] == 0  # the counter agrees: none left alive
     assert 1 <= counter[STEP_COPIES_PEAK] <= 3
 
@@ -223,9 +222,9 @@ def test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run():
     is failed through ERROR, the token is NOT_READ, and the copy taken for the step is counted
     freed (no update follows to drop it)."""
     strategy = get_strategy("lock-per-step-copy")
-    params, copies, _, updates = strategy.make_state(np.zeros(8), 1)
     mutex = _error_checking_mutex()
-    state = (params, copies, mutex, updates)
+    state = strategy.make_state(np.zeros(8), 1)._replace(mutex=mutex)
+    copies = state.copies
     control = np.zeros(CONTROL_CELLS, np.int64)
     assert _lock(mutex) == 0
     assert _lock(mutex) != 0  # the same thread again: refused, not a deadlock
@@ -253,10 +252,10 @@ def _gradient_noting_allocations(params, data, rows, work, grad):
 
 @njit(nogil=True)
 def _update_noting_allocations(state, tid, token, grad, lr, control, rule, rule_state):
-    data = state[4]
+    strategy_state, data = state
     data[2, int(data[1, 0])] = _allocations_alive()  # before the strategy's update drops it
     data[1, 0] += 1
-    return update_per_step(state[:4], tid, token, grad, lr, control, rule, rule_state)
+    return update_per_step(strategy_state, tid, token, grad, lr, control, rule, rule_state)
 
 
 def test_numba_frees_the_step_copy_before_update_drops_it():
@@ -271,7 +270,7 @@ def test_numba_frees_the_step_copy_before_update_drops_it():
     steps = 4
     strategy = get_strategy("lock-per-step-copy")
     notes = np.zeros((3, steps + 2))
-    state = (*strategy.make_state(np.zeros(4), 1), notes)
+    state = (strategy.make_state(np.zeros(4), 1), notes)
     constant = parse_step_spec("constant")
     control = np.zeros(CONTROL_CELLS, np.int64)
     control[GO], control[MAX_UPDATES] = 1, steps
@@ -290,12 +289,13 @@ def test_numba_frees_the_step_copy_before_update_drops_it():
     calls = steps + 1  # the last update finds the budget spent
     assert notes[1, 0] == calls
     np.testing.assert_array_equal(notes[2, :calls], notes[0, :calls] - 1)
-    assert state[1][STEP_COPIES_LIVE] == 0 and state[1][STEP_COPIES_PEAK] == 1
+    copies = state[0].copies
+    assert copies[STEP_COPIES_LIVE] == 0 and copies[STEP_COPIES_PEAK] == 1
 
 
 @njit(nogil=True)
 def _read_step_copy(state, tid, control):
-    return read_per_step(state[:4], tid, control)
+    return read_per_step(state[0], tid, control)
 
 
 @njit(nogil=True)

@@ -180,7 +180,7 @@ def test_leashed_memory_stays_bounded_and_every_vector_comes_back(threads):
     for _ in range(REPEATS):
         report = consistency_stress("leashed:tp=inf", threads, UPDATES)
         assert report.error == 0, "the pool ran out: a vector leaked"
-        used = int(report.state[5][8])  # SLOTS_USED
+        used = int(report.state.meta[8])  # SLOTS_USED
         assert 2 <= used <= 2 * threads + 1
         from asgdbench.algorithms import leashed
 
