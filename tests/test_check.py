@@ -71,3 +71,16 @@ def test_the_check_command_passes_a_built_in(capsys):
 
     assert main(["check", "lock", "--threads", "4", "--updates", "500"]) == 0
     assert "FAIL" not in capsys.readouterr().out
+
+
+def test_the_check_command_passes_the_backoff_variant_plugin(capsys):
+    """tests/plugins/leashed_backoff.py, a Leashed-SGD variant in 15 lines, holds every property
+    Leashed-SGD does (16 threads: more than the cores)."""
+    from asgdbench.study.cli import main
+
+    plugin = PLUGINS / "leashed_backoff.py"
+    assert len(plugin.read_text().splitlines()) <= 15
+    assert main(["check", "leashed-backoff", "--plugin", str(plugin), "--threads", "16",
+                 "--updates", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "no lost update" in out

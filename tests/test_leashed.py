@@ -11,10 +11,14 @@ slots that must be live.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from numba import njit
 
 from asgdbench.algorithms import leashed
 from asgdbench.algorithms.leashed import (
@@ -41,7 +45,7 @@ from asgdbench.engine.checks import GRADIENT, STEP, UPDATE_VALUE
 from asgdbench.engine.runner import UNLIMITED_UPDATES, run
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.step_rules import parse_step_spec
-from asgdbench.primitives.gates import Actor, GateBoard
+from asgdbench.primitives.gates import Actor, GateBoard, gate
 from asgdbench.primitives.protocol import (
     APPLIED,
     CONTROL_CELLS,
@@ -72,7 +76,8 @@ def _stop_every_model():
 class Model:
     """A Leashed state with gates, and the kernels called as thread ``tid`` would."""
 
-    def __init__(self, threads: int, tp: float = float("inf"), step: str | None = None) -> None:
+    def __init__(self, threads: int, tp: float = float("inf"), step: str | None = None,
+                 update: Any = update) -> None:
         _MODELS.append(self)
         self.board = GateBoard(threads)
         state = leashed.make_state(np.zeros(N_PARAMS), threads, tp)
@@ -82,14 +87,15 @@ class Model:
         self.grad = np.full(N_PARAMS, GRADIENT)
         rule = parse_step_spec(step)
         self.rule, self.rule_state = rule.rule.step, rule.make_state(threads)
+        self.update_kernel = update  # Leashed-SGD's, or a variant's
 
     def read(self, tid: int) -> tuple[np.ndarray, int]:
         return read(self.state, tid, self.control)
 
     def update(self, tid: int, token: int) -> tuple[int, int, int, float]:
         """(outcome, staleness, attempts, step), as the kernel returns them."""
-        return update(self.state, tid, token, self.grad, STEP, self.control, self.rule,
-                      self.rule_state)
+        return self.update_kernel(self.state, tid, token, self.grad, STEP, self.control,
+                                  self.rule, self.rule_state)
 
     def step(self, tid: int) -> tuple[int, int, int, float]:
         """One whole read + update by thread ``tid``."""
@@ -565,3 +571,110 @@ def test_a_cyclic_free_list_is_reported_not_walked_forever():
     m.state.next_free[1] = 2  # corrupt: 2 -> 1 -> 2 -> ...
     with pytest.raises(RuntimeError, match="cycle"):
         leashed.free_slots(m.state)
+
+
+# -- variants: other hooks on the same kernels ------------------------------------------
+
+BACKOFF_PLUGIN = Path(__file__).parent / "plugins" / "leashed_backoff.py"
+BACKED_OFF = 7  # the tests' own gate point, in their hook: the plugin's backoff has run
+
+
+@pytest.fixture(scope="module")
+def back_off():
+    """The backoff plugin's hook (tests/plugins/leashed_backoff.py), its strategy registered."""
+    from asgdbench.plugins.files import load_plugin_file
+    from asgdbench.plugins.strategies import STRATEGIES
+
+    load_plugin_file(BACKOFF_PLUGIN)
+    yield sys.modules["asgdbench_plugin_leashed_backoff"].back_off
+    STRATEGIES.forget("leashed-backoff")
+
+
+def _parking_after(hook: Any) -> Any:
+    """``hook``, then a gate point of the test's own: a replay sees each time it ran."""
+
+    @njit(nogil=True)
+    def after_failed_attempt(state, tid, attempts, control):
+        hook(state, tid, attempts, control)
+        gate(state.gates, BACKED_OFF, tid)
+
+    return after_failed_attempt
+
+
+@njit(nogil=True)
+def _give_up_at_once(state, attempts):
+    return True
+
+
+def test_the_backoff_variant_runs_its_hook_after_each_lost_cas_and_keeps_the_gates(back_off):
+    """A's CAS is lost three times (B publishes while A is parked at BEFORE_PUBLISH, a gate
+    of the shared kernels): A parks in the hook after each lost CAS, and only then; its
+    fourth attempt wins, built on v3."""
+    variant = leashed.variant(name="parking-backoff", summary="test",
+                              after_failed_attempt=_parking_after(back_off))
+    m = Model(threads=2, update=variant.update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH, BACKED_OFF)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    lost = 3
+    for _ in range(lost):
+        m.board.wait_parked(A, BEFORE_PUBLISH)
+        assert m.step(B)[0] == APPLIED  # B publishes first: A's CAS will be lost
+        m.board.release(A)
+        m.board.wait_parked(A, BACKED_OFF)  # the hook ran after the lost CAS
+        m.board.release(A)
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    m.board.disarm(A, BEFORE_PUBLISH)  # BACKED_OFF stays armed: a hook after a win would park
+    m.board.release(A)
+    assert publisher.result() == (APPLIED, lost, lost + 1, STEP)
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=lost + 1)
+
+
+def test_the_backoff_variant_publishes_nothing_after_the_stop(back_off):
+    """The stop flag set while A's CAS is being lost: the backoff sees it, and A ends with STOP
+    instead of retrying (the registered strategy's own update)."""
+    from asgdbench.plugins.strategies import get_strategy
+
+    m = Model(threads=2, update=get_strategy("leashed-backoff").update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED
+    m.control[STOP_FLAG] = 1
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (STOP, 0, 1, STEP)
+    assert m.latest()[0] == 1
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1)
+
+
+def test_a_variant_that_gives_up_at_once_drops_after_one_lost_cas_whatever_tp():
+    variant = leashed.variant(name="impatient", summary="test", gives_up=_give_up_at_once)
+    m = Model(threads=2, tp=float("inf"), update=variant.update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (DROPPED, 0, 1, STEP)
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1)
+
+
+def test_the_backoff_variant_is_consistent_with_more_threads_than_cores(back_off):
+    from asgdbench.engine.checks import consistency_stress
+
+    report = consistency_stress("leashed-backoff", 16, 20_000)
+    assert report.clean
+    assert report.applied == 20_000 and report.final_is_exact
