@@ -19,17 +19,23 @@ from asgdbench.engine import loop_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A step rule plugin whose step is FACTOR * lr; editing FACTOR must change what runs.
+# A step rule plugin whose step is FACTOR * lr, FACTOR a scalar field of its named state (the
+# state's class, defined in the plugin file, is in the cached loop's signature); editing FACTOR
+# must change what runs.
 RULE_PLUGIN = '''
+from typing import NamedTuple
 from numba import njit
 from asgdbench import StepRule, register_step_rule
 
+class Scale(NamedTuple):
+    factor: float
+
 @njit(nogil=True)
 def step(lr, staleness, tid, rule_state):
-    return lr * {factor}
+    return lr * rule_state.factor
 
-register_step_rule(StepRule(name="scaled", summary="test", make_state=lambda n_threads: (),
-                            step=step))
+register_step_rule(StepRule(name="scaled", summary="test", step=step,
+                            make_state=lambda n_threads: Scale({factor})))
 '''
 
 # Load the plugin, get the compiled loop as a run does, report numba's cache statistics,
