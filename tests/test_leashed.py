@@ -655,6 +655,30 @@ def test_the_backoff_variant_publishes_nothing_after_the_stop(back_off):
     m.assert_quiescent(applied=1)
 
 
+def test_a_stop_during_the_backoff_ends_the_update_without_a_retry(back_off):
+    """The stop flag set while A is in its hook (parked after the backoff): the stop is checked
+    after the hook, so A's retry, which would pin the new latest and publish, never happens."""
+    variant = leashed.variant(name="parking-backoff", summary="test",
+                              after_failed_attempt=_parking_after(back_off))
+    m = Model(threads=2, update=variant.update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH, BACKED_OFF)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED
+    m.board.release(A)
+    m.board.wait_parked(A, BACKED_OFF)
+    m.control[STOP_FLAG] = 1
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (STOP, 0, 1, STEP)
+    assert m.latest()[0] == 1
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1)
+
+
 def test_a_variant_that_gives_up_at_once_drops_after_one_lost_cas_whatever_tp():
     variant = leashed.variant(name="impatient", summary="test", gives_up=_give_up_at_once)
     m = Model(threads=2, tp=float("inf"), update=variant.update)
