@@ -4,17 +4,21 @@ The model is a chain of immutable, versioned parameter vectors; one shared word
 ``latest`` names the newest. Threads never write a published vector.
 
     loop:
-        x <- pin(latest)                       (reader-counted, no copy)
-        g <- gradient(x, minibatch);  unpin(x)
-        s <- a spare vector                    (this thread's, kept across attempts)
-        repeat at most tp + 1 times:           (persistence bound; tp=inf: forever)
-            b <- pin(latest)
+        x <- pin_latest                        (reader-counted, no copy)
+        g <- gradient(x, minibatch);  drop_read_pin
+        s <- take_spare                        (this thread's, kept across attempts)
+        repeat:
+            b <- pin_latest
             τ <- version(b) - version(x)       (this attempt's staleness)
-            s <- b - step(lr, τ) * g           (stamped version(b) + 1)
-            if CAS(latest, b, s): unpin(b) twice; return applied
-            unpin(b)                           (lost the race: retry on the new latest,
-                                                unless the run is stopping)
-        drop g, keep s for next time
+            build_on_base: s <- b - step(lr, τ) * g, stamped version(b) + 1
+            if try_publish (CAS latest from b to s): return applied
+            if gives_up: drop g, keep s        (default: after tp + 1 attempts; tp=inf: never)
+            after_failed_attempt               (default: nothing, retry at once)
+            if the run is stopping: return     (no retry publishes after the stop)
+
+The steps are public kernels and the two hooks are arguments of :func:`make_update`, so a
+variant (:func:`variant`) states only what differs: its hooks. It shares the state, the
+read, the pool, the test gates and every invariant below.
 
 Memory: vectors live in a pool of ``2m + 1`` slots for m threads. A slot is
 used for the first time only when the free list is empty, and goes back to it when its

@@ -702,3 +702,19 @@ def test_the_backoff_variant_is_consistent_with_more_threads_than_cores(back_off
     report = consistency_stress("leashed-backoff", 16, 20_000)
     assert report.clean
     assert report.applied == 20_000 and report.final_is_exact
+
+
+def test_the_default_hooks_compile_into_the_update_leaving_no_call():
+    """The built-in update is ``make_update(retry_at_once, beyond_persistence_bound)``: in its
+    optimised code the hooks, like the other kernels, are inlined (no call remains), so the
+    built-in pays nothing for being composable."""
+    import re
+
+    m = Model(threads=2)
+    state = m.state._replace(gates=None)  # as in every run
+    fresh = njit(nogil=True)(update.py_func)  # numba hides cached IR
+    fresh(state, 0, 0, m.grad, STEP, m.control, m.rule, m.rule_state)
+    ir = fresh.inspect_llvm(fresh.signatures[0])
+    called = set(re.findall(r"call [^@]*@(\S+?)\(", ir))
+    for kernel in ("retry_at_once", "beyond_persistence_bound", "try_publish", "build_on_base"):
+        assert not [name for name in called if kernel in name], (kernel, sorted(called))
