@@ -55,7 +55,9 @@ flag, so a run can always be stopped.
 """
 
 import dataclasses
+import functools
 import math
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -435,5 +437,15 @@ def variant(name: str, summary: str, *, after_failed_attempt: Any = retry_at_onc
         register_strategy(leashed.variant(name="leashed-backoff", summary="...",
                                           after_failed_attempt=back_off))
     """
+    # the registry tells a built-in by the module of make_state: name the caller's module, so
+    # that a variant made elsewhere is not recorded as built-in (runs.jsonl's strategy_source)
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+
+    @functools.wraps(make_state)
+    def make_variant_state(*args: Any, **kwargs: Any) -> LeashedState:
+        return make_state(*args, **kwargs)
+
+    make_variant_state.__module__ = caller
     return dataclasses.replace(LEASHED, name=name, summary=summary, doc=doc or summary,
+                               make_state=make_variant_state,
                                update=make_update(after_failed_attempt, gives_up))

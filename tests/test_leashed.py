@@ -718,3 +718,14 @@ def test_the_default_hooks_compile_into_the_update_leaving_no_call():
     called = set(re.findall(r"call [^@]*@(\S+?)\(", ir))
     for kernel in ("retry_at_once", "beyond_persistence_bound", "try_publish", "build_on_base"):
         assert not [name for name in called if kernel in name], (kernel, sorted(called))
+
+
+def test_a_variant_registered_outside_the_package_is_not_recorded_as_built_in():
+    from asgdbench.plugins.strategies import STRATEGIES, register_strategy, strategy_source
+
+    register_strategy(leashed.variant(name="elsewhere", summary="test"))
+    try:
+        assert strategy_source("elsewhere") == {"kind": "module", "module": __name__}
+        assert strategy_source("leashed")["kind"] == "built-in"
+    finally:
+        STRATEGIES.forget("elsewhere")

@@ -84,8 +84,8 @@ def test_a_read_returns_a_fresh_copy_of_the_shared_vector(name):
     first, token = strategy.read(state, 0, control)
     second, _ = strategy.read(state, 1, control)
     assert token == 0
-    assert np.array_equal(first, state[0]) and np.array_equal(second, state[0])
-    assert not np.shares_memory(first, state[0]) and not np.shares_memory(first, second)
+    assert np.array_equal(first, state.params) and np.array_equal(second, state.params)
+    assert not np.shares_memory(first, state.params) and not np.shares_memory(first, second)
     assert strategy.live_vectors_now(state, 2) == 3 == strategy.peak_param_vectors(state, 2)
 
 
