@@ -214,6 +214,14 @@ def test_a_closure_kernel_is_named_by_its_source_and_its_cells():
     assert loop_cache.kernel_identity(make(np.ones(1))) is None
     assert loop_cache.kernel_identity(make(1, kernel=make(np.ones(1)))) is None
 
+    def make_recursive():
+        @njit
+        def countdown(x):
+            return 0 if x <= 0 else countdown(x - 1)
+        return countdown
+
+    assert "countdown=(itself)" in loop_cache.kernel_identity(make_recursive())
+
 
 def probe_gradient():
     from asgdbench.workloads import probe

@@ -146,10 +146,12 @@ _CONSTANT_CELLS = (bool, int, float, str)
 """Closure cells the key can name by value (besides kernels, named by their identity)."""
 
 
-def _cell_identity(name: str, value: Any) -> str | None:
+def _cell_identity(name: str, value: Any, naming: frozenset[int]) -> str | None:
     if type(value) in _CONSTANT_CELLS:
         return f"{name}={type(value).__name__}:{value!r}"
-    identity = kernel_identity(value)
+    if id(value) in naming:  # a closure over itself (recursion): named by its own source
+        return f"{name}=(itself)"
+    identity = _identity(value, naming)
     return None if identity is None else f"{name}=({identity})"
 
 
@@ -162,6 +164,11 @@ def kernel_identity(kernel: Any) -> str | None:
     plain bool, int, float or str constant; None if any cell is something else (an array, an
     object), whose value the key cannot see.
     """
+    return _identity(kernel, frozenset())
+
+
+def _identity(kernel: Any, naming: frozenset[int]) -> str | None:
+    """:func:`kernel_identity`; ``naming``: the closures whose cells are being named."""
     function = getattr(kernel, "py_func", None)
     if function is None:
         return None
@@ -173,7 +180,7 @@ def kernel_identity(kernel: Any) -> str | None:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: nothing the key can name
                 return None
-            part = _cell_identity(name, value)
+            part = _cell_identity(name, value, naming | {id(kernel)})
             if part is None:
                 return None
             parts.append(part)
