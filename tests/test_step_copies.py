@@ -16,7 +16,7 @@ from numba.core.runtime import _nrt_python, rtsys
 from asgdbench.algorithms.lock import read_per_step, update_per_step
 from asgdbench.engine.checks import check_strategy, consistency_stress
 from asgdbench.plugins.strategies import get_strategy
-from asgdbench.primitives.atomics import mutex_lock
+from asgdbench.primitives.atomics import mutex_lock, mutex_unlock
 from asgdbench.primitives.gates import Actor, GateBoard, gate
 from asgdbench.primitives.protocol import CONTROL_CELLS, ERROR, NOT_READ
 from asgdbench.primitives.steps import (
@@ -215,6 +215,36 @@ def _error_checking_mutex() -> np.ndarray:
 @njit
 def _lock(mutex):
     return mutex_lock(mutex)
+
+
+@njit
+def _unlock(mutex):
+    return mutex_unlock(mutex)
+
+
+@pytest.mark.parametrize("name", ["lock", "lock-per-step-copy"])
+def test_a_read_waits_for_the_lock_and_copies_what_its_holder_wrote(name):
+    """Deterministic where the stress is statistical: the test holds the mutex and writes a new
+    version under it while a reader waits; the reader must still be waiting, and must then
+    return that version, whole, with its number."""
+    import time
+
+    strategy = get_strategy(name)
+    state = strategy.make_state(np.zeros(8), 1)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    strategy.read(state, 0, control)  # compiled before the race
+    assert _lock(state.mutex) == 0
+    try:
+        reader = Actor(lambda: strategy.read(state, 0, control), "reader")
+        time.sleep(0.2)
+        assert reader.running, "the read did not wait for the lock"
+        state.params[:] = -1.0  # the holder's update: a new version, under the lock
+        state.updates[0] = 1
+    finally:
+        assert _unlock(state.mutex) == 0
+    vector, token = reader.result()
+    assert token == 1
+    np.testing.assert_array_equal(vector, np.full(8, -1.0))
 
 
 def test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run():

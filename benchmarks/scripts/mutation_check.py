@@ -81,6 +81,7 @@ T_BARRIER = "tests/test_barrier.py::"
 T_WORKER = "tests/test_worker.py::"
 T_COPIES = "tests/test_step_copies.py::"
 COPIES_STRESS = T_COPIES + "test_the_lock_variant_reads_whole_versions_and_loses_no_update[3]"
+READ_WAITS = T_COPIES + "test_a_read_waits_for_the_lock_and_copies_what_its_holder_wrote"
 ORDERINGS = T_LEASHED + "test_leashed_uses_the_memory_orderings_its_argument_needs"
 
 PIN_CHECK = "if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:"
@@ -311,7 +312,8 @@ MUTATIONS = [
     Mutation("lock-read-unlocked", LOCK,
              ((LOCK_IN_READ, ""), (UNLOCK_IN_READ, "    return state.local_copies[tid], version\n")),
              "the lock-based read copies the vector without the lock: torn reads",
-             (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
+             (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",
+              READ_WAITS + "[lock]")),
     Mutation("lock-version-after-unlock", LOCK,
              (("    copy_into(state.local_copies[tid], state.params)\n"
                "    version = state.updates[0]\n",
@@ -330,14 +332,16 @@ MUTATIONS = [
               ("    version = state.updates[0]\n    if mutex_unlock(state.mutex) != 0:\n"
                "        store(control, ERROR, 1, \"seq_cst\")\n    return local, version\n",
                "    version = state.updates[0]\n    return local, version\n")),
-             "the per-step-copy lock reads without the lock: torn reads", (COPIES_STRESS,)),
+             "the per-step-copy lock reads without the lock: torn reads",
+             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]")),
     Mutation("lock-per-step-copy-before-lock", LOCK,
              (("    local = take_step_copy(state.params, state.copies)\n",
                "    local = take_step_copy(state.params, state.copies)\n"
                "    copy_into(local, state.params)\n"),
               ("    copy_into(local, state.params)\n    version = state.updates[0]\n",
                "    version = state.updates[0]\n")),
-             "the per-step-copy lock copies before it takes the lock", (COPIES_STRESS,)),
+             "the per-step-copy lock copies before it takes the lock",
+             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]")),
     one("lock-per-step-copy-never-dropped", LOCK,
         "    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed before "
         "the lock\n",
