@@ -43,18 +43,31 @@ def _nothing_to_report(rule_state: tuple) -> dict[str, Any]:
     return {}
 
 
-def check_rule_state(rule_state: Any, rule_name: str) -> tuple:
-    """Refuse a state the kernels cannot share between threads: it must be a tuple of arrays.
+SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+"""What a rule state's named fields may hold besides arrays: per-run constants."""
 
-    numba copies a Python list into each call, so per-run state in one would
-    silently become per-call state.
+
+def _is_named_tuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
+
+
+def check_rule_state(rule_state: Any, rule_name: str) -> tuple:
+    """Refuse a state the kernels cannot share between threads.
+
+    It is a tuple of NumPy arrays (shared, mutable: what the threads update), or a
+    ``typing.NamedTuple`` of arrays and scalars (a scalar is a per-run constant, such as
+    FLEET's β: every call gets it by value). numba copies a Python list into each call, so
+    per-run state in one would silently become per-call state; a bare scalar in a plain tuple
+    is refused too, so that a constant always has a name.
     """
+    allowed = (np.ndarray, *SCALARS) if _is_named_tuple(rule_state) else (np.ndarray,)
     if not isinstance(rule_state, tuple) or not all(
-            isinstance(item, np.ndarray) for item in rule_state):
+            isinstance(item, allowed) for item in rule_state):
         kind = type(rule_state).__name__
         raise PluginError(f"step rule {rule_name!r}: make_state must return a tuple of NumPy "
-                          f"arrays (shared by the threads), not {kind}"
-                          + (" holding other things" if kind == "tuple" else ""))
+                          f"arrays (shared by the threads) or a NamedTuple of arrays and "
+                          f"scalars, not {kind}"
+                          + (" holding other things" if isinstance(rule_state, tuple) else ""))
     return rule_state
 
 
@@ -62,8 +75,10 @@ def check_rule_state(rule_state: Any, rule_name: str) -> tuple:
 class StepRule:
     """A step-size rule: per-run state plus one kernel that gives the step of one apply.
 
-    - ``make_state(n_threads, **params) -> tuple of arrays`` (plain Python, once
-      per run; the tuple may be empty);
+    - ``make_state(n_threads, **params) -> rule_state`` (plain Python, once per run): a
+      ``typing.NamedTuple`` declared at module top level whose fields are scalars (the
+      rule's parameters, constants of the run: ``beta: float``) and arrays (what the
+      threads update: a warm-up's histogram), or a plain tuple of arrays (``()`` for none);
     - ``step(lr, staleness, tid, rule_state) -> step``: an ``@njit(nogil=True)``
       kernel called by the strategy at apply time (under its lock, per CAS
       attempt, ...), with the base step ``lr`` and that apply's staleness τ
