@@ -145,10 +145,10 @@ def test_the_persistence_bound_holds(tp, threads):
 # -- through the real runner -----------------------------------------------------------
 
 @pytest.mark.parametrize("threads", THREADS)
-@pytest.mark.parametrize("algorithm", ["lock", "leashed:tp=inf", "leashed:tp=0"])
-def test_no_update_is_lost_in_a_run(algorithm, threads):
+@pytest.mark.parametrize("strategy", ["lock", "leashed:tp=inf", "leashed:tp=0"])
+def test_no_update_is_lost_in_a_run(strategy, threads):
     for _ in range(REPEATS):
-        result = probe_run(algorithm, threads, UPDATES)
+        result = probe_run(strategy, threads, UPDATES)
         assert result.status == "budget"
         assert result.updates_applied == UPDATES
         assert result.evaluation["torn_reads"] == 0

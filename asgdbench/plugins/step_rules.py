@@ -7,11 +7,10 @@ with every rule, so a staleness-adaptive step is a few lines, not a copy of a
 strategy's ``update``. Built-ins live in ``algorithms/step_rules/``, one file
 each; others arrive through the entry-point group ``asgdbench.steps`` or a
 ``--plugin`` file. A spec picks a rule and its parameters, like a strategy's:
-``inverse``, ``tail:amplitude=0.5``. A run's combined label is
-``STRATEGY+RULE`` (``leashed:tp=inf+inverse``); the default rule, ``constant``,
-is left out of it, so labels of constant-step runs read as they always did, and
-the rule shows only the parameters not at their defaults (``+tail`` rather than
-``+tail:amplitude=1:warmup_from=10:...``); a run's identity keeps the full spec.
+``inverse``, ``tail:amplitude=0.5``. A run's label, ``STRATEGY+RULE`` with every
+parameter shown and the default rule ``constant`` left out, is made from the typed plan
+alone (:func:`asgdbench.engine.choice.run_label`), so it is the same whichever plugins are
+loaded.
 """
 
 from __future__ import annotations
@@ -29,14 +28,12 @@ from asgdbench.plugins.params import (
     bind,
     find_param,
     make_state_problem,
-    spec_label,
     split_spec,
 )
 from asgdbench.plugins.registry import Registry, import_package_modules
 
 ENTRY_POINT_GROUP = "asgdbench.steps"
 DEFAULT_STEP = "constant"
-LABEL_SEPARATOR = "+"
 
 
 def _nothing_to_report(rule_state: tuple) -> dict[str, Any]:
@@ -119,38 +116,6 @@ class StepSpec(BoundSpec):
 
     def make_state(self, n_threads: int) -> tuple:
         return self.rule.make_state(n_threads, **self.kwargs)
-
-
-def combined_label(strategy_label: str, step_label: str) -> str:
-    """``leashed:tp=inf+inverse``, the step rule as :func:`shown_step_label` shows it; the
-    default rule is left out (``leashed:tp=inf``)."""
-    shown = shown_step_label(step_label)
-    if shown == DEFAULT_STEP:
-        return strategy_label
-    return f"{strategy_label}{LABEL_SEPARATOR}{shown}"
-
-
-def shown_step_label(step_label: str) -> str:
-    """A rule's canonical spec with the parameters at their defaults left out, for tables:
-    ``tail`` for ``tail:amplitude=1:warmup_from=10:warmup_to=15:max_staleness=199``.
-
-    A parameter is left out when it reads as its default does in the canonical spec, so two
-    specs that differ show differently. A rule this process does not know (from a plugin
-    file not loaded here) keeps its full label. Not cached: a rule registered later, or
-    reloaded with other defaults, must show as it is now.
-    """
-    try:
-        spec = parse_step_spec(step_label)
-    except (ConfigError, PluginError):
-        return step_label
-    params = spec.rule.params
-
-    def at_default(name: str, value: Any) -> bool:
-        param = find_param(params, name, spec.rule.name)
-        return param.format(value) == param.format(param.default)
-
-    changed = tuple((name, value) for name, value in spec.values if not at_default(name, value))
-    return spec_label(spec.rule.name, params, changed)
 
 
 _STEP_ARITY = 4  # step(lr, staleness, tid, rule_state)
