@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asgdbench.errors import ConfigError, DataError, one_line
-from asgdbench.workloads.datasets import DATA_ENV_VAR, check_sha256, read_bytes, resolve_data_dir
+from asgdbench.workloads.data_folder import DATA_ENV_VAR, check_sha256, read_bytes, resolve_data_dir
 from asgdbench.workloads.download import _fetch, _move_into_place, _new_folder, _staging
 from asgdbench.workloads.sparse_data import (
     RCV1_N_FEATURES,
