@@ -23,7 +23,7 @@ from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import Strategy, get_strategy, register_strategy
 from asgdbench.plugins.workloads import Defaults, Workload, get_workload
 from asgdbench.primitives import sparse_copy_into, sparse_step_inplace, sparse_step_into
-from asgdbench.primitives.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES
+from asgdbench.primitives.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES, STOP
 from asgdbench.workloads import probe
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -338,3 +338,51 @@ def test_the_shared_sparse_steps_touch_only_the_support():
     out = np.full(8, SENTINEL)
     sparse_step_into(out, base, support, values, 2, 0.5)
     np.testing.assert_array_equal(out, [0.0, 0.0, 2, 3, 4, 5, 8.0, 7])
+
+
+# -- the instruments can fail: strategies broken on purpose ---------------------------------
+
+@njit(nogil=True)
+def _update_sparse_losing_every_eighth(state, tid, token, support, values, n_support, lr,
+                                       control, rule, rule_state):
+    if state.updates[0] >= control[MAX_UPDATES]:
+        return STOP, 0, 0, lr
+    if state.updates[0] % 8 != 7:  # the bug: every eighth update is counted, never written
+        sparse_step_inplace(state.params, support, values, n_support, lr)
+    state.updates[0] += 1
+    return APPLIED, 0, 1, lr
+
+
+@njit(nogil=True)
+def _update_sparse_writing_beside(state, tid, token, support, values, n_support, lr, control,
+                                  rule, rule_state):
+    if state.updates[0] >= control[MAX_UPDATES]:
+        return STOP, 0, 0, lr
+    for k in range(n_support):  # the bug: the coordinate next to each one
+        j = (support[k] + 1) % state.params.shape[0]
+        state.params[j] -= lr * values[k]
+    state.updates[0] += 1
+    return APPLIED, 0, 1, lr
+
+
+def _broken(name: str, update_sparse) -> str:
+    seq = get_strategy("seq")
+    register_strategy(Strategy(name=name, summary="broken on purpose", make_state=seq.make_state,
+                               read=seq.read, update=seq.update, read_sparse=seq.read_sparse,
+                               update_sparse=update_sparse, consistent=True, max_threads=1))
+    return name
+
+
+@pytest.mark.parametrize("random_support", [False, True])
+def test_the_sparse_stress_catches_a_lost_update(random_support):
+    name = _broken("sparse-lossy", _update_sparse_losing_every_eighth)
+    report = consistency_stress(name, 1, 800, sparse=True, random_support=random_support)
+    assert report.applied == 800 and not report.final_is_exact
+
+
+def test_the_sparse_checks_catch_a_write_off_the_support():
+    name = _broken("sparse-beside", _update_sparse_writing_beside)
+    assert not consistency_stress(name, 1, 100, sparse=True).final_is_exact
+    checks = {check.name: check.passed
+              for check in asgdbench.check_strategy(name, threads=1, updates=200, stops=1)}
+    assert checks["sparse: nothing written off the support"] is False
