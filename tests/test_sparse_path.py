@@ -386,3 +386,18 @@ def test_the_sparse_checks_catch_a_write_off_the_support():
     checks = {check.name: check.passed
               for check in asgdbench.check_strategy(name, threads=1, updates=200, stops=1)}
     assert checks["sparse: nothing written off the support"] is False
+
+
+def test_a_strategy_that_publishes_whole_vectors_says_so_in_the_record():
+    """``written_per_update`` is the strategy's word (Leashed-SGD: a whole vector per publish);
+    the record multiplies it by the dtype's size at the run's mean support."""
+    seq = get_strategy("seq")
+    register_strategy(Strategy(name="sparse-whole-writer", summary="x",
+                               make_state=seq.make_state, read=seq.read, update=seq.update,
+                               read_sparse=seq.read_sparse, update_sparse=seq.update_sparse,
+                               written_per_update=lambda n_params, n_support: n_params,
+                               max_threads=1))
+    result = run_watched("probe-sparse", "sparse-whole-writer", 1, max_updates=100,
+                         max_time=None, dtype="float32")
+    assert result.param_bytes_written_per_update == 8192 * 4
+    assert result.mean_support == 8192 // probe.SPARSE_STRIDE
