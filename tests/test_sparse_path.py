@@ -401,3 +401,21 @@ def test_a_strategy_that_publishes_whole_vectors_says_so_in_the_record():
                          max_time=None, dtype="float32")
     assert result.param_bytes_written_per_update == 8192 * 4
     assert result.mean_support == 8192 // probe.SPARSE_STRIDE
+
+
+def test_hogwild_sparse_update_has_one_atomic_the_ticket():
+    """The per-coordinate writes are plain loads and stores, as in Niu et al.: the only
+    atomic instruction of the sparse update is the ticket's add (a fresh compile: numba hides
+    the IR of cached code). An atomic per coordinate would show here; the stress cannot tell."""
+    from conftest import atomic_orderings
+
+    from asgdbench.algorithms import hogwild
+
+    fresh = njit(nogil=True)(hogwild.update_sparse.py_func)
+    state = hogwild.make_state(np.zeros(8), 1)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    control[MAX_UPDATES] = 1
+    constant = parse_step_spec("constant")
+    fresh(state, 0, 0, np.array([1, 5], np.int64), np.ones(2), 2, 0.5, control,
+          constant.rule.step, constant.make_state(1))
+    assert atomic_orderings(fresh, "update_sparse") == {("atomicrmw", "seq_cst"): 1}
