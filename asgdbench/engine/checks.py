@@ -421,7 +421,8 @@ def check_strategy(spec: str | StrategySpec, threads: int = 16, updates: int = 5
     ``max_param_vectors``; a clean stop from wherever ``stops`` short timed runs
     happen to be; a readable final vector. Every run uses the step rule
     ``step`` (default ``constant``); with another rule the final vector is
-    checked against the sum of the applied steps (see the module docstring).
+    checked against the sum of the applied steps (see the module docstring). A strategy
+    with a sparse path is checked on it too (:func:`check_sparse_path`).
     """
     from asgdbench.engine.runner import run  # the runner imports this module's neighbours
 
