@@ -43,6 +43,38 @@ def copy_into(destination, source):
         destination[i] = source[i]
 
 
+# -- the sparse steps: O(n_support), never a pass over the whole vector -------------------
+
+@njit(nogil=True, cache=True, inline="always")
+def sparse_step_inplace(params, support, values, n_support, step):
+    """``params[support[k]] -= step * values[k]`` for ``k < n_support``: the sparse update.
+
+    Plain loads and stores, coordinate by coordinate (racy if shared unguarded, as HOGWILD!
+    means it); nothing off the support is read or written.
+    """
+    for k in range(n_support):
+        j = support[k]
+        params[j] -= step * values[k]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def sparse_copy_into(local, params, support, n_support):
+    """``local[support[k]] = params[support[k]]`` for ``k < n_support`` (a read of the support)."""
+    for k in range(n_support):
+        j = support[k]
+        local[j] = params[j]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def sparse_step_into(out, base, support, values, n_support, step):
+    """``out = base``, then the sparse step on ``out``: a new version from a base (O(d) copy)."""
+    for i in range(out.shape[0]):
+        out[i] = base[i]
+    for k in range(n_support):
+        j = support[k]
+        out[j] = base[j] - step * values[k]
+
+
 STEP_COPIES_LIVE, STEP_COPIES_PEAK = 0, 8
 """Cells of a per-step-copy counter array (``new_step_copy_counter``), a cache line each."""
 
