@@ -112,6 +112,12 @@ class Strategy:
     max_threads: int | None = None
     max_updates: int | None = None
     max_param_vectors: Callable[[int], int] = _at_most_a_pool
+    read_sparse: Any = None
+    """The sparse path's read (``KERNEL_SIGNATURES``); None: no sparse path."""
+    update_sparse: Any = None
+    """The sparse path's update: ``x[support[k]] -= step * values[k]``, same outcomes as ``update``."""
+    written_per_update: Callable[[int, int], int] | None = None
+    """Parameter-vector elements one applied update writes, given ``(n_params, n_support)``."""
     doc: str = field(default="", compare=False)
 
     def live_vectors_now(self, state: tuple, n_threads: int) -> int:
@@ -139,8 +145,13 @@ KERNEL_SIGNATURES = {
     "read": ("state", "tid", "control"),
     "update": ("state", "tid", "token", "grad", "lr", "control", "rule", "rule_state"),
     "retire": ("state", "tid"),
+    "read_sparse": ("state", "tid", "control", "support", "n_support"),
+    "update_sparse": ("state", "tid", "token", "support", "values", "n_support", "lr", "control",
+                      "rule", "rule_state"),
 }
 """The kernels' parameters, by name, as the harness calls them (checked at registration)."""
+OPTIONAL_KERNELS = ("read_sparse", "update_sparse")
+"""Kernels a strategy may leave None (it then has no sparse path); both or neither."""
 
 
 def signature_problem(kernel: str, function: Any) -> str | None:
@@ -167,9 +178,13 @@ def _check(strategy: Strategy, where: str) -> None:
         raise PluginError(f"strategy {strategy.name!r} from {where}: {problem}")
 
     for kernel in KERNEL_SIGNATURES:
+        if kernel in OPTIONAL_KERNELS and getattr(strategy, kernel) is None:
+            continue
         problem = signature_problem(kernel, getattr(strategy, kernel))
         if problem:
             fail(problem)
+    if (strategy.read_sparse is None) != (strategy.update_sparse is None):
+        fail("read_sparse and update_sparse come together (a sparse path needs both) or not at all")
     problem = make_state_problem(strategy.make_state, strategy.params,
                                  ("init_params", "n_threads"))
     if problem:
