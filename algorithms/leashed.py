@@ -318,7 +318,9 @@ def make_update(after_failed_attempt: Any = retry_at_once,
     the defaults (an empty kernel, one comparison) cost what the code written inline did.
     """
 
-    @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
+    # not cached: it takes the step rule, a first-class kernel (steps.rule_step); inlined into
+    # both paths' kernels, so that each is one function, as the kernel written out would be
+    @njit(nogil=True, inline="always")
     def publish(state, tid, token, support, grad, n_support, lr, control, rule, rule_state):
         """Both paths' update: ``support`` None builds ``base - step * grad``, else the sparse
         step of ``grad`` (the support's values) on a copy of the base."""
