@@ -103,9 +103,7 @@ def update(state, tid, token, grad, lr, control, rule, rule_state):
         return STOP, 0, 0, lr
     params, grads = state.params, state.grads
     n_threads = grads.shape[0]
-    n = params.shape[0]
-    lo = tid * n // n_threads
-    hi = (tid + 1) * n // n_threads
+    lo, hi = my_slice(params.shape[0], n_threads, tid)
     step = applied_step * state.inv_threads[0]
     for t in range(n_threads):
         for i in range(lo, hi):
@@ -126,9 +124,7 @@ def update_sparse(state, tid, token, support, values, n_support, lr, control, ru
         return STOP, 0, 0, lr
     params = state.params
     n_threads = state.grads.shape[0]
-    n = params.shape[0]
-    lo = tid * n // n_threads
-    hi = (tid + 1) * n // n_threads
+    lo, hi = my_slice(params.shape[0], n_threads, tid)
     step = applied_step * state.inv_threads[0]
     for t in range(n_threads):  # every thread's entries that fall in this thread's slice
         for k in range(state.support_sizes[t * LINE]):
@@ -136,6 +132,12 @@ def update_sparse(state, tid, token, support, values, n_support, lr, control, ru
             if lo <= i < hi:
                 params[i] -= step * state.values[t, k]
     return end_round(state, tid, control, applied_step)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def my_slice(n, n_threads, tid):
+    """The coordinates ``[lo, hi)`` thread ``tid`` applies: the m slices partition the vector."""
+    return tid * n // n_threads, (tid + 1) * n // n_threads
 
 
 @njit(nogil=True)  # not cached: it takes the step rule
