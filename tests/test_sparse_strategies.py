@@ -69,6 +69,9 @@ def test_the_sparse_steps_touch_only_the_support_and_the_publish_copies_its_base
     expected = base.copy()
     expected[support[:3]] -= 0.25 * values[:3]
     np.testing.assert_array_equal(params, expected)
+    first_three = dense.copy()
+    first_three[support[3]] = 0.0
+    np.testing.assert_array_equal(params, base - 0.25 * first_three)  # the dense step's bits
 
     out = np.full(50, np.nan)  # a recycled slot: garbage everywhere
     sparse_step_into(out, base, support, values, 4, 0.25)
@@ -205,6 +208,8 @@ def test_a_sparse_update_waits_for_the_lock_and_counts_tau_exactly(name):
     rule, rule_state = _rule(1)
     support = np.array([5, 2], np.int64)
     values = np.array([1.0, 3.0])
+    warm = strategy.make_state(np.zeros(8), 1)  # compiled before the race, on another state
+    strategy.update_sparse(warm, 0, 0, support, values, 2, 0.5, _control(10), rule, rule_state)
     _, token = strategy.read_sparse(state, 0, control, support, 2)
     assert _lock(state.mutex) == 0
     try:
