@@ -428,7 +428,7 @@ MUTATIONS = [
         "    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, state.gates, tid)\n", "",
         "SYNC lets a thread into the next round while others still apply this one",
         T_STRATEGIES + "test_sync_rounds_are_whole_versions",
-        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run"),
+        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run", SPARSE_STRESS + "[sync]"),
     one("sync-first-barrier-deaf-to-stop", SYNC,
         "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, state.gates, tid)",
         "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, NEVER, state.gates, tid)",
