@@ -215,7 +215,8 @@ def _check(strategy: Strategy, where: str) -> None:
               if getattr(strategy, kernel) is not None]
     if sparse and len(sparse) != len(SPARSE_KERNEL_SIGNATURES):
         missing = sorted(set(SPARSE_KERNEL_SIGNATURES) - set(sparse))
-        fail(f"a sparse path needs both read_sparse and update_sparse; {missing[0]} is missing")
+        fail(f"read_sparse and update_sparse come together (a sparse path needs both); "
+             f"{missing[0]} is missing")
     for kernel in sparse:
         problem = signature_problem(kernel, getattr(strategy, kernel))
         if problem:
