@@ -79,14 +79,22 @@ def update(state, tid, token, grad, lr, control, rule, rule_state):
     return apply_racy(state.params, state.tickets, tid, token, grad, lr, control, rule, rule_state)
 
 
-@njit(nogil=True)
-def apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state):
-    """The update of both variants: a ticket for the budget and τ, then the racy apply."""
+@njit(nogil=True, inline="always")
+def ticket_and_step(tickets, tid, token, lr, control, rule, rule_state):
+    """A ticket for the budget and τ, and the step the rule gives that τ; False past the budget."""
     ticket = fetch_add(tickets, 0, 1)
     if ticket >= control[MAX_UPDATES]:
-        return STOP, 0, 0, lr
+        return False, 0, lr
     staleness = ticket - token
-    step = rule_step(rule, rule_state, lr, staleness, tid)
+    return True, staleness, rule_step(rule, rule_state, lr, staleness, tid)
+
+
+@njit(nogil=True)
+def apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state):
+    """The update of both dense variants: a ticket, then the racy apply of the whole gradient."""
+    granted, staleness, step = ticket_and_step(tickets, tid, token, lr, control, rule, rule_state)
+    if not granted:
+        return STOP, 0, 0, lr
     sgd_step_inplace(params, grad, step)
     return APPLIED, staleness, 1, step
 
@@ -98,11 +106,11 @@ def read_sparse(state, tid, control, support, n_support):
 
 @njit(nogil=True)  # not cached: it takes the step rule
 def update_sparse(state, tid, token, support, values, n_support, lr, control, rule, rule_state):
-    ticket = fetch_add(state.tickets, 0, 1)
-    if ticket >= control[MAX_UPDATES]:
+    """The same ticket, then plain per-coordinate stores on the support only, as in HOGWILD!."""
+    granted, staleness, step = ticket_and_step(state.tickets, tid, token, lr, control, rule,
+                                               rule_state)
+    if not granted:
         return STOP, 0, 0, lr
-    staleness = ticket - token
-    step = rule_step(rule, rule_state, lr, staleness, tid)
     sparse_step_inplace(state.params, support, values, n_support, step)  # racy, no atomics
     return APPLIED, staleness, 1, step
 
