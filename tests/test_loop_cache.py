@@ -165,6 +165,7 @@ def test_a_kernel_is_named_by_its_code_line_and_the_globals_it_reads(tmp_path):
     (tmp_path / "sibling_kernels.py").write_text(
         "from numba import njit\n\n@njit\ndef helper(x):\n    return x + 2\n")
     assert identity(module.calls_module) != before  # the sibling's file changed
+    assert identity(module.calls_helper) != helped  # its kernel's too
     assert "recursive=(ancestor 0)" in identity(module.recursive)
 
 
