@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+from asgdbench.engine.choice import Choice
 from asgdbench.engine.run_result import RunResult
 
 WORKLOAD, LR = "mlp-digits", 0.01
 VECTOR_BYTES = 1000
 
 
-def record(algorithm: str, threads: int, seed: int, *, lr: float = LR, time: float = 1.0,
+def record(strategy: str | Choice, threads: int, seed: int, *, lr: float = LR, time: float = 1.0,
            converged: bool = True, staleness: float = 1.0, failures_per_update: float = 0.0,
            dropped_share: float = 0.0, live_vectors: float = 2.0, max_time: float = 10.0,
            workload: str = WORKLOAD, zero_share: float = 0.5, p50: int | None = None,
@@ -22,7 +23,7 @@ def record(algorithm: str, threads: int, seed: int, *, lr: float = LR, time: flo
     failures = round(failures_per_update * applied) if failures is None else failures
     at_zero = round(zero_share * applied)
     data = {
-        "workload": workload, "algorithm": algorithm, "threads": threads, "lr": lr,
+        "workload": workload, "strategy": str(strategy), "threads": threads, "lr": lr,
         "batch_size": 16, "seed": seed, "target_loss": 0.001, "max_time": max_time,
         "max_updates": None, "status": "converged" if converged else "timeout",
         "wall_s": time if converged else max_time,
@@ -38,7 +39,7 @@ def record(algorithm: str, threads: int, seed: int, *, lr: float = LR, time: flo
                       "histogram": {"0": at_zero, "3": applied - at_zero}},
         "cas": ({"failures": failures, "total_attempts": applied + failures,
                  "failure_rate": failures / (applied + failures)}
-                if algorithm.startswith("leashed") else None),
+                if str(strategy).startswith("leashed") else None),
         "peak_param_vectors": int(live_vectors) + 1,
         "peak_param_bytes": (int(live_vectors) + 1) * VECTOR_BYTES,
         "live_param_vectors": {"mean": live_vectors, "max": int(live_vectors) + 1,

@@ -57,9 +57,9 @@ def assert_probe_exact(result: RunResult, updates: int) -> None:
     assert result.evaluation["components_disagree"] is False
 
 
-def probe_run(algorithm: str, threads: int, updates: int, **kwargs: Any) -> RunResult:
+def probe_run(strategy: str, threads: int, updates: int, **kwargs: Any) -> RunResult:
     """A float64 probe run on an exact update budget (a fresh run every call: no caching)."""
-    return run_watched("probe", algorithm, threads, max_updates=updates, max_time=None,
+    return run_watched("probe", strategy, threads, max_updates=updates, max_time=None,
                        dtype="float64", **kwargs)
 
 

@@ -25,7 +25,7 @@ from cli_helpers import in_process, key_of, read_runs
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.workloads import get_workload
 from asgdbench.study import grid
-from asgdbench.study.cli import main
+from asgdbench.study.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,12 +56,12 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
 
 def test_compare_writes_the_result_folder_and_report_reproduces_the_table(tmp_path):
     out = tmp_path / "results"
-    compared = asgdbench("compare", "--algorithms", "seq,lock,leashed:tp=1", "--threads", "1,2",
+    compared = asgdbench("compare", "--strategies", "seq,lock,leashed:tp=1", "--threads", "1,2",
                          "--repeats", "1", *QUICK, "--out", out, "--plot", cwd=tmp_path)
     assert compared.returncode == 0, compared.stderr
 
     runs = read_runs(out)
-    assert sorted((run["algorithm"], run["threads"]) for run in runs) == [
+    assert sorted((run["strategy"], run["threads"]) for run in runs) == [
         ("leashed:tp=1", 1), ("leashed:tp=1", 2), ("lock", 1), ("lock", 2), ("seq", 1)]
     for run in runs:
         assert run["workload"] == "mlp-digits" and run["lr"] == 0.05 and run["seed"] == 0
@@ -73,9 +73,9 @@ def test_compare_writes_the_result_folder_and_report_reproduces_the_table(tmp_pa
     with (out / "summary.csv").open() as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == len(runs)
-    times = {(run["algorithm"], run["threads"]): run["time_to_target_s"] for run in runs}
+    times = {(run["strategy"], run["threads"]): run["time_to_target_s"] for run in runs}
     for row in rows:  # one run per cell: the csv's speedups follow from runs.jsonl
-        own, seq = times[row["algorithm"], int(row["threads"])], times["seq", 1]
+        own, seq = times[row["strategy"], int(row["threads"])], times["seq", 1]
         if own is None or seq is None:
             assert row["speedup_vs_seq"] == ""
         else:
@@ -94,7 +94,7 @@ def test_compare_writes_the_result_folder_and_report_reproduces_the_table(tmp_pa
 
 def test_ctrl_c_keeps_finished_runs_and_resume_completes_the_grid(tmp_path):
     out = tmp_path / "results"
-    command = ["compare", "--algorithms", "hogwild", "--threads", "1,2", "--repeats", "3",
+    command = ["compare", "--strategies", "hogwild", "--threads", "1,2", "--repeats", "3",
                "--target-loss", "none", "--max-time", "0.5", "--out", str(out)]
     # A terminal's Ctrl-C reaches a process whose SIGINT is not ignored; make sure of that
     # even when the test runner itself was started with SIGINT ignored (in the background).
@@ -133,11 +133,11 @@ def test_a_plugin_strategy_is_listed_and_runs(tmp_path):
     assert re.search(r"^\s+spinlock\s+Like lock", listed.stdout, re.MULTILINE)
 
     out = tmp_path / "results"
-    ran = asgdbench("run", "--plugin", plugin, "--algorithm", "spinlock", "--threads", "2",
+    ran = asgdbench("run", "--plugin", plugin, "--strategy", "spinlock", "--threads", "2",
                     "--target-loss", "none", "--max-updates", "500", "--out", out, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     [run] = read_runs(out)
-    assert (run["algorithm"], run["status"], run["updates_applied"]) == ("spinlock", "budget", 500)
+    assert (run["strategy"], run["status"], run["updates_applied"]) == ("spinlock", "budget", 500)
     assert "spinlock" in (out / "summary.md").read_text()
 
 
@@ -186,16 +186,16 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
 # -- user errors: one line on stderr, exit code 2, before anything runs ------------
 
 @pytest.mark.parametrize("args, fragments", [
-    (["compare", "--algorithms", "seq,nope"], ["unknown strategy 'nope'", "leashed"]),
-    (["run", "--workload", "nope", "--algorithm", "seq", "--threads", "1"],
+    (["compare", "--strategies", "seq,nope"], ["unknown strategy 'nope'", "leashed"]),
+    (["run", "--workload", "nope", "--strategy", "seq", "--threads", "1"],
      ["unknown workload 'nope'", "mlp-digits"]),
-    (["run", "--algorithm", "leashed:tp=abc", "--threads", "1"], ["tp"]),
-    (["compare", "--algorithms", "leashed:depth=3"], ["no parameter 'depth'"]),
+    (["run", "--strategy", "leashed:tp=abc", "--threads", "1"], ["tp"]),
+    (["compare", "--strategies", "leashed:depth=3"], ["no parameter 'depth'"]),
     (["compare", "--threads", "1,0"], ["--threads"]),
-    (["run", "--algorithm", "seq", "--threads", "2"], ["seq", "at most 1"]),
-    (["run", "--algorithm", "seq", "--threads", "1", "--lr", "0"], ["--lr"]),
+    (["run", "--strategy", "seq", "--threads", "2"], ["seq", "at most 1"]),
+    (["run", "--strategy", "seq", "--threads", "1", "--lr", "0"], ["--lr"]),
     (["compare", "--lr", "-0.1"], ["--lr"]),
-    (["run", "--algorithm", "seq", "--threads", "1", "--target-loss", "none", "--max-time",
+    (["run", "--strategy", "seq", "--threads", "1", "--target-loss", "none", "--max-time",
       "none"], ["stop rule"]),
     (["compare", "--resume"], ["--out"]),
     (["compare", "--order", "strategy", "--order-seed", "3"], ["--order-seed", "no shuffle"]),
@@ -206,12 +206,12 @@ def test_download_keeps_intact_mnist_without_the_network(tmp_path):
     (["--plugin", "no-such-plugin.py", "list"], ["no-such-plugin.py"]),
     (["--plugin", ".", "list"], ["plugin file '.' is a folder"]),
     (["compare", "--out", ""], ["--out", "folder path"]),
-    (["run", "--algorithm", "seq", "--threads", "1", "--out", " "], ["--out", "folder path"]),
+    (["run", "--strategy", "seq", "--threads", "1", "--out", " "], ["--out", "folder path"]),
     (["report", ""], ["folder path"]),
     (["compare", "--columns", "time,nope"], ["--columns", "'nope'", "vs-seq"]),
     (["report", "a", "b", "c"], ["two to compare"]),
-    (["run", "--algorithm", "hogwild", "--threads", "100000"], ["100000 threads"]),
-    (["run", "--algorithm", "seq", "--threads", "1", "--batch-size", "10000000", "--out", "o"],
+    (["run", "--strategy", "hogwild", "--threads", "100000"], ["100000 threads"]),
+    (["run", "--strategy", "seq", "--threads", "1", "--batch-size", "10000000", "--out", "o"],
      ["batch size 10,000,000", "training set of mlp-digits"]),
 ])
 def test_user_errors(args, fragments, tmp_path):
@@ -220,7 +220,7 @@ def test_user_errors(args, fragments, tmp_path):
 
 
 def test_missing_mnist_says_how_to_get_it(tmp_path):
-    assert_user_error(asgdbench("run", "--workload", "mlp-mnist", "--algorithm", "seq",
+    assert_user_error(asgdbench("run", "--workload", "mlp-mnist", "--strategy", "seq",
                                 "--threads", "1", "--data-dir", tmp_path, cwd=tmp_path),
                       "missing", "asgdbench download mnist")
 
@@ -264,11 +264,11 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path):
 # -- the grid, in process ------------------------------------------------------------
 
 def test_default_grid_runs_seq_at_one_thread_only():
-    cells = grid.expand(get_workload(grid.DEFAULT_WORKLOAD), grid.DEFAULT_ALGORITHMS,
+    cells = grid.expand(get_workload(grid.DEFAULT_WORKLOAD), grid.parse_specs(grid.DEFAULT_STRATEGIES)[0],
                         grid.DEFAULT_THREADS, repeats=grid.DEFAULT_REPEATS)
     per_strategy = {}
     for cell in cells:
-        per_strategy.setdefault(cell.algorithm, set()).add(cell.threads)
+        per_strategy.setdefault(cell.strategy.label, set()).add(cell.threads)
     assert per_strategy.pop("seq") == {1}
     assert set(per_strategy) == {"lock", "hogwild", "leashed:tp=0", "leashed:tp=1",
                                  "leashed:tp=inf"}
@@ -279,20 +279,20 @@ def test_default_grid_runs_seq_at_one_thread_only():
 
 def test_grid_cells_take_workload_defaults_and_explicit_overrides():
     spec = get_workload("mlp-digits")
-    [default] = grid.expand(spec, ["lock"], [2])
+    [default] = grid.expand(spec, grid.parse_specs(["lock"])[0], [2])
     assert (default.lr, default.batch_size, default.target_loss, default.max_time) == (
         spec.defaults.lr, spec.defaults.batch_size, spec.defaults.target_loss,
         spec.defaults.max_time)
-    [custom] = grid.expand(spec, ["lock"], [2], [0.5], first_seed=7, batch_size=4,
+    [custom] = grid.expand(spec, grid.parse_specs(["lock"])[0], [2], [0.5], first_seed=7, batch_size=4,
                            target_loss=None, max_updates=10)
     assert (custom.lr, custom.seed, custom.batch_size, custom.target_loss,
             custom.max_updates) == (0.5, 7, 4, None, 10)
     with pytest.raises(ConfigError, match="stop rule"):
-        grid.expand(spec, ["lock"], [2], target_loss=None, max_time=None)
+        grid.expand(spec, grid.parse_specs(["lock"])[0], [2], target_loss=None, max_time=None)
 
 
 def test_pending_skips_finished_keys():
-    cells = grid.expand(get_workload("mlp-digits"), ["lock"], [1, 2], repeats=2)
+    cells = grid.expand(get_workload("mlp-digits"), grid.parse_specs(["lock"])[0], [1, 2], repeats=2)
     assert grid.pending(cells, {cells[1].key(), cells[2].key()}) == [cells[0], cells[3]]
 
 
@@ -303,7 +303,7 @@ def test_ctrl_c_before_any_run_finished_says_so_and_exits_130(tmp_path):
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "asgdbench", "compare", "--algorithms", "hogwild",
+            [sys.executable, "-m", "asgdbench", "compare", "--strategies", "hogwild",
              "--threads", "2", "--repeats", "1", "--target-loss", "none", "--max-time", "60",
              "--out", str(out)],
             cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
@@ -324,10 +324,10 @@ def test_ctrl_c_before_any_run_finished_says_so_and_exits_130(tmp_path):
 
 def test_repeated_list_entries_run_once_with_a_note(tmp_path, capsys):
     out = tmp_path / "results"
-    compared = in_process(capsys, "compare", "--algorithms", "lock,lock,leashed,leashed:tp=inf",
+    compared = in_process(capsys, "compare", "--strategies", "lock,lock,leashed,leashed:tp=inf",
                           "--threads", "1,1", "--repeats", "1", *QUICK, "--out", out)
     assert compared.returncode == 0, compared.stderr
-    assert sorted(run["algorithm"] for run in read_runs(out)) == ["leashed:tp=inf", "lock"]
+    assert sorted(run["strategy"] for run in read_runs(out)) == ["leashed:tp=inf", "lock"]
     [note] = [line for line in compared.stderr.splitlines() if "listed twice" in line]
     assert "--strategies lock" in note and "--strategies leashed:tp=inf" in note
     assert "--threads 1" in note and "--lr" not in note
@@ -338,7 +338,7 @@ def test_repeated_list_entries_run_once_with_a_note(tmp_path, capsys):
 def finished_grid(tmp_path_factory) -> Path:
     """A result folder of two quick runs, copied by the tests that damage it."""
     out = tmp_path_factory.mktemp("grid") / "results"
-    compared = asgdbench("compare", "--algorithms", "seq,lock", "--threads", "1",
+    compared = asgdbench("compare", "--strategies", "seq,lock", "--threads", "1",
                          "--repeats", "1", *QUICK, "--out", out, cwd=out.parent)
     assert compared.returncode == 0, compared.stderr
     return out
@@ -377,7 +377,7 @@ def test_a_run_cut_off_mid_line_is_warned_about_and_redone_on_resume(finished_gr
     reported = in_process(capsys, "report", out)
     assert reported.returncode == 0, reported.stderr
     assert "line 2" in reported.stderr and "cut short" in reported.stderr
-    resumed = in_process(capsys, "compare", "--algorithms", "seq,lock", "--threads", "1",
+    resumed = in_process(capsys, "compare", "--strategies", "seq,lock", "--threads", "1",
                          "--repeats", "1", *QUICK, "--out", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "dropped line 2" in resumed.stderr and "1 of 2 runs to do" in resumed.stderr
@@ -420,7 +420,7 @@ def test_resume_refuses_changed_stop_rules(finished_grid, tmp_path, changed, fra
     before = (out / "runs.jsonl").read_text()
     options = dict(zip(QUICK[::2], QUICK[1::2]))
     options.update(dict(zip(changed[::2], changed[1::2])))
-    resumed = in_process(capsys, "compare", "--algorithms", "seq,lock", "--threads", "1",
+    resumed = in_process(capsys, "compare", "--strategies", "seq,lock", "--threads", "1",
                          "--repeats", "1", *[part for pair in options.items() for part in pair],
                          "--out", out, "--resume")
     assert_user_error(resumed, "cannot resume", *fragments)
@@ -432,3 +432,6 @@ def test_strategy_is_the_option_and_algorithm_its_old_alias(capsys):
         assert main(["run", option, "lock", "--threads", "1", "--workload", "probe",
                      "--max-updates", "50", "--dtype", "float64"]) == 0
         assert "lock" in capsys.readouterr().out
+    for option in ("--strategies", "--algorithms"):  # compare's list takes the alias too
+        assert build_parser().parse_args(["compare", option, "seq,lock"]).strategies == [
+            "seq", "lock"]

@@ -32,7 +32,7 @@ from cli_helpers import in_process, key_of, read_runs  # noqa: E402
 
 from asgdbench.engine.run_result import RunResult  # noqa: E402
 from asgdbench.plugins.workloads import get_workload, load_workload  # noqa: E402
-from asgdbench.study import cluster, grid  # noqa: E402
+from asgdbench.study import cluster, cluster_worker, grid  # noqa: E402
 from asgdbench.study.report import render, summarize  # noqa: E402
 from asgdbench.study.result_folder import ResultStore  # noqa: E402
 
@@ -76,7 +76,7 @@ def test_a_grid_on_the_cluster_has_the_runs_of_the_grid_without_it(scheduler, cl
     assert "warning: 2 workers on host" in spread.stderr  # both workers share this machine
 
     # Without --cluster the grid runs exactly grid.expand's cells, one after another.
-    cells = grid.expand(get_workload("mlp-digits"), ["hogwild"], [1, 2], [0.05], 2,
+    cells = grid.expand(get_workload("mlp-digits"), grid.parse_specs(["hogwild"])[0], [1, 2], [0.05], 2,
                         target_loss=None, max_updates=300)
     runs = read_runs(tmp_path)
     assert sorted(map(key_of, runs)) == sorted(config.key() for config in cells)
@@ -152,15 +152,15 @@ def test_a_plugin_file_reaches_the_workers(scheduler, client, capsys, tmp_path):
                      "--cluster", scheduler)
     assert ran.returncode == 0, ran.stderr
     runs = read_runs(out)
-    assert [(run["algorithm"], run["status"]) for run in runs] == [("clusterhog", "budget")] * 2
+    assert [(run["strategy"], run["status"]) for run in runs] == [("clusterhog", "budget")] * 2
     workers = set(client.scheduler_info()["workers"])
     for run in runs:
         assert run["environment"]["dask_worker"] in workers
         source = run["strategy_source"]
         assert source["kind"] == "file" and source["path"] == str(plugin.resolve())
-        assert source["sha256"] == cluster.PluginFile.read(plugin).sha256
+        assert source["sha256"] == cluster_worker.PluginFile.read(plugin).sha256
     # the workers registered it from their own copy of the file's bytes
-    loaded = client.run(lambda: sys.modules["asgdbench.study.cluster"]._LOADED)
+    loaded = client.run(lambda: sys.modules["asgdbench.study.cluster_worker"]._LOADED)
     assert all(names == {"clusterhog.py": source["sha256"]} for names in loaded.values())
 
 
@@ -168,7 +168,7 @@ def test_a_plugin_file_reaches_the_workers(scheduler, client, capsys, tmp_path):
 def test_a_failing_run_is_retried_on_the_other_worker_then_recorded(client, tmp_path):
     address = cluster.ClusterAddress("local:2", 2)  # so that --data-dir travels with the tasks
     connected = cluster.Cluster(client, address, data_dir=str(tmp_path))
-    cells = grid.expand(get_workload("mlp-mnist"), ["hogwild"], [1], max_updates=10)
+    cells = grid.expand(get_workload("mlp-mnist"), grid.parse_specs(["hogwild"])[0], [1], max_updates=10)
     with pytest.raises(cluster.ConfigError, match="asgdbench download mnist"):
         connected.check_can_run(cells, grid.check_can_run)  # refused on the workers before any run
 
@@ -243,20 +243,20 @@ def test_a_scheduler_without_a_machine_worker_is_refused_with_the_worker_command
 
 
 def test_an_edited_plugin_file_asks_for_a_worker_restart(tmp_path):
-    first = cluster.PluginFile("edited.py", PLUGIN.replace("clusterhog", "edited").encode(),
+    first = cluster_worker.PluginFile("edited.py", PLUGIN.replace("clusterhog", "edited").encode(),
                                "0" * 64, str(tmp_path / "edited.py"))
-    cluster._load_plugins([first])
-    cluster._load_plugins([first])  # the same file again: already loaded, nothing to do
-    edited = cluster.PluginFile("edited.py", first.data + b"# edited\n", "1" * 64, first.client_path)
+    cluster_worker.load_plugins([first])
+    cluster_worker.load_plugins([first])  # the same file again: already loaded, nothing to do
+    edited = cluster_worker.PluginFile("edited.py", first.data + b"# edited\n", "1" * 64, first.client_path)
     with pytest.raises(cluster.ConfigError, match="restart the workers"):
-        cluster._load_plugins([edited])
+        cluster_worker.load_plugins([edited])
 
 
 @pytest.mark.slow  # workers compile each strategy anew: the slow stage
 def test_a_killed_worker_loses_no_finished_run_and_its_run_is_redone(scheduler, client,
                                                                     tmp_path):
     connected = cluster.Cluster(client, cluster.ClusterAddress(scheduler))
-    cells = grid.expand(get_workload("mlp-digits"), ["hogwild"], [1], repeats=4,
+    cells = grid.expand(get_workload("mlp-digits"), grid.parse_specs(["hogwild"])[0], [1], repeats=4,
                         target_loss=None, max_time=2.0)
     store = ResultStore.open_for_writing(tmp_path, append=False)
     killed: dict = {}

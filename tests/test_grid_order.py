@@ -25,7 +25,7 @@ SPEC = get_workload("mlp-digits")
 
 
 def cells(strategies=("seq", "lock", "leashed:tp=inf"), repeats=4):
-    return grid.expand(SPEC, strategies, [1], None, repeats)
+    return grid.expand(SPEC, grid.parse_specs(strategies)[0], [1], None, repeats)
 
 
 def test_interleaved_runs_rounds_of_one_seed_each_in_a_seeded_shuffle():
@@ -33,7 +33,7 @@ def test_interleaved_runs_rounds_of_one_seed_each_in_a_seeded_shuffle():
     ordered = grid.order_cells(listed, grid.INTERLEAVED, order_seed=3)
     assert sorted(ordered, key=listed.index) == listed  # every cell once
     assert [c.seed for c in ordered] == sorted(c.seed for c in listed)  # round by round
-    rounds = [[c.algorithm for c in ordered if c.seed == seed] for seed in range(4)]
+    rounds = [[c.strategy.label for c in ordered if c.seed == seed] for seed in range(4)]
     assert len({tuple(r) for r in rounds}) > 1  # each round shuffled on its own
     assert grid.order_cells(listed, grid.INTERLEAVED, 3) == ordered  # reproducible (resume)
     assert grid.order_cells(listed, grid.INTERLEAVED, 4) != ordered  # the seed matters
@@ -48,7 +48,7 @@ def drifting_runs():
 
     def run_cell(workload, config):
         time = 1.0 + 0.05 * next(clock)
-        return dataclasses.replace(record(config.algorithm, config.threads, config.seed,
+        return dataclasses.replace(record(config.strategy.label, config.threads, config.seed,
                                           time=time), config=config)
     return run_cell
 
@@ -58,14 +58,14 @@ def test_compare_records_the_order_and_interleaving_spreads_load_drift(order, tm
                                                                       monkeypatch):
     monkeypatch.setattr(grid, "run_cell", drifting_runs())
     out = tmp_path / order
-    done = in_process(capsys, "compare", "--algorithms", "seq,leashed:tp=inf", "--threads", "1",
+    done = in_process(capsys, "compare", "--strategies", "seq,leashed:tp=inf", "--threads", "1",
                       "--repeats", "6", "--order", order, "--out", out)
     assert done.returncode == 0, done.stderr
     runs = [RunResult.from_dict(run) for run in read_runs(out)]
     assert [r.grid_order["position"] for r in runs] == list(range(12))
     assert {r.grid_order["order"] for r in runs} == {order}
     assert all(r.grid_order["round"] == r.config.seed for r in runs)
-    median = {label: np.median([r.time_to_target_s for r in runs if r.config.algorithm == label])
+    median = {label: np.median([r.time_to_target_s for r in runs if r.config.label == label])
               for label in ("seq", "leashed:tp=inf")}
     ratio = median["leashed:tp=inf"] / median["seq"]
     if order == grid.INTERLEAVED:  # the same work under the same drift

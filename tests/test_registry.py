@@ -123,7 +123,7 @@ def test_a_plugin_file_registers_a_strategy_that_runs(plugin_file):
     assert PLUGIN_NAME in available_strategies()
     assert parse_spec(PLUGIN_NAME).label == PLUGIN_NAME
     result = run("probe", PLUGIN_NAME, 2, max_updates=1000, max_time=None, dtype="float64")
-    assert result.config.algorithm == PLUGIN_NAME
+    assert result.config.strategy.label == PLUGIN_NAME
     assert result.status == "budget"
     assert result.updates_applied == 1000
     source = result.strategy_source

@@ -28,7 +28,7 @@ from asgdbench.study.report import (
 from asgdbench.study.result_folder import ResultStore
 
 
-def fake_run(algorithm: str = "hogwild", threads: int = 2, *, lr: float = 0.01, seed: int = 0,
+def fake_run(strategy: str = "hogwild", threads: int = 2, *, lr: float = 0.01, seed: int = 0,
              status: str = "converged", time: float | None = 1.0, workload: str = "w",
              staleness: dict[int, int] | None = None, cas: tuple[int, int] | None = None,
              accuracy: float = 0.9, updates_per_s: float = 1000.0,
@@ -40,7 +40,7 @@ def fake_run(algorithm: str = "hogwild", threads: int = 2, *, lr: float = 0.01, 
         histogram[value] = count
     converged = status == "converged"
     data = {
-        "workload": workload, "algorithm": algorithm, "threads": threads, "lr": lr,
+        "workload": workload, "strategy": strategy, "threads": threads, "lr": lr,
         "batch_size": 16, "seed": seed, "target_loss": target_loss, "max_time": 10.0,
         "max_updates": None, "dtype": "float32",
         "status": status, "wall_s": time if converged else 10.0,
@@ -111,7 +111,7 @@ def test_speedups_compare_median_times_with_seq_and_lock_at_the_same_lr():
         fake_run("hogwild", 4, time=0.8),  # no lock row at 4 threads
         fake_run("hogwild", 2, lr=0.1, time=1.0),  # no seq or lock row at lr=0.1
     ]
-    rows = {(row.algorithm, row.threads, row.lr): row for row in summarize(runs)}
+    rows = {(row.strategy, row.threads, row.lr): row for row in summarize(runs)}
     hogwild = rows["hogwild", 2, 0.01]
     assert hogwild.speedup_vs_seq == pytest.approx(4.0 / 1.0)
     assert hogwild.speedup_vs_lock == pytest.approx(2.0 / 1.0)
@@ -147,7 +147,7 @@ def test_strategies_without_cas_show_no_cas_figure():
 
 def test_rows_follow_first_seen_strategy_order_then_threads():
     runs = [fake_run("lock", 4), fake_run("hogwild", 2), fake_run("lock", 2), fake_run("seq", 1)]
-    order = [(row.algorithm, row.threads) for row in summarize(runs)]
+    order = [(row.strategy, row.threads) for row in summarize(runs)]
     assert order == [("lock", 2), ("lock", 4), ("hogwild", 2), ("seq", 1)]
 
 
@@ -183,7 +183,7 @@ def test_summary_csv_keeps_its_columns(tmp_path):
     store.write_summary(summarize([fake_run()]), "table")
     header = (tmp_path / "summary.csv").read_text().splitlines()[0].split(",")
     assert header[:35] == [
-        "workload", "batch_size", "target_loss", "algorithm", "threads", "lr", "runs",
+        "workload", "batch_size", "target_loss", "strategy", "threads", "lr", "runs",
         "converged", "diverged", "time_to_target_median", "time_to_target_min",
         "time_to_target_max", "speedup_vs_seq", "speedup_vs_lock", "updates_per_s",
         "staleness_mean", "staleness_p99", "cas_failure_rate", "dropped_fraction",
@@ -232,9 +232,9 @@ def test_cells_that_did_not_converge_show_the_budget_metrics_next_to_the_times()
 def default_grid_runs() -> list:
     """The default compare's shape: 3 repeats with spread, the widest labels, some divergence."""
     runs = [fake_run("seq", 1, seed=s, time=1.0 + 0.05 * s) for s in range(3)]
-    for algorithm in ("lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf"):
+    for strategy in ("lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf"):
         for threads in (1, 2, 4, 8):
-            runs += [fake_run(algorithm, threads, seed=s, time=0.587 + 0.0123 * s,
+            runs += [fake_run(strategy, threads, seed=s, time=0.587 + 0.0123 * s,
                               staleness={0: 50, 12: 30, 433: 1}, cas=(4321, 9876),
                               updates_per_s=139_223.0) for s in range(3)]
     runs[-1] = fake_run("leashed:tp=inf", 8, seed=2, status="diverged")
@@ -273,7 +273,7 @@ def test_a_ratio_within_the_noise_is_marked():
     seq = [fake_run("seq", 1, seed=s, time=t) for s, t in enumerate([1.0, 1.3, 1.2])]
     same_work = [fake_run("lock", 1, seed=s, time=t) for s, t in enumerate([0.9, 1.05, 0.95])]
     faster = [fake_run("hogwild", 1, seed=s, time=t) for s, t in enumerate([0.5, 0.55, 0.6])]
-    rows = {row.algorithm: row for row in summarize(seq + same_work + faster)}
+    rows = {row.strategy: row for row in summarize(seq + same_work + faster)}
     assert rows["lock"].speedup_vs_seq == pytest.approx(1.2 / 0.95)  # looks like 1.26x ...
     assert rows["lock"].seq_overlaps and not rows["hogwild"].seq_overlaps
     table = render(list(rows.values()))
@@ -333,8 +333,8 @@ def test_describe_run_says_the_target_is_on_the_smoothed_loss():
 # -- comparing two folders -----------------------------------------------------------
 
 def test_comparison_gives_ratios_of_medians_marked_by_their_intervals():
-    def runs(algorithm, times, **options):
-        return [fake_run(algorithm, seed=seed, time=time, **options)
+    def runs(strategy, times, **options):
+        return [fake_run(strategy, seed=seed, time=time, **options)
                 for seed, time in enumerate(times)]
 
     before = summarize(runs("lock", [1.0, 1.1, 1.2]) + runs("hogwild", [1.0, 1.5, 2.0])

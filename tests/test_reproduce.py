@@ -50,14 +50,14 @@ def test_quick_plans_fit_two_cores_and_share_runs_between_claims():
     assert len({config.key() for config in cells}) == len(cells)
     assert {config.threads for config in cells} == {2, 4}
     # claims 1, 3 and 5 read the same runs at 2 threads and the default step size
-    assert len([c for c in cells if c.algorithm == LEASHED and c.threads == 2
+    assert len([c for c in cells if c.strategy == LEASHED and c.threads == 2
                 and c.lr == LR]) == claims.SCALES["quick"].seeds == 8
     # a few seconds each: 208 runs over both workloads took 8 min 3 s on 2 cores; 15 is the cap
     assert len(cells) <= 16 * 8
     order = [config.seed for config in cells]
     assert order == sorted(order)  # seed by seed: strategies interleaved under the same load
-    first_round = [config.algorithm for config in cells if config.seed == 0]
-    assert first_round != sorted(first_round, key=[c.algorithm for c in cells].index)  # shuffled
+    first_round = [config.strategy for config in cells if config.seed == 0]
+    assert first_round != sorted(first_round, key=[c.strategy for c in cells].index)  # shuffled
     assert make_plan(claims.SCALES["quick"], claims.CLAIM_NUMBERS, [WORKLOAD],
                      cores=2).cells[WORKLOAD] == cells  # the same order every time (resume)
 
@@ -118,9 +118,9 @@ def test_planned_seeds_give_every_direction_part_of_claim_1_its_power_together()
 def fake_runs(spread: float):
     """A run function: time to ε with a per-seed, per-strategy noise of ``spread`` (in log)."""
     def run_cell(workload, config):
-        noise = np.random.default_rng([config.seed, len(config.algorithm), config.threads])
+        noise = np.random.default_rng([config.seed, len(config.strategy.label), config.threads])
         time = 1.0 * float(np.exp(spread * noise.standard_normal()))
-        return dataclasses.replace(record(config.algorithm, config.threads, config.seed,
+        return dataclasses.replace(record(config.strategy, config.threads, config.seed,
                                           lr=config.lr, time=time, max_time=config.max_time),
                                    config=config)
     return run_cell
@@ -283,7 +283,7 @@ def test_live_vector_samples_agree_with_what_each_strategy_holds(tiny_folder):
     for run in runs:
         live = run.live_param_vectors
         assert live["samples"] >= 1
-        if run.config.algorithm in (LOCK, HOGWILD):  # the shared vector and per-step copies
+        if run.config.strategy in (LOCK, HOGWILD):  # the shared vector and per-step copies
             assert 1 <= live["mean"] <= live["max"] <= run.peak_param_vectors
             assert run.peak_param_vectors <= 1 + run.config.threads
         else:  # Leashed: at least latest, never more than its pool's high-water mark

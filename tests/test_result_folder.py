@@ -227,7 +227,7 @@ def test_a_run_found_twice_counts_once_and_report_names_it(four_runs, tmp_path, 
     [warning] = reported.stderr.splitlines()
     assert "2 run(s) more than once" in warning and "never as an extra seed" in warning
     first, third = (json.loads(lines[index]) for index in (0, 2))
-    assert f"{first['algorithm']} threads=1 lr=0.01 batch=16 seed={first['seed']}" in warning
+    assert f"{first['strategy']} threads=1 lr=0.01 batch=16 seed={first['seed']}" in warning
     assert "(lines 1, 5)" in warning and "(lines 3, 6)" in warning
     # the same table as without the copies
     assert reported.stdout.replace(str(out), "DIR") == clean.stdout.replace(str(four_runs), "DIR")

@@ -17,8 +17,9 @@ import pytest
 from conftest import run_watched
 
 from asgdbench.engine import blas, preflight
+from asgdbench.engine.plan import configure
 from asgdbench.engine.run_result import RunResult
-from asgdbench.engine.runner import configure, run
+from asgdbench.engine.runner import run
 from asgdbench.engine.worker import LossLog, ThreadTelemetry
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.strategies import available_strategies, parse_spec
@@ -27,7 +28,7 @@ from asgdbench.plugins.workloads import get_workload, load_workload
 DIGITS = get_workload("mlp-digits").defaults
 
 REPORTED_FIELDS = (
-    "workload", "algorithm", "threads", "lr", "batch_size", "seed", "target_loss", "max_time",
+    "workload", "strategy", "threads", "lr", "batch_size", "seed", "target_loss", "max_time",
     "max_updates", "dtype", "status", "wall_s", "time_to_target_s", "steps_to_target",
     "updates_applied", "gradients_computed", "gradients_dropped", "updates_per_s",
     "per_thread_updates", "per_thread_gradients", "loss_trace", "staleness", "cas",
@@ -202,12 +203,12 @@ def convergence_cases() -> list:
             if strategy.max_threads is None or threads <= strategy.max_threads]
 
 
-@pytest.mark.parametrize("algorithm, threads", convergence_cases())
-def test_every_strategy_reaches_the_default_target(algorithm, threads):
+@pytest.mark.parametrize("strategy, threads", convergence_cases())
+def test_every_strategy_reaches_the_default_target(strategy, threads):
     # far above the default time limit: a loaded CI runner slows SYNC's barriers a lot
-    result = run_watched("mlp-digits", algorithm, threads, seed=0, max_time=60.0)
+    result = run_watched("mlp-digits", strategy, threads, seed=0, max_time=60.0)
     assert result.status == "converged", (
-        f"{algorithm} with {threads} threads: {result.status} after {result.wall_s:.1f} s, "
+        f"{strategy} with {threads} threads: {result.status} after {result.wall_s:.1f} s, "
         f"smoothed loss {result.final_loss:.4g} > target {DIGITS.target_loss}")
 
 
@@ -231,7 +232,7 @@ def test_openblas_slots_follow_its_buffer_table():
 
 @pytest.mark.skipif(BLAS_LIMIT is None, reason="the loaded BLAS has no per-thread table")
 def test_threads_at_the_blas_limit_run_and_one_above_is_refused(tmp_path):
-    common = ["run", "--algorithm", "hogwild", "--target-loss", "none", "--max-time", "60",
+    common = ["run", "--strategy", "hogwild", "--target-loss", "none", "--max-time", "60",
               "--max-updates", "3000"]
     at_limit = asgdbench_cli(*common, "--threads", str(BLAS_LIMIT.threads))
     assert at_limit.returncode == 0, at_limit.stderr[-2000:]
@@ -302,11 +303,11 @@ def test_batch_size_is_bounded_by_the_training_set():
     assert result.updates_applied == 5
 
 
-@pytest.mark.parametrize("algorithm, threads", [("leashed", 3), ("lock", 4), ("sync", 2)])
-def test_memory_estimate_covers_what_a_run_allocates(algorithm, threads):
+@pytest.mark.parametrize("strategy, threads", [("leashed", 3), ("lock", 4), ("sync", 2)])
+def test_memory_estimate_covers_what_a_run_allocates(strategy, threads):
     """The estimate is an upper bound of the arrays a run actually builds."""
     workload = load_workload("mlp-digits")
-    spec = parse_spec(algorithm)
+    spec = parse_spec(strategy)
     config = configure(workload.name, workload.defaults, spec, threads, batch_size=64)
     state = spec.strategy.make_state(workload.init_params(0), threads, **spec.kwargs)
     state_bytes = sum(part.nbytes for part in state if isinstance(part, np.ndarray))

@@ -29,7 +29,7 @@ import scaling  # noqa: E402
 def cells_by_strategy(configs) -> dict[str, set[int]]:
     threads = defaultdict(set)
     for config in configs:
-        threads[config.algorithm].add(config.threads)
+        threads[config.strategy.label].add(config.threads)
     return dict(threads)
 
 
@@ -47,7 +47,7 @@ def test_the_full_plan_is_the_issues_grid_with_one_time_limit_that_fits_the_budg
         (experiment.time_limit_s, scaling.TARGET_LOSS, 16)}
     # rounds of one seed: each seed's cells run before the next seed's
     assert [config.seed for config in cells] == sorted(config.seed for config in cells)
-    assert cells_by_strategy(experiment.throughput) == {s: {16} for s in scaling.THROUGHPUT}
+    assert cells_by_strategy(experiment.throughput) == {s.label: {16} for s in scaling.THROUGHPUT}
     assert {(c.target_loss, c.max_time, c.batch_size) for c in experiment.throughput} == {
         (None, 1.0, 16)}
     # the budget: 135 runs x (limit + overhead) + 15 x (1 s + overhead) + compile + fixed,
@@ -105,10 +105,10 @@ def test_the_guard_saves_each_run_then_stops_before_one_that_could_overrun():
     assert saved == ["first", "second"]
 
 
-def _runs(algorithm, threads, times, *, max_time=2.0, rate=None):
+def _runs(strategy, threads, times, *, max_time=2.0, rate=None):
     out = []
     for seed, time in enumerate(times):
-        result = record(algorithm, threads, seed, lr=0.05, time=time, max_time=max_time,
+        result = record(strategy, threads, seed, lr=0.05, time=time, max_time=max_time,
                         workload=scaling.WORKLOAD, converged=time < max_time)
         if rate is not None:
             result = dataclasses.replace(result, updates_per_s=rate * (1 + 0.01 * seed))
@@ -141,8 +141,8 @@ def test_the_targets_are_judged_per_seed_pair_against_their_thresholds():
 
 
 def fake_run_cell(workload, config):
-    time = 0.3 + 0.01 * config.seed + 0.1 * (config.algorithm == "seq")
-    result = record(config.algorithm, config.threads, config.seed, lr=config.lr, time=time,
+    time = 0.3 + 0.01 * config.seed + 0.1 * (config.strategy.label == "seq")
+    result = record(config.strategy, config.threads, config.seed, lr=config.lr, time=time,
                     max_time=config.max_time or 1.0, workload=config.workload)
     return dataclasses.replace(result, config=config)
 
@@ -203,5 +203,5 @@ def test_claim_4_runs_no_tp_cells_at_one_thread():
     """tp bounds contention; one thread has none, so claim 4 plans from 2 threads."""
     experiment = scaling.plan_experiment(scaling.REDUCED, cores=2)
     tp_threads = {c.threads for c in experiment.plan.cells[scaling.WORKLOAD]
-                  if c.algorithm in LEASHED_TP[:2]}
+                  if c.strategy in LEASHED_TP[:2]}
     assert tp_threads == {2, 4}

@@ -370,8 +370,8 @@ def test_a_rule_from_a_plugin_file_runs_with_every_built_in_strategy(strategy, h
     updates = 1500
     result = probe_run(strategy, threads, updates, step="halving", target_loss=None)
     assert result.status == "budget" and result.updates_applied == updates
-    assert result.config.step == "halving:limit=4"
-    assert result.config.label == f"{strategy}+halving"  # limit=4 is its default
+    assert result.config.step.label == "halving:limit=4"
+    assert result.config.label == f"{strategy}+halving:limit=4"  # every parameter shows
     assert result.step_source["kind"] == "file"
     # the steps taken are the rule at the recorded τ's (every step is a power of two: exact)
     steps = predicted_steps(result, halving_step)
@@ -533,33 +533,36 @@ def test_compare_refuses_a_bad_rule_in_its_list_before_any_run(tmp_path, capsys)
 # -- results: identity, labels, old records ---------------------------------------------------
 
 def test_the_rule_is_part_of_a_cells_identity_and_label():
-    base = dict(workload="probe", algorithm="leashed:tp=inf", threads=2, lr=0.1, batch_size=1,
+    base = dict(workload="probe", strategy="leashed:tp=inf", threads=2, lr=0.1, batch_size=1,
                 seed=0, target_loss=None, max_time=1.0, max_updates=None)
     constant, inverse = RunConfig(**base), RunConfig(**base, step="inverse")
     assert constant.key() != inverse.key()
     assert (constant.label, inverse.label) == ("leashed:tp=inf", "leashed:tp=inf+inverse")
 
 
-def test_labels_show_only_the_rule_parameters_not_at_their_defaults():
-    """Tables stay narrow: ``+tail`` at its defaults; a changed parameter shows; the identity
-    (``key``) keeps the full spec, and different specs never share a label."""
-    base = dict(workload="probe", algorithm="leashed:tp=inf", threads=2, lr=0.1, batch_size=1,
+def test_labels_show_every_rule_parameter_whichever_plugins_are_loaded():
+    """A label is the plan's canonical spec (engine/choice.py): every parameter shows, so the
+    label needs no plugin to know its defaults; the constant rule is left out; different
+    specs never share a label or a key."""
+    base = dict(workload="probe", strategy="leashed:tp=inf", threads=2, lr=0.1, batch_size=1,
                 seed=0, target_loss=None, max_time=1.0, max_updates=None)
     specs = {parse_step_spec(text).label: shown for text, shown in [
-        ("tail", "leashed:tp=inf+tail"),
-        ("tail:amplitude=0.5", "leashed:tp=inf+tail:amplitude=0.5"),
-        ("tail:warmup_to=20:amplitude=1", "leashed:tp=inf+tail:warmup_to=20"),
-        ("fleet", "leashed:tp=inf+fleet"),
+        ("tail", "leashed:tp=inf+tail:amplitude=1:warmup_from=10:warmup_to=15:max_staleness=199"),
+        ("tail:amplitude=0.5",
+         "leashed:tp=inf+tail:amplitude=0.5:warmup_from=10:warmup_to=15:max_staleness=199"),
+        ("tail:warmup_to=20:amplitude=1",
+         "leashed:tp=inf+tail:amplitude=1:warmup_from=10:warmup_to=20:max_staleness=199"),
+        ("fleet", "leashed:tp=inf+fleet:tau_th=0"),
         ("constant", "leashed:tp=inf")]}
     configs = {full: RunConfig(**base, step=full) for full in specs}
     assert {full: config.label for full, config in configs.items()} == specs
     assert len({config.key() for config in configs.values()}) == len(specs)
     assert "tail:amplitude=1:warmup_from=10:warmup_to=15:max_staleness=199" in configs  # identity
-    # -0 is not the default 0 as the canonical spec writes it: it must not hide as "fleet"
+    # -0 is not 0 as the canonical spec writes it: two cells, two labels
     zero, minus_zero = (RunConfig(**base, step=parse_step_spec(f"fleet:tau_th={v}").label)
                         for v in ("0", "-0"))
     assert zero.label != minus_zero.label and zero.key() != minus_zero.key()
-    # a rule this process does not know (a plugin file not loaded here) keeps its full label
+    # a rule this process does not know (a plugin file not loaded here) reads the same
     assert RunConfig(**base, step="elsewhere:x=1").label == "leashed:tp=inf+elsewhere:x=1"
 
 
@@ -569,7 +572,7 @@ def test_a_record_from_before_step_rules_reads_as_constant():
     assert record["step"] == "constant" and record["step_rule"]["rule"] == "constant"
     del record["step"], record["step_rule"], record["step_source"]
     old = RunResult.from_dict(record)
-    assert old.config.step == "constant" and old.config.key() == result.config.key()
+    assert old.config.step.label == "constant" and old.config.key() == result.config.key()
 
 
 def test_compare_grid_has_a_step_axis_and_resumes_by_it(tmp_path, capsys):

@@ -115,7 +115,7 @@ def test_claim_1_one_outlier_seed_moves_neither_the_estimate_nor_the_verdict_the
         return jitter(seed) * (40 if seed == 3 else 1)
     five = judged(1, speed_runs(leashed, lambda s, m: 2 * jitter(s)), cores=2)
     assert five.verdict == INCONCLUSIVE  # 4 of 5 pairs: not enough to rule the outlier out
-    ratio = next(row[4] for row in five.rows if row[1] == LOCK)
+    ratio = next(row[4] for row in five.rows if row[1] == LOCK.label)
     assert 1.5 < float(ratio.split()[0]) < 2.5  # the estimate stays near 2x
     ten = judged(1, speed_runs(leashed, lambda s, m: 2 * jitter(s), count=10), cores=2)
     assert parts(ten)[f"faster than {LOCK} at 2 threads"] == SUPPORTED
@@ -240,7 +240,7 @@ def test_claim_4_failures_from_zero_have_no_exponent_and_no_floor_invents_one():
 def test_claim_4_tp_part_and_its_table_cover_tp_0_1_and_inf():
     verdict = judged(4, contention_runs(lambda m, s: 100, threads=(2,)), cores=2)
     assert [part.verdict for part in verdict.parts] == [NOT_TESTABLE, SUPPORTED]
-    assert {row[0] for row in verdict.rows} == {"leashed:tp=0", "leashed:tp=1", LEASHED}
+    assert {row[0] for row in verdict.rows} == {"leashed:tp=0", "leashed:tp=1", LEASHED.label}
     higher = judged(4, contention_runs(lambda m, s: 100, tp0_staleness=3.0, threads=(2,),
                                        count=10), cores=2)
     assert higher.parts[1].verdict == CONTRADICTED
@@ -440,7 +440,7 @@ def test_an_inconclusive_magnitude_states_the_ratio_that_would_clear_1_2_not_1()
 
 def test_claim_5_a_run_without_the_figure_is_left_out_not_read_as_infinite():
     runs = staleness_runs({}, {}, count=6)
-    leashed_5 = next(r for r in runs if r.config.algorithm == LEASHED and r.config.seed == 5)
+    leashed_5 = next(r for r in runs if r.config.strategy == LEASHED and r.config.seed == 5)
     leashed_5.staleness = None  # recorded without a staleness summary: every figure is NaN
     verdict = judged(5, runs, cores=2)
     assert parts(verdict)[f"mean no larger than {LOCK}'s at 2 threads"] == SUPPORTED

@@ -31,7 +31,7 @@ MEMORY_HEADROOM = 0.9
 def check(workload: Workload, spec: StrategySpec, config: RunConfig) -> None:
     """Refuse ``config`` on ``workload`` if the process or the machine cannot run it.
 
-    The BLAS thread limit needs no workload, so :func:`asgdbench.engine.runner.validate_config`
+    The BLAS thread limit needs no workload, so :func:`asgdbench.engine.plan.validate_config`
     checks it (:func:`check_blas_threads`) with the rest of a configuration, before
     any data is loaded.
     """

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
 import numpy as np
 
+from asgdbench.engine.choice import CONSTANT, Choice, as_choice, run_label
 from asgdbench.engine.telemetry import TELEMETRY, Telemetry
-from asgdbench.plugins.step_rules import combined_label
 
 STATUSES = ("converged", "diverged", "timeout", "budget", "error")
 WORKLOAD_DEFAULT: Any = object()
@@ -23,10 +23,14 @@ WORKLOAD_DEFAULT: Any = object()
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that decides a run; two runs with equal configs are repeats."""
+    """Everything that decides a run; two runs with equal configs are repeats.
+
+    ``strategy`` and ``step`` are typed :class:`~asgdbench.engine.choice.Choice` values; a
+    canonical spec string given for either is read as one (no registry needed).
+    """
 
     workload: str
-    algorithm: str
+    strategy: Choice
     threads: int
     lr: float
     batch_size: int
@@ -35,18 +39,39 @@ class RunConfig:
     max_time: float | None
     max_updates: int | None
     dtype: str = "float32"
-    step: str = "constant"
-    """The step rule's canonical spec (runs recorded before step rules existed: constant)."""
+    step: Choice = CONSTANT
+    """The step rule (runs recorded before step rules existed: constant)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", as_choice(self.strategy))
+        object.__setattr__(self, "step", as_choice(self.step, CONSTANT))
 
     def key(self) -> tuple:
-        """Identity of a grid cell, for resuming a grid without redoing runs."""
-        return (self.workload, self.algorithm, self.step, self.threads, float(self.lr),
-                self.batch_size, self.seed, self.dtype)
+        """Identity of a grid cell, for resuming a grid without redoing runs: the plan's
+        canonical labels, the same whichever plugins are loaded."""
+        return (self.workload, self.strategy.label, self.step.label, self.threads,
+                float(self.lr), self.batch_size, self.seed, self.dtype)
 
     @property
     def label(self) -> str:
-        """Strategy and step rule, as tables show them: ``leashed:tp=inf+inverse``."""
-        return combined_label(self.algorithm, self.step)
+        """Strategy and step rule, as tables show them: ``leashed:tp=inf+inverse``
+        (:func:`~asgdbench.engine.choice.run_label`)."""
+        return run_label(self.strategy, self.step)
+
+    def to_record(self) -> dict[str, Any]:
+        """The config as a result file holds it: the strategy and step rule as their labels."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        return record | {"strategy": self.strategy.label, "step": self.step.label}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> "RunConfig":
+        """Read a config from a result record, those of earlier versions included: the
+        strategy under its old key ``algorithm``, no ``step`` (constant)."""
+        names = cls.__dataclass_fields__
+        values = {k: data[k] for k in names if k in data}
+        if "strategy" not in values and "algorithm" in data:
+            values["strategy"] = data["algorithm"]
+        return cls(**values)
 
 
 @dataclass
@@ -101,13 +126,12 @@ class RunOutcome:
         """Flat JSON-ready dict: the config's fields first, non-finite floats as None."""
         data = {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name not in ("config", "final_params")}  # no deep copy of the parameters
-        return _finite({**asdict(self.config), **data})
+        return _finite({**self.config.to_record(), **data})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunResult":
         """A record from its dict; a telemetry field it lacks (an older file) takes its empty value."""
-        config_names = RunConfig.__dataclass_fields__
-        config = RunConfig(**{k: data[k] for k in config_names if k in data})
+        config = RunConfig.from_record(data)
         rest = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "config"}
         return cls(config=config, **rest)
 

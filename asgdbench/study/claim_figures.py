@@ -14,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
+from asgdbench.engine.choice import Choice
 from asgdbench.engine.run_result import RunResult
 from asgdbench.study import plots
 from asgdbench.study.claims import (
@@ -25,12 +26,13 @@ from asgdbench.study.claims import (
     Context,
     dropped_share,
     failures_per_update,
+    is_run_of,
     runs_of,
     time_to_epsilon,
 )
 
-STRATEGY_COLOURS = {LOCK: "C0", HOGWILD: "C1", LEASHED: "C2", "leashed:tp=0": "C3",
-                    "leashed:tp=1": "C4"}
+STRATEGY_COLOURS = {LOCK: "C0", HOGWILD: "C1", LEASHED: "C2", LEASHED_TP[0]: "C3",
+                    LEASHED_TP[1]: "C4"}
 
 
 def claim_figure(plt: ModuleType, number: int, results: Sequence[RunResult], workload: str,
@@ -41,8 +43,8 @@ def claim_figure(plt: ModuleType, number: int, results: Sequence[RunResult], wor
     return draw(plt, runs, workload, context)
 
 
-def _colour(label: str) -> str:
-    return STRATEGY_COLOURS.get(label, "C7")
+def _colour(strategy: Choice) -> str:
+    return STRATEGY_COLOURS.get(strategy, "C7")
 
 
 def _spans_decades(values: Sequence[float]) -> bool:
@@ -52,7 +54,7 @@ def _spans_decades(values: Sequence[float]) -> bool:
 
 def _speed(plt, runs, workload, context):
     lr = context.base_lr[workload]
-    series = {label: sorted({r.config.threads for r in runs if r.config.algorithm == label
+    series = {label: sorted({r.config.threads for r in runs if is_run_of(r, label)
                              and math.isclose(r.config.lr, lr)})
               for label in (LOCK, HOGWILD, LEASHED)}
     series = {label: counts for label, counts in series.items() if counts}
@@ -98,12 +100,12 @@ def _speed(plt, runs, workload, context):
 
 
 def _stability(plt, runs, workload, context):
-    candidates = [r.config.threads for r in runs if r.config.algorithm == LEASHED
+    candidates = [r.config.threads for r in runs if is_run_of(r, LEASHED)
                   and r.config.threads <= context.cores]
     if not candidates:
         return None
     threads = max(candidates)
-    lrs = sorted({r.config.lr for r in runs if r.config.algorithm == LEASHED
+    lrs = sorted({r.config.lr for r in runs if is_run_of(r, LEASHED)
                   and r.config.threads == threads})
     any_converged = any(r.converged for r in runs if r.config.threads == threads)
     figure, axes = plt.subplots(1, 2 if any_converged else 1, figsize=(
@@ -142,10 +144,10 @@ def _stability(plt, runs, workload, context):
 def _memory(plt, runs, workload, context):
     lr = context.base_lr[workload]
     labels = [label for label in (LOCK, HOGWILD, LEASHED)
-              if any(r.config.algorithm == label and r.live_param_vectors for r in runs)]
+              if any(is_run_of(r, label) and r.live_param_vectors for r in runs)]
     if not labels:
         return None
-    counts = sorted({r.config.threads for r in runs if r.config.algorithm in labels})
+    counts = sorted({r.config.threads for r in runs if any(is_run_of(r, strategy) for strategy in labels)})
     top = max(counts)
     figure, (trace_ax, mean_ax) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for label in labels:
@@ -181,10 +183,10 @@ def _shade_time_shared(ax, counts: Sequence[int], cores: int) -> None:
 
 def _contention(plt, runs, workload, context):
     lr = context.base_lr[workload]
-    present = [label for label in LEASHED_TP if any(r.config.algorithm == label for r in runs)]
+    present = [label for label in LEASHED_TP if any(is_run_of(r, label) for r in runs)]
     if not present:
         return None
-    counts = sorted({r.config.threads for r in runs if r.config.algorithm in present})
+    counts = sorted({r.config.threads for r in runs if any(is_run_of(r, strategy) for strategy in present)})
     panels = [("failed CAS per update", failures_per_update),
               ("dropped share of gradients", dropped_share)]
     drawn = []
@@ -222,7 +224,7 @@ def _contention(plt, runs, workload, context):
 
 def _staleness(plt, runs, workload, context):
     lr = context.base_lr[workload]
-    shown = [r for r in runs if r.config.algorithm in (*BASELINES, LEASHED)
+    shown = [r for r in runs if any(is_run_of(r, strategy) for strategy in (*BASELINES, LEASHED))
              and math.isclose(r.config.lr, lr) and r.config.threads <= max(context.cores, 1)
              and r.staleness.get("count")]
     if not shown:

@@ -111,7 +111,7 @@ def experiment_lines(plan: Plan, results: Sequence[RunResult], number: int) -> l
             lrs = ", ".join(f"{plan.base_lr[workload] * factor:g}" for factor in part.lr_factors)
             target = {r.config.target_loss for r in results if r.config.workload == workload}
             limit = {r.config.max_time for r in results if r.config.workload == workload}
-            lines.append(f"{workload}: strategies {', '.join(part.strategies)}; threads "
+            lines.append(f"{workload}: strategies {', '.join(map(str, part.strategies))}; threads "
                          f"{', '.join(map(str, part.threads))}; step sizes {lrs}; "
                          f"{plan.scale.seeds} seeds; target loss "
                          f"{_one(target)}; time limit {_one(limit)} s")

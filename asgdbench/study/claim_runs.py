@@ -10,13 +10,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from asgdbench.engine.choice import CONSTANT, Choice
 from asgdbench.engine.run_result import RunResult
 from asgdbench.study.claim_statistics import MIN_PAIRS, Pairs
 
-LOCK, HOGWILD = "lock-per-step-copy", "hogwild-per-step-copy"
+LOCK, HOGWILD = Choice("lock-per-step-copy"), Choice("hogwild-per-step-copy")
 """The baselines as the authors ran them: a copy per step (see algorithms/lock.py, hogwild.py)."""
-LEASHED = "leashed:tp=inf"
-LEASHED_TP = ("leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
+LEASHED = Choice("leashed", (("tp", math.inf),))
+LEASHED_TP = tuple(Choice("leashed", (("tp", tp),)) for tp in (0, 1, math.inf))
+"""Leashed-SGD at the persistence bounds the paper compares (tp: retries before a drop)."""
 BASELINES = (LOCK, HOGWILD)
 MIN_SEEDS = MIN_PAIRS
 CLOCK_RESOLUTION_S = 1e-6
@@ -34,11 +36,16 @@ class Context:
 
 # -- reading the runs -------------------------------------------------------------------
 
-def runs_of(results: Sequence[RunResult], workload: str, algorithm: str, threads: int,
+def is_run_of(result: RunResult, strategy: Choice) -> bool:
+    """Whether ``result`` ran ``strategy`` at the paper's constant step (the claims' runs)."""
+    return result.config.strategy == strategy and result.config.step == CONSTANT
+
+
+def runs_of(results: Sequence[RunResult], workload: str, strategy: Choice, threads: int,
             lr: float | None) -> list[RunResult]:
     """The valid runs of one cell (status ``error`` excluded); ``lr`` None: every step size."""
     return [r for r in results if r.config.workload == workload
-            and r.config.algorithm == algorithm and r.config.threads == threads
+            and is_run_of(r, strategy) and r.config.threads == threads
             and (lr is None or math.isclose(r.config.lr, lr, rel_tol=1e-9))
             and r.status != "error"]
 
@@ -105,14 +112,14 @@ def staleness_figure(result: RunResult, name: str) -> float:
     return math.nan if value is None else float(value)
 
 
-def thread_counts_run(results: Sequence[RunResult], workload: str, algorithm: str,
+def thread_counts_run(results: Sequence[RunResult], workload: str, strategy: Choice,
                       up_to: int) -> list[int]:
-    """Thread counts from 2 to ``up_to`` at which ``algorithm`` has runs on ``workload``."""
+    """Thread counts from 2 to ``up_to`` at which ``strategy`` has runs on ``workload``."""
     return sorted({r.config.threads for r in results if r.config.workload == workload
-                   and r.config.algorithm == algorithm and 2 <= r.config.threads <= up_to})
+                   and is_run_of(r, strategy) and 2 <= r.config.threads <= up_to})
 
 
-def too_few(cells: dict[str, list], need: int) -> str | None:
+def too_few(cells: dict, need: int) -> str | None:
     """A reason if any cell has fewer than ``need`` runs."""
     short = [f"{label} has {len(runs)}" for label, runs in cells.items() if len(runs) < need]
     return f"needs >= {need} seeds per cell; {', '.join(short)}" if short else None

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from asgdbench.engine.choice import Choice
 from asgdbench.engine.run_result import RunResult
-from asgdbench.study import claim_judges
+from asgdbench.study import claim_judges, claim_judges_contention
 from asgdbench.study.claim_runs import (  # noqa: F401  (re-exported: figures and tests)
     BASELINES,
     HOGWILD,
@@ -30,6 +31,7 @@ from asgdbench.study.claim_runs import (  # noqa: F401  (re-exported: figures an
     Context,
     dropped_share,
     failures_per_update,
+    is_run_of,
     mean_live_bytes,
     runs_of,
     time_to_epsilon,
@@ -123,7 +125,7 @@ def oversubscribed_counts(cores: int, scale: Scale) -> tuple[int, ...]:
 class Cells:
     """Part of a claim's grid: strategies x thread counts x step sizes (multiples), every seed."""
 
-    strategies: tuple[str, ...]
+    strategies: tuple[Choice, ...]
     threads: tuple[int, ...]
     lr_factors: tuple[float, ...] = (1.0,)
 
@@ -250,7 +252,7 @@ CLAIMS: tuple[Claim, ...] = (
           f"not lower. The table gives tp = 0, 1 and inf at every count. {_FOUR}",
           "Failed CAS per update and dropped share of gradients against threads, per "
           "persistence bound tp; the shaded thread counts exceed the cores (time-shared).",
-          _plan_contention, claim_judges.judge_contention),
+          _plan_contention, claim_judges_contention.judge_contention),
     Claim(5, "Staleness",
           "Each strategy's staleness distribution, and how consistency changes it: Leashed-SGD's "
           "τ is exact (every read is the version it names) and no larger than lock-based "
@@ -264,7 +266,7 @@ CLAIMS: tuple[Claim, ...] = (
           f"detector. {_PAIRED}",
           "Staleness histograms (share of updates per doubling bin), one panel per strategy, "
           "one bar per thread count.",
-          _plan_speed, claim_judges.judge_staleness,  # the runs of claim 1
+          _plan_speed, claim_judges_contention.judge_staleness,  # the runs of claim 1
           note="Why the mean τ is about m - 1 for every consistent strategy: a thread's "
                "read-to-update windows follow one another, so each update by one of the other "
                "m - 1 threads falls in exactly one window of this thread; averaged over "

@@ -8,7 +8,7 @@ each result to ``runs.jsonl`` as it arrives (in any order); workers run cells.
 
 Rules that keep the timings honest:
 
-- Every task needs the worker resource ``machine=1`` (:data:`RESOURCE`), and a
+- Every task needs the worker resource ``machine=1`` (:data:`~asgdbench.study.cluster_worker.RESOURCE`), and a
   worker started as :data:`WORKER_COMMAND` has exactly one, so it runs one
   timed run at a time and owns its node's cores while it does.
 - A worker process keeps its loaded workloads and plugin files between tasks,
@@ -23,36 +23,35 @@ Rules that keep the timings honest:
   through :func:`~asgdbench.plugins.files.load_plugin_file`, once per file and
   process; each worker resolves its own data folder (``ASGDBENCH_DATA`` or its
   cache; with ``local:N`` the client's ``--data-dir`` too, it is the same machine).
+
+This module is the client's side; what a worker runs is in :mod:`.cluster_worker`. A task
+carries the cell's :class:`~asgdbench.engine.run_result.RunConfig` with its typed choices,
+which the worker binds to its own registered plugins: no spec is parsed there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import os
 import re
-import signal
-import socket
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from asgdbench.engine.run_result import RunConfig, RunResult
-from asgdbench.engine.statistics import histogram_summary
-from asgdbench.errors import ConfigError, UserError, one_line
+from asgdbench.errors import ConfigError, one_line
+from asgdbench.study.cluster_worker import (
+    RESOURCE,
+    PluginFile,
+    check_on_worker,
+    error_result,
+    run_on_worker,
+    worker_facts,
+)
 
-RESOURCE = "machine"
-"""The worker resource each run needs one of: a worker with one runs one timed run at a time."""
 WORKER_COMMAND = 'dask worker {address} --nworkers 1 --nthreads 1 --resources "machine=1"'
 INSTALL_HINT = "pip install 'asgdbench[cluster]'"
 CONNECT_TIMEOUT_S = 20.0
@@ -90,26 +89,6 @@ def parse_address(text: str) -> ClusterAddress:
     return ClusterAddress(text)
 
 
-@dataclass(frozen=True)
-class PluginFile:
-    """A ``--plugin`` file as it travels to the workers: its bytes, hash and client path."""
-
-    name: str
-    data: bytes
-    sha256: str
-    client_path: str
-
-    @classmethod
-    def read(cls, path: str | Path) -> "PluginFile":
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise ConfigError(f"plugin file {str(path)!r} cannot be read "
-                              f"({error.strerror or type(error).__name__})") from None
-        return cls(path.name, data, hashlib.sha256(data).hexdigest(), str(path.resolve()))
-
-
 class Cluster:
     """A connection to a dask cluster that runs grid cells (see the module docstring).
 
@@ -130,7 +109,7 @@ class Cluster:
 
     def workers(self) -> dict[str, str]:
         """Address -> host of every worker offering the ``machine`` resource now."""
-        facts = self.client.run(_worker_facts, on_error="ignore")
+        facts = self.client.run(worker_facts, on_error="ignore")
         return {address: host for address, (host, slots) in facts.items() if slots >= 1}
 
     def wait_for_workers(self, timeout_s: float | None = None) -> dict[str, str]:
@@ -172,7 +151,7 @@ class Cluster:
         first refusal is one line naming the worker's host.
         """
         self.wait_for_workers()
-        answers = self.client.run(_check_on_worker, check, list(cells), self.plugins, self.data_dir,
+        answers = self.client.run(check_on_worker, check, list(cells), self.plugins, self.data_dir,
                                   on_error="return")
         for address, answer in sorted(answers.items()):
             if isinstance(answer, BaseException):
@@ -321,106 +300,6 @@ def start_local(workers: int) -> Any:
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                             host="127.0.0.1", dashboard_address="127.0.0.1:0",
                             resources={RESOURCE: 1}, memory_limit=0,
-                            silence_logs=logging.ERROR, preload=[__name__])
+                            silence_logs=logging.ERROR, preload=["asgdbench.study.cluster_worker"])
 
 
-def dask_setup(worker: Any) -> None:
-    """Preload hook of ``local:N``'s workers: a terminal's Ctrl-C reaches them too, but it is
-    the client's to handle (it cancels the tasks and closes them), not theirs to print."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def error_result(config: RunConfig, reason: str, *, host: str = "") -> RunResult:
-    """The record of a run that never produced a result: ``status: error`` and why."""
-    return RunResult(
-        config=config, status="error", wall_s=0.0, time_to_target_s=None, steps_to_target=None,
-        updates_applied=0, gradients_computed=0, gradients_dropped=0, updates_per_s=0.0,
-        per_thread_updates=[], per_thread_gradients=[], loss_trace=[],
-        staleness=histogram_summary(np.zeros(1, dtype=np.int64), None), cas=None,
-        peak_param_vectors=0, peak_param_bytes=0, initial_loss=math.nan, final_loss=None,
-        test_loss=None, test_accuracy=None, compile_s=0.0,
-        environment={"host": host} if host else {}, error=reason)
-
-
-# -- on the worker ------------------------------------------------------------------
-
-def run_on_worker(run: Callable[[Any, RunConfig], RunResult], config: RunConfig,
-                  plugins: Sequence[PluginFile], data_dir: str | None) -> dict[str, Any]:
-    """A task: run one cell here; ``{"result": run}`` or ``{"failed": one line, ...}``.
-
-    Failures are answered, not raised, so that the client learns which worker
-    failed and can retry elsewhere; the run's environment names the worker.
-    """
-    worker, host = _this_worker(), socket.gethostname()
-    try:
-        _load_plugins(plugins)
-        result = run(_workload(config.workload, config.dtype, data_dir), config)
-    except UserError as error:
-        return {"failed": one_line(error), "worker": worker, "host": host}
-    except Exception as error:  # anything else a run can raise: the client records it
-        return {"failed": f"{type(error).__name__}: {error}", "worker": worker, "host": host}
-    result.environment.update(dask_worker=worker, worker_pid=os.getpid())
-    return {"result": result.to_dict()}
-
-
-def _check_on_worker(check: Callable[[Any, Sequence[RunConfig]], None],
-                     cells: Sequence[RunConfig], plugins: Sequence[PluginFile],
-                     data_dir: str | None) -> str | None:
-    """Preflight on one worker (``Client.run``): None, or the one-line reason it refuses."""
-    try:
-        _load_plugins(plugins)
-        for name, dtype in dict.fromkeys((c.workload, c.dtype) for c in cells):
-            check(_workload(name, dtype, data_dir),
-                               [c for c in cells if (c.workload, c.dtype) == (name, dtype)])
-    except UserError as error:
-        return f"{socket.gethostname()}: {one_line(error)}"
-    return None
-
-
-def _worker_facts(dask_worker: Any) -> tuple[str, float]:
-    """This worker's host and how many ``machine`` slots it offers (``Client.run``)."""
-    return socket.gethostname(), float(dask_worker.state.total_resources.get(RESOURCE, 0))
-
-
-def _this_worker() -> str:
-    try:
-        from distributed import get_worker
-
-        return get_worker().address
-    except (ImportError, ValueError):  # called outside a worker (a test, a debugger)
-        return ""
-
-
-@lru_cache(maxsize=8)
-def _workload(name: str, dtype: str, data_dir: str | None) -> Any:
-    """A workload loaded once per worker process, so its kernels compile once."""
-    from asgdbench.plugins.workloads import load_workload
-
-    return load_workload(name, data_dir=data_dir, dtype=dtype)
-
-
-_LOADED: dict[str, str] = {}
-"""Plugin file name -> SHA-256 of the version this process loaded."""
-
-
-def _load_plugins(plugins: Sequence[PluginFile]) -> None:
-    """Load shipped plugin files not yet loaded in this process (see :func:`load_plugin_file`)."""
-    from asgdbench.plugins.files import load_plugin_file
-
-    for plugin in plugins:
-        loaded = _LOADED.get(plugin.name)
-        if loaded == plugin.sha256:
-            continue
-        if loaded is not None:
-            raise ConfigError(f"this worker already loaded another version of plugin "
-                              f"{plugin.name}; restart the workers to load the edited file")
-        folder = Path(tempfile.gettempdir()) / "asgdbench-plugins" / plugin.sha256
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / plugin.name
-        if not path.exists():
-            scratch = folder / f".{plugin.name}.{uuid.uuid4().hex}"
-            scratch.write_bytes(plugin.data)
-            scratch.replace(path)  # atomic: workers on one node may write it at once
-        load_plugin_file(path)
-        _LOADED[plugin.name] = plugin.sha256

@@ -51,7 +51,7 @@ def render_comparison(before: Sequence[Row], after: Sequence[Row]) -> str:
 
 
 def _comparison_key(row: Row) -> tuple:
-    return (row.context, row.algorithm, row.threads, row.lr)
+    return (row.context, row.strategy, row.threads, row.lr)
 
 
 def _compared(before: Row | None, after: Row | None) -> tuple[str, str, str, str]:

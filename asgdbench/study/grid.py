@@ -14,15 +14,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
+from asgdbench.engine.choice import Choice, parse_step, parse_strategy
+from asgdbench.engine.plan import configure
 from asgdbench.engine.run_result import WORKLOAD_DEFAULT, RunConfig, RunResult
 from asgdbench.errors import ConfigError
-from asgdbench.plugins.step_rules import parse_step_spec
+from asgdbench.plugins.step_rules import StepSpec
 from asgdbench.plugins.workloads import Workload, WorkloadSpec
+
+if TYPE_CHECKING:  # the strategy registry loads numba: not at import (the CLI starts fast)
+    from asgdbench.plugins.strategies import StrategySpec
 
 
 class Executor(Protocol):
@@ -37,7 +42,7 @@ class Executor(Protocol):
                   on_result: Callable[[RunResult], None], *, progress: object = None) -> None: ...
 
 DEFAULT_WORKLOAD = "mlp-digits"
-DEFAULT_ALGORITHMS = ("seq", "lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
+DEFAULT_STRATEGIES = ("seq", "lock", "hogwild", "leashed:tp=0", "leashed:tp=1", "leashed:tp=inf")
 DEFAULT_THREADS = (1, 2, 4, 8)
 DEFAULT_REPEATS = 3
 INTERLEAVED, BY_STRATEGY = "interleaved", "strategy"
@@ -47,7 +52,7 @@ DEFAULT_ORDER_SEED = 0
 
 def expand(
     workload: WorkloadSpec,
-    algorithms: Sequence[str],
+    strategies: Sequence[StrategySpec],
     threads: Sequence[int],
     lrs: Sequence[float] | None = None,
     repeats: int = 1,
@@ -58,25 +63,21 @@ def expand(
     max_time: float | None = WORKLOAD_DEFAULT,
     max_updates: int | None = None,
     dtype: str = "float32",
-    steps: Sequence[str] | None = None,
+    steps: Sequence[StepSpec] | None = None,
 ) -> list[RunConfig]:
     """Every run of the grid, strategy-major, then step rule, repeats (seeds) innermost.
 
-    ``steps`` are step-rule specs (default: ``constant`` only).
-
-    Thread counts a strategy cannot run with (``seq`` beyond 1) are skipped;
-    a strategy left with none of the requested counts is an error. ``lrs``
-    and ``batch_size`` default to the workload's.
+    ``strategies`` and ``steps`` are parsed specs (:func:`parse_specs`; ``steps`` default:
+    ``constant`` only). Thread counts a strategy cannot run with (``seq`` beyond 1) are
+    skipped; a strategy left with none of the requested counts is an error. ``lrs`` and
+    ``batch_size`` default to the workload's.
     """
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, not {repeats}")
     defaults = workload.defaults
-    from asgdbench.engine.runner import configure
-    from asgdbench.plugins.strategies import parse_spec
 
-    specs, _ = unique([parse_spec(text) for text in algorithms], key=lambda spec: spec.label)
-    step_specs, _ = unique([parse_step_spec(text) for text in steps or [None]],
-                           key=lambda spec: spec.label)
+    specs, _ = unique(strategies, key=Choice.of)
+    step_specs, _ = unique(steps or [parse_step(None)], key=Choice.of)
     threads, _ = unique(threads)
     lrs = unique(lrs)[0] if lrs else lrs
     cells = []
@@ -97,6 +98,15 @@ def expand(
                                            max_updates=max_updates, dtype=dtype)
                         cells.append(config)
     return cells
+
+
+def parse_specs(strategies: Sequence[str | StrategySpec | Choice],
+                steps: Sequence[str | StepSpec | Choice] | None = None
+                ) -> tuple[list[StrategySpec], list[StepSpec]]:
+    """The grid's strategy and step-rule specs parsed, once, where they enter (the CLI, the
+    API); an unknown name or bad value fails here, before any work."""
+    return ([parse_strategy(spec) for spec in strategies],
+            [parse_step(spec) for spec in steps or [None]])
 
 
 def order_cells(cells: Sequence[RunConfig], order: str = INTERLEAVED,
@@ -148,16 +158,12 @@ def unique(values: Sequence, key: Callable = lambda value: value) -> tuple[list,
     return kept, repeated
 
 
-def repeated_entries(algorithms: Sequence[str], threads: Sequence[int],
-                     lrs: Sequence[float] | None, steps: Sequence[str] | None = None
+def repeated_entries(strategies: Sequence[StrategySpec], threads: Sequence[int],
+                     lrs: Sequence[float] | None, steps: Sequence[StepSpec] | None = None
                      ) -> list[str]:
     """What the user listed more than once, as ``--option value`` notes (see :func:`unique`)."""
-    from asgdbench.plugins.strategies import parse_spec
-
-    _, specs = unique(algorithms, key=lambda text: parse_spec(text).label)
-    notes = [f"--strategies {spec}" for spec in specs]
-    notes += [f"--step {spec}" for spec in
-              unique(steps or [], key=lambda text: parse_step_spec(text).label)[1]]
+    notes = [f"--strategies {spec.label}" for spec in unique(strategies, key=Choice.of)[1]]
+    notes += [f"--step {spec.label}" for spec in unique(steps or [], key=Choice.of)[1]]
     notes += [f"--threads {count}" for count in unique(threads)[1]]
     notes += [f"--lr {lr:g}" for lr in unique(lrs or [])[1]]
     return notes
@@ -214,15 +220,14 @@ def check_can_run(workload: Workload | None, cells: Sequence[RunConfig], *,
     if cluster is not None:
         cluster.check_can_run(cells, check_can_run)
         return
+    from asgdbench.engine import preflight
+
     seen = set()
     for config in cells:
-        need = (config.algorithm, config.threads, config.batch_size)
+        need = (config.strategy, config.threads, config.batch_size)
         if need not in seen:
             seen.add(need)
-            from asgdbench.engine import preflight
-            from asgdbench.plugins.strategies import parse_spec
-
-            preflight.check(workload, parse_spec(config.algorithm), config)
+            preflight.check(workload, parse_strategy(config.strategy), config)
 
 
 def pending(cells: Sequence[RunConfig], finished: Collection[tuple]) -> list[RunConfig]:
@@ -231,12 +236,10 @@ def pending(cells: Sequence[RunConfig], finished: Collection[tuple]) -> list[Run
 
 
 def run_cell(workload: Workload, config: RunConfig) -> RunResult:
-    """Run one cell of a grid on an already loaded workload."""
-    from asgdbench.engine.runner import run
+    """Run one cell of a grid on an already loaded workload, as :func:`expand` planned it."""
+    from asgdbench.engine.runner import run_planned
 
-    return run(workload, config.algorithm, config.threads, step=config.step, lr=config.lr,
-               batch_size=config.batch_size, seed=config.seed, target_loss=config.target_loss,
-               max_time=config.max_time, max_updates=config.max_updates)
+    return run_planned(workload, config)
 
 
 def run_grid(workload: Workload | None, cells: Sequence[RunConfig],

@@ -64,8 +64,8 @@ def _threads_label(count: int) -> str:
     return f"{count} thread{'s' if count > 1 else ''}"
 
 
-def _series_label(algorithm: str, lr: float, several_lrs: bool) -> str:
-    return f"{algorithm} lr={lr:g}" if several_lrs else algorithm
+def _series_label(strategy: str, lr: float, several_lrs: bool) -> str:
+    return f"{strategy} lr={lr:g}" if several_lrs else strategy
 
 
 def _finite_trace(result: RunResult) -> tuple[list[float], list[float]]:
@@ -134,7 +134,7 @@ def _time_to_target_vs_threads(plt: ModuleType, rows: Sequence[Row]):
     figure, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
     series: dict[str, list[Row]] = {}
     for row in converged:
-        series.setdefault(_series_label(row.algorithm, row.lr, several_lrs), []).append(row)
+        series.setdefault(_series_label(row.strategy, row.lr, several_lrs), []).append(row)
     for index, (label, points) in enumerate(series.items()):
         points.sort(key=lambda row: row.threads)
         medians = [row.time_to_target_median for row in points]
@@ -174,33 +174,33 @@ def _histograms(plt: ModuleType, results: Sequence[RunResult], summary_of, xlabe
     """
     if not results:
         return None
-    algorithms = list(dict.fromkeys(r.config.label for r in results))
-    pooled = {algorithm: {threads: pooled_histogram(summary_of(r) for r in results
-                                                    if r.config.label == algorithm
+    strategies = list(dict.fromkeys(r.config.label for r in results))
+    pooled = {strategy: {threads: pooled_histogram(summary_of(r) for r in results
+                                                    if r.config.label == strategy
                                                     and r.config.threads == threads)
                           for threads in sorted({r.config.threads for r in results
-                                                 if r.config.label == algorithm})}
-              for algorithm in algorithms}
-    constant = {algorithm: _single_value(by_threads) for algorithm, by_threads in pooled.items()}
-    shown = [algorithm for algorithm in algorithms if constant[algorithm] is None]
-    omitted = [f"{algorithm}: always {constant[algorithm]}" for algorithm in algorithms
-               if constant[algorithm] is not None]
+                                                 if r.config.label == strategy})}
+              for strategy in strategies}
+    constant = {strategy: _single_value(by_threads) for strategy, by_threads in pooled.items()}
+    shown = [strategy for strategy in strategies if constant[strategy] is None]
+    omitted = [f"{strategy}: always {constant[strategy]}" for strategy in strategies
+               if constant[strategy] is not None]
     if not shown:  # nothing varies: say so rather than draw flat panels
         figure, ax = plt.subplots(figsize=(6, 1.5), layout="constrained")
         ax.set_axis_off()
         ax.text(0.5, 0.5, f"{xlabel}\n{'; '.join(omitted)}", ha="center", va="center")
         return figure
-    values = [value for algorithm in shown for counts in pooled[algorithm].values()
+    values = [value for strategy in shown for counts in pooled[strategy].values()
               for value in counts]
     exact = max(values) <= EXACT_BINS_UP_TO  # few values: one bin each
     bin_of = (lambda value: value) if exact else _bin
     bins = range(bin_of(min(values)), bin_of(max(values)) + 1)
-    all_threads = sorted({threads for algorithm in shown for threads in pooled[algorithm]})
+    all_threads = sorted({threads for strategy in shown for threads in pooled[strategy]})
     colours = {threads: f"C{index % 10}" for index, threads in enumerate(all_threads)}
     figure, axes = _panel_grid(plt, len(shown), width=max(4.5, 0.45 * len(bins)), height=3.4,
                                columns=2, sharey=True)
-    for ax, algorithm in zip(axes, shown, strict=True):
-        groups = pooled[algorithm]
+    for ax, strategy in zip(axes, shown, strict=True):
+        groups = pooled[strategy]
         width = 0.8 / len(groups)
         for index, (threads, counts) in enumerate(groups.items()):
             shares = [0.0] * len(bins)
@@ -214,7 +214,7 @@ def _histograms(plt: ModuleType, results: Sequence[RunResult], summary_of, xlabe
         ax.set_xticks(range(len(bins)), [str(number) if exact else _bin_label(number)
                                          for number in bins],
                       rotation=45 if len(bins) > 8 else 0)
-        ax.set_title(algorithm)
+        ax.set_title(strategy)
         ax.set_xlabel(xlabel)
     axes[0].set_ylabel("share of updates")
     if omitted:

@@ -98,7 +98,7 @@ def render(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
     headers = ([title for _, title in leading] + ["strategy", "threads"]
                + (["lr"] if shows_lr else []) + [column.header for column in chosen])
     body = [[_context_value(getattr(row, name)) for name, _ in leading]
-            + [row.algorithm, str(row.threads)] + ([f"{row.lr:g}"] if shows_lr else [])
+            + [row.strategy, str(row.threads)] + ([f"{row.lr:g}"] if shows_lr else [])
             + [column.cell(row) for column in chosen]
             for row in rows]
     text_columns = len(leading) + 1  # the context columns and the strategy
@@ -131,7 +131,7 @@ def _provenance_notes(rows: Sequence[Row], field: str, title: str, plural: str
     about; otherwise one value is named, and several are warned about.
     """
     mixed = [row for row in rows if "; " in getattr(row, field)]
-    warnings = [f"Warning: {row.algorithm} at {row.threads} threads mixes runs on different "
+    warnings = [f"Warning: {row.strategy} at {row.threads} threads mixes runs on different "
                 f"{plural} ({getattr(row, field)}); its times are not comparable."
                 for row in mixed]
     values = sorted({getattr(row, field) for row in rows if getattr(row, field)})

@@ -181,7 +181,8 @@ def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cor
                 if len(threads) < len(part.threads):
                     notes.append(f"claim {number}: thread counts above {limit.threads} left out "
                                  f"({limit.reason})")
-                for config in grid.expand(spec, part.strategies, threads,
+                strategies, _ = grid.parse_specs(part.strategies)
+                for config in grid.expand(spec, strategies, threads,
                                           [base_lr[name] * factor for factor in part.lr_factors],
                                           scale.seeds, target_loss=target_loss,
                                           max_time=max_time):

@@ -19,14 +19,17 @@ from dataclasses import field, make_dataclass, replace
 from typing import Any
 
 from asgdbench.engine import blas
-from asgdbench.engine.run_result import RunResult
+from asgdbench.engine.choice import CONSTANT, Choice
+from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.engine.telemetry import FIGURES, Figure, pooled_histogram
 from asgdbench.plugins.step_rules import DEFAULT_STEP
 
 __all__ = ["LOCK", "SEQ", "SUMMARY_LAYOUT", "Row", "machine_label", "pooled_histogram",
            "row_type", "summarize"]
 
-SEQ, LOCK = "seq", "lock"  # the baselines every row is compared with
+SEQ, LOCK = Choice("seq"), Choice("lock")
+"""The baselines every row is compared with (at the constant step: seq at 1 thread, lock at the
+row's thread count), found by their typed fields, never by a label's text."""
 
 # Fields that set the problem rather than the strategy: they go into the
 # caption when every row shares them, and become columns when they differ.
@@ -37,7 +40,7 @@ _OUTCOME_FIELDS: dict[str, tuple[Any, ...]] = {
     "workload": (str,),
     "batch_size": (int,),
     "target_loss": (float | None,),
-    "algorithm": (str,),
+    "strategy": (str,),  # the run label (choice.run_label): strategy, then a non-constant step
     "threads": (int,),
     "lr": (float,),
     "runs": (int,),
@@ -65,12 +68,12 @@ _OUTCOME_FIELDS: dict[str, tuple[Any, ...]] = {
     # several, separated by "; ", if they differ
     "blas": (str, ""),
     "machine": (str, ""),
-    # the step rule's spec; ``algorithm`` already shows it (``lock+inverse``) unless constant
+    # the step rule's spec; ``strategy`` already shows it (``lock+inverse``) unless constant
     "step_rule": (str, DEFAULT_STEP),
 }
 
 SUMMARY_LAYOUT = (
-    "workload", "batch_size", "target_loss", "algorithm", "threads", "lr", "runs", "converged",
+    "workload", "batch_size", "target_loss", "strategy", "threads", "lr", "runs", "converged",
     "diverged", "time_to_target_median", "time_to_target_min", "time_to_target_max",
     "speedup_vs_seq", "speedup_vs_lock", "updates_per_s", "staleness_mean", "staleness_p99",
     "cas_failure_rate", "dropped_fraction", "peak_param_bytes", "test_accuracy", "stopped",
@@ -115,20 +118,20 @@ def summarize(results: Iterable[RunResult]) -> list[Row]:
     """Aggregate runs into table rows, in the order strategies first appear."""
     cells: dict[tuple, list[RunResult]] = {}
     for result in results:
-        cells.setdefault(_cell_key(result), []).append(result)
-    rows = [_aggregate(runs) for runs in cells.values()]
-    by_cell = {(row.context, row.algorithm, row.threads, row.lr): row for row in rows}
-    rows = [_with_speedups(row, by_cell) for row in rows]
+        cells.setdefault(_cell_key(result.config), []).append(result)
+    by_cell = {key: _aggregate(runs) for key, runs in cells.items()}
+    rows = [_with_speedups(key, row, by_cell) for key, row in by_cell.items()]
     contexts = _first_seen(row.context for row in rows)
-    algorithms = _first_seen(row.algorithm for row in rows)
-    return sorted(rows, key=lambda row: (contexts[row.context], algorithms[row.algorithm],
+    strategies = _first_seen(row.strategy for row in rows)
+    return sorted(rows, key=lambda row: (contexts[row.context], strategies[row.strategy],
                                          row.threads, row.lr))
 
 
-def _cell_key(result: RunResult) -> tuple:
-    config = result.config
-    return (config.workload, config.batch_size, config.target_loss, config.label,
-            config.threads, float(config.lr))
+def _cell_key(config: RunConfig) -> tuple:
+    """A table cell's identity, by typed fields: the problem (workload, batch size, target),
+    the strategy and step rule, threads and lr (see :func:`_with_speedups`)."""
+    return (config.workload, config.batch_size, config.target_loss, config.strategy,
+            config.step, config.threads, float(config.lr))
 
 
 def _aggregate(runs: list[RunResult], figures: Iterable[Figure] = FIGURES,
@@ -144,7 +147,7 @@ def _aggregate(runs: list[RunResult], figures: Iterable[Figure] = FIGURES,
         workload=config.workload,
         batch_size=config.batch_size,
         target_loss=config.target_loss,
-        algorithm=config.label,
+        strategy=config.label,
         threads=config.threads,
         lr=float(config.lr),
         runs=len(runs),
@@ -162,7 +165,7 @@ def _aggregate(runs: list[RunResult], figures: Iterable[Figure] = FIGURES,
         final_loss_max=_extreme(max, (run.final_loss for run in stopped)),
         final_test_loss=_median(run.test_loss for run in stopped),
         final_test_accuracy=_median(run.test_accuracy for run in stopped),
-        step_rule=config.step,
+        step_rule=config.step.label,
         cores=min((_cores(run.environment) for run in runs if _cores(run.environment)),
                   default=None),
         blas="; ".join(sorted({_blas_label(run.environment) for run in runs} - {""})),
@@ -201,9 +204,11 @@ def _blas_label(environment: dict) -> str:
     return " + ".join(sorted({blas.label(library) for library in environment.get("blas", [])}))
 
 
-def _with_speedups(row: Row, by_cell: dict[tuple, Row]) -> Row:
-    seq = by_cell.get((row.context, SEQ, 1, row.lr))
-    lock = by_cell.get((row.context, LOCK, row.threads, row.lr))
+def _with_speedups(key: tuple, row: Row, by_cell: dict[tuple, Row]) -> Row:
+    workload, batch_size, target_loss, _, _, threads, lr = key
+    problem = (workload, batch_size, target_loss)
+    seq = by_cell.get((*problem, SEQ, CONSTANT, 1, lr))
+    lock = by_cell.get((*problem, LOCK, CONSTANT, threads, lr))
     return replace(row, speedup_vs_seq=_speedup(row, seq), speedup_vs_lock=_speedup(row, lock),
                    seq_overlaps=_overlaps(row, seq), lock_overlaps=_overlaps(row, lock))
 

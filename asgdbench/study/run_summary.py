@@ -66,7 +66,8 @@ def _step_shape(result: RunResult) -> str:
     """The step rule and what it did: the mean step and the range of step / lr."""
     steps = result.step_rule
     if not steps or steps.get("mean_step") is None:
-        return f"{result.config.step} (no update applied)" if steps else result.config.step
+        step = result.config.step.label
+        return f"{step} (no update applied)" if steps else step
     return (f"{result.config.step}: mean {steps['mean_step']:.4g} = {steps['mean_factor']:.3f} "
             f"x lr, factor {steps['factor_min']:.3g} to {steps['factor_max']:.3g}")
 

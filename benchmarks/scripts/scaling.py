@@ -48,12 +48,13 @@ from pathlib import Path
 
 import numpy as np
 
+from asgdbench.engine.choice import Choice
 from asgdbench.engine.machine import environment
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.errors import UserError
 from asgdbench.plugins.workloads import get_workload
 from asgdbench.study import grid, reproduce
-from asgdbench.study.claim_runs import LEASHED, by_seed, censored, runs_of, time_to_epsilon
+from asgdbench.study.claim_runs import LEASHED, LOCK, by_seed, censored, runs_of, time_to_epsilon
 from asgdbench.study.claim_statistics import log_ratio, paired_effect
 from asgdbench.study.claims import Scale
 from asgdbench.study.report import markdown_table
@@ -70,7 +71,8 @@ from asgdbench.study.verdicts import (
 WORKLOAD = "mlp-mnist"
 CLAIMS = (1, 4)
 TARGET_LOSS = 0.1
-THROUGHPUT = ("leashed:tp=inf", "hogwild", "lock")
+SEQ = Choice("seq")
+THROUGHPUT = (LEASHED, Choice("hogwild"), Choice("lock"))
 """The strategies of perf_targets.py's small-batch regime, whose targets these are."""
 THROUGHPUT_BATCH = 16
 THROUGHPUT_FOLDER = "throughput"
@@ -127,7 +129,7 @@ class Experiment:
                 f"{WORKLOAD} (threads {','.join(map(str, size.threads))}, oversubscribed "
                 f"{','.join(map(str, size.oversubscribed))}, plus SEQ at 1; {size.seeds} seeds; "
                 f"ε = {self.plan.scale.target_loss:g}) x time limit {self.time_limit_s:.2f} s "
-                f"+ {len(self.throughput)} throughput runs ({', '.join(THROUGHPUT)} at {top} "
+                f"+ {len(self.throughput)} throughput runs ({', '.join(map(str, THROUGHPUT))} at {top} "
                 f"threads, batch {THROUGHPUT_BATCH}) x {size.throughput_s:g} s, each run + "
                 f"{size.overhead_s:g} s overhead, + compile estimate {size.compile_s:g} s + "
                 f"{size.fixed_s:g} s loading and report = at most {self.worst_case_s:.0f} s of "
@@ -155,13 +157,13 @@ def plan_experiment(size: Size, cores: int, target_loss: float = TARGET_LOSS,
         raise UserError(f"--seeds must be >= 1, not {size.seeds}")
     spec = get_workload(WORKLOAD)
     throughput = grid.order_cells(grid.expand(
-        spec, THROUGHPUT, [max(size.threads)], None, size.seeds, batch_size=THROUGHPUT_BATCH,
+        spec, grid.parse_specs(THROUGHPUT)[0], [max(size.threads)], None, size.seeds, batch_size=THROUGHPUT_BATCH,
         target_loss=None, max_time=size.throughput_s))
 
     def build(time_limit_s: float) -> reproduce.Plan:
         plan = reproduce.make_plan(scaling_scale(size, time_limit_s, target_loss), CLAIMS,
                                    (WORKLOAD,), cores)
-        seq = grid.expand(spec, ["seq"], [1], [plan.base_lr[WORKLOAD]], size.seeds,
+        seq = grid.expand(spec, grid.parse_specs([SEQ])[0], [1], [plan.base_lr[WORKLOAD]], size.seeds,
                           target_loss=target_loss, max_time=time_limit_s)
         known = {config.key() for config in plan.cells[WORKLOAD]}
         cells = plan.cells[WORKLOAD] + [c for c in seq if c.key() not in known]
@@ -209,13 +211,13 @@ def _target(name: str, effect, rule: str, verdict_of: Callable, need: str | None
 def performance_targets(main: Sequence[RunResult], throughput: Sequence[RunResult], lr: float,
                         cores: int, top: int) -> list[Target]:
     """Time to ε with 2 threads against SEQ, and updates/s at ``top`` threads, per seed pair."""
-    seq = by_seed(runs_of(main, WORKLOAD, "seq", 1, lr), time_to_epsilon, censored)
+    seq = by_seed(runs_of(main, WORKLOAD, SEQ, 1, lr), time_to_epsilon, censored)
     two = None if cores >= 2 else f"needs 2 cores; the runs had {cores}"
     targets = []
     for label, rule, verdict_of in (
             (LEASHED, "<= 0.6 (Leashed's time at most 0.6x SEQ's)",
              lambda i: at_most(i, math.log(0.6))),
-            ("lock-per-step-copy", "report (for comparison)", lambda i: "report")):
+            (LOCK, "report (for comparison)", lambda i: "report")):
         runs = by_seed(runs_of(main, WORKLOAD, label, 2, lr), time_to_epsilon, censored)
         targets.append(_target(f"time to ε, {label} at 2 threads / SEQ", paired_effect(
             runs, seq, log_ratio), rule, verdict_of, two))
@@ -225,10 +227,10 @@ def performance_targets(main: Sequence[RunResult], throughput: Sequence[RunResul
                 f"{cores} cores")
     rates = {label: by_seed(runs_of(throughput, WORKLOAD, label, top, None),
                             lambda r: r.updates_per_s) for label in THROUGHPUT}
-    for baseline, floor in (("hogwild", 0.9), ("lock", 1.3)):
+    for baseline, floor in ((THROUGHPUT[1], 0.9), (THROUGHPUT[2], 1.3)):
         targets.append(_target(
             f"updates/s at batch {THROUGHPUT_BATCH}, {top} threads: leashed:tp=inf / {baseline}",
-            paired_effect(rates["leashed:tp=inf"], rates[baseline], log_ratio),
+            paired_effect(rates[LEASHED], rates[baseline], log_ratio),
             f">= {floor:g}", lambda i, floor=floor: at_least(i, math.log(floor)), need))
     return targets
 
