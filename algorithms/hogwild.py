@@ -24,6 +24,8 @@ computes the gradient on that (inconsistent) copy and frees it before the
 racy apply. Its memory is 1 + the copies alive at the moment.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -43,21 +45,32 @@ from asgdbench.primitives.steps import (
 )
 
 
-def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
-    tickets = np.zeros(8, dtype=np.int64)  # one cache line of its own
-    return (init_params.copy(), tickets)
+class HogwildState(NamedTuple):
+    params: np.ndarray
+    """The shared vector, read and written by every thread without synchronization."""
+    tickets: np.ndarray
+    """Cell 0: updates numbered so far (a cache line of its own)."""
+
+
+class HogwildPerStepState(NamedTuple):
+    params: np.ndarray
+    tickets: np.ndarray
+    copies: np.ndarray
+    """The per-step copies' live count and peak (``steps.new_step_copy_counter``)."""
+
+
+def make_state(init_params: np.ndarray, n_threads: int) -> HogwildState:
+    return HogwildState(init_params.copy(), np.zeros(8, dtype=np.int64))
 
 
 @njit(nogil=True, cache=True)
 def read(state, tid, control):
-    params, tickets = state
-    return params, load(tickets, 0, "monotonic")
+    return state.params, load(state.tickets, 0, "monotonic")
 
 
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
-    params, tickets = state
-    return apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state)
+    return apply_racy(state.params, state.tickets, tid, token, grad, lr, control, rule, rule_state)
 
 
 @njit(nogil=True)
@@ -72,25 +85,23 @@ def apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state)
     return APPLIED, staleness, 1, step
 
 
-def make_state_per_step(init_params: np.ndarray, n_threads: int) -> tuple:
-    tickets = np.zeros(8, dtype=np.int64)
-    return (init_params.copy(), tickets, new_step_copy_counter())
+def make_state_per_step(init_params: np.ndarray, n_threads: int) -> HogwildPerStepState:
+    return HogwildPerStepState(init_params.copy(), np.zeros(8, dtype=np.int64),
+                               new_step_copy_counter())
 
 
 @njit(nogil=True, cache=True)
 def read_per_step(state, tid, control):
-    params, tickets, copies = state
-    token = load(tickets, 0, "monotonic")
-    local = take_step_copy(params, copies)
-    copy_into(local, params)  # racy: others write params meanwhile, so the copy may be torn
+    token = load(state.tickets, 0, "monotonic")
+    local = take_step_copy(state.params, state.copies)
+    copy_into(local, state.params)  # racy: others write params meanwhile, so the copy may be torn
     return local, token
 
 
 @njit(nogil=True)  # not cached: it takes the step rule
 def update_per_step(state, tid, token, grad, lr, control, rule, rule_state):
-    params, tickets, copies = state
-    drop_step_copy(copies)  # the gradient is computed: the copy is freed
-    return apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state)
+    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed
+    return apply_racy(state.params, state.tickets, tid, token, grad, lr, control, rule, rule_state)
 
 
 
@@ -109,9 +120,9 @@ register_strategy(Strategy(
     make_state=make_state_per_step,
     read=read_per_step,
     update=update_per_step,
-    peak_param_vectors=lambda state, n_threads: vectors_with_step_copies(state[2],
+    peak_param_vectors=lambda state, n_threads: vectors_with_step_copies(state.copies,
                                                                    STEP_COPIES_PEAK),
-    live_param_vectors=lambda state, n_threads: vectors_with_step_copies(state[2],
+    live_param_vectors=lambda state, n_threads: vectors_with_step_copies(state.copies,
                                                                    STEP_COPIES_LIVE),
     doc=__doc__,
 ))

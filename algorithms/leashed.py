@@ -4,17 +4,21 @@ The model is a chain of immutable, versioned parameter vectors; one shared word
 ``latest`` names the newest. Threads never write a published vector.
 
     loop:
-        x <- pin(latest)                       (reader-counted, no copy)
-        g <- gradient(x, minibatch);  unpin(x)
-        s <- a spare vector                    (this thread's, kept across attempts)
-        repeat at most tp + 1 times:           (persistence bound; tp=inf: forever)
-            b <- pin(latest)
+        x <- pin_latest                        (reader-counted, no copy)
+        g <- gradient(x, minibatch);  drop_read_pin
+        s <- take_spare                        (this thread's, kept across attempts)
+        repeat:
+            b <- pin_latest
             τ <- version(b) - version(x)       (this attempt's staleness)
-            s <- b - step(lr, τ) * g           (stamped version(b) + 1)
-            if CAS(latest, b, s): unpin(b) twice; return applied
-            unpin(b)                           (lost the race: retry on the new latest,
-                                                unless the run is stopping)
-        drop g, keep s for next time
+            build_on_base: s <- b - step(lr, τ) * g, stamped version(b) + 1
+            if try_publish (CAS latest from b to s): return applied
+            if gives_up: drop g, keep s        (default: after tp + 1 attempts; tp=inf: never)
+            after_failed_attempt               (default: nothing, retry at once)
+            if the run is stopping: return     (no retry publishes after the stop)
+
+The steps are public kernels and the two hooks are arguments of :func:`make_update`, so a
+variant (:func:`variant`) states only what differs: its hooks. It shares the state, the
+read, the pool, the test gates and every invariant below.
 
 Memory: vectors live in a pool of ``2m + 1`` slots for m threads. A slot is
 used for the first time only when the free list is empty, and goes back to it when its
@@ -50,7 +54,11 @@ stop the run there, as on an update budget. Every wait observes the run's stop
 flag, so a run can always be stopped.
 """
 
+import dataclasses
+import functools
 import math
+import sys
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -83,14 +91,11 @@ NO_SLOT = -1
 NOT_PINNED = -1
 NEVER_GIVE_UP = -1  # tp=inf
 
-# cells of the ``meta`` array
+# cells of ``meta``
 FREE_TOP = 0  # free-list head: tag << 16 | (slot + 1), 0 when empty
 SLOTS_USED = 8  # slots ever handed out: the pool's high-water mark
 PERSISTENCE = 16  # tp, or NEVER_GIVE_UP
 
-MINE = 4  # ``mine``'s place in the state tuple. Kernels write its cells as ``state[MINE][i]``:
-# numba's dead-code elimination (after IR inlining) may drop a store into an
-# array unpacked from a tuple argument, but not into one indexed from it.
 # cells of a thread's line in ``mine``, written only by that thread
 SPARE = 0  # the slot this thread builds its next version in, or NO_SLOT
 HELD = 1  # the slot its last read pinned
@@ -99,9 +104,28 @@ HELD = 1  # the slot its last read pinned
 PIN_LOADED_LATEST = 1  # pin: latest loaded, its slot not yet pinned
 PIN_PINNED = 2  # pin: slot pinned, latest not yet checked again
 PIN_CHECKED = 6  # pin: the slot's word checked (live, right version), the pin's CAS not yet tried
-BEFORE_PUBLISH = 3  # update: new vector written and stamped, CAS not yet tried
+BEFORE_PUBLISH = 3  # try_publish: new vector written and stamped, CAS not yet tried
 POP_LOADED = 4  # free list: head and its successor loaded, CAS not yet tried
-TAKING_SPARE = 5  # update: about to take its spare slot
+TAKING_SPARE = 5  # take_spare: about to take its spare slot
+
+
+class LeashedState(NamedTuple):
+    """Leashed-SGD's shared state; every kernel reaches its arrays by name (``state.pool``)."""
+
+    pool: np.ndarray
+    """The 2m + 1 vector slots, one row each."""
+    latest: np.ndarray
+    """Cell 0: the newest published vector, ``version << 16 | slot`` (a line of its own)."""
+    refs: np.ndarray
+    """Per slot, a line apart: ``version << 16 | count`` (readers, plus one while latest)."""
+    next_free: np.ndarray
+    """Per slot: the next slot on the free list, or NO_SLOT."""
+    mine: np.ndarray
+    """Per thread, a line apart: its SPARE and HELD slots (written only by that thread)."""
+    meta: np.ndarray
+    """FREE_TOP, SLOTS_USED and PERSISTENCE, a line apart."""
+    gates: Any
+    """None in every run (the gate points compile to nothing); a GateBoard's array in tests."""
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -110,7 +134,7 @@ def pack(version, low):
     return (version << SLOT_BITS) | low
 
 
-def make_state(init_params: np.ndarray, n_threads: int, tp: float = math.inf) -> tuple:
+def make_state(init_params: np.ndarray, n_threads: int, tp: float = math.inf) -> LeashedState:
     if n_threads > MAX_THREADS:
         raise ValueError(f"leashed supports at most {MAX_THREADS} threads")
     capacity = 2 * n_threads + 1
@@ -125,8 +149,7 @@ def make_state(init_params: np.ndarray, n_threads: int, tp: float = math.inf) ->
     meta = np.zeros(3 * LINE, dtype=np.int64)
     meta[SLOTS_USED] = 1
     meta[PERSISTENCE] = NEVER_GIVE_UP if tp == math.inf else int(tp)
-    gates = None  # a test puts a GateBoard's array here
-    return (pool, latest, refs, next_free, mine, meta, gates)
+    return LeashedState(pool, latest, refs, next_free, mine, meta, gates=None)
 
 
 # -- the free list: a Treiber stack whose head carries an ABA tag --------------
@@ -135,48 +158,27 @@ def make_state(init_params: np.ndarray, n_threads: int, tp: float = math.inf) ->
 
 @njit(nogil=True, cache=True)
 def push_free(state, slot):
-    pool, latest, refs, next_free, mine, meta, gates = state
     while True:  # lock-free: a failed CAS means another push or pop succeeded
-        top = load(meta, FREE_TOP, "seq_cst")
-        store(next_free, slot, (top & SLOT_MASK) - 1, "seq_cst")
+        top = load(state.meta, FREE_TOP, "seq_cst")
+        store(state.next_free, slot, (top & SLOT_MASK) - 1, "seq_cst")
         desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)
-        if cas(meta, FREE_TOP, top, desired) == top:
+        if cas(state.meta, FREE_TOP, top, desired) == top:
             return
 
 
 @njit(nogil=True, cache=True)
 def pop_free(state, tid):
     """A slot off the free list, or NO_SLOT when it is empty."""
-    pool, latest, refs, next_free, mine, meta, gates = state
     while True:  # lock-free: a failed CAS means another push or pop succeeded
-        top = load(meta, FREE_TOP, "seq_cst")
+        top = load(state.meta, FREE_TOP, "seq_cst")
         head = top & SLOT_MASK
         if head == 0:
             return NO_SLOT
-        after = load(next_free, head - 1, "seq_cst")
-        gate(gates, POP_LOADED, tid)
+        after = load(state.next_free, head - 1, "seq_cst")
+        gate(state.gates, POP_LOADED, tid)
         desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)
-        if cas(meta, FREE_TOP, top, desired) == top:
+        if cas(state.meta, FREE_TOP, top, desired) == top:
             return head - 1
-
-
-@njit(nogil=True, cache=True)
-def take_spare(state, tid, control):
-    """This thread's spare slot: kept from before, off the free list, or new (within 2m+1)."""
-    pool, latest, refs, next_free, mine, meta, gates = state
-    gate(gates, TAKING_SPARE, tid)
-    slot = mine[tid * LINE + SPARE]
-    if slot != NO_SLOT:
-        return slot
-    slot = pop_free(state, tid)
-    if slot == NO_SLOT:
-        slot = fetch_add(meta, SLOTS_USED, 1)
-        if slot >= pool.shape[0]:  # would break the 2m+1 bound: fail the run loudly
-            fetch_add(meta, SLOTS_USED, -1)
-            store(control, ERROR, 1, "seq_cst")
-            return NO_SLOT
-    state[MINE][tid * LINE + SPARE] = slot
-    return slot
 
 
 # -- reference counting --------------------------------------------------------
@@ -184,27 +186,27 @@ def take_spare(state, tid, control):
 @njit(nogil=True, cache=True)
 def unpin(state, slot, count):
     """Drop ``count`` references to ``slot``; whoever drops the last one recycles it."""
-    pool, latest, refs, next_free, mine, meta, gates = state
-    before = fetch_add(refs, slot * LINE, -count)
+    before = fetch_add(state.refs, slot * LINE, -count)
     if before & COUNT_MASK == count:
         push_free(state, slot)
 
 
+# -- the composable steps of an update (public: variants build on them) ---------
+
 @njit(nogil=True, cache=True)
 def pin_latest(state, tid, control):
     """Pin the vector ``latest`` names; its ``latest`` word, or NOT_PINNED if the run stopped."""
-    pool, latest, refs, next_free, mine, meta, gates = state
     spins = 0
     while True:
-        word = load(latest, 0, "acquire")
-        gate(gates, PIN_LOADED_LATEST, tid)
+        word = load(state.latest, 0, "acquire")
+        gate(state.gates, PIN_LOADED_LATEST, tid)
         slot = word & SLOT_MASK
-        ref = load(refs, slot * LINE, "acquire")
+        ref = load(state.refs, slot * LINE, "acquire")
         if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:
-            gate(gates, PIN_CHECKED, tid)
-            if cas(refs, slot * LINE, ref, ref + 1) == ref:
-                gate(gates, PIN_PINNED, tid)
-                if load(latest, 0, "acquire") == word:
+            gate(state.gates, PIN_CHECKED, tid)
+            if cas(state.refs, slot * LINE, ref, ref + 1) == ref:
+                gate(state.gates, PIN_PINNED, tid)
+                if load(state.latest, 0, "acquire") == word:
                     return word
                 unpin(state, slot, 1)  # latest moved on meanwhile: pin the new one
         if load(control, STOP_FLAG, "monotonic") != 0:
@@ -213,123 +215,196 @@ def pin_latest(state, tid, control):
         spins += 1
 
 
+@njit(nogil=True, cache=True)
+def drop_read_pin(state, tid):
+    """Unpin the vector this thread's last read pinned (its gradient is computed)."""
+    held = state.mine[tid * LINE + HELD]
+    if held != NO_SLOT:  # done computing on the read vector
+        state.mine[tid * LINE + HELD] = NO_SLOT
+        unpin(state, held, 1)
+
+
+@njit(nogil=True, cache=True)
+def take_spare(state, tid, control):
+    """This thread's spare slot: kept from before, off the free list, or new (within 2m+1);
+    NO_SLOT (and the run's ERROR cell set) if the pool is exhausted."""
+    gate(state.gates, TAKING_SPARE, tid)
+    slot = state.mine[tid * LINE + SPARE]
+    if slot != NO_SLOT:
+        return slot
+    slot = pop_free(state, tid)
+    if slot == NO_SLOT:
+        slot = fetch_add(state.meta, SLOTS_USED, 1)
+        if slot >= state.pool.shape[0]:  # would break the 2m+1 bound: fail the run loudly
+            fetch_add(state.meta, SLOTS_USED, -1)
+            store(control, ERROR, 1, "seq_cst")
+            return NO_SLOT
+    state.mine[tid * LINE + SPARE] = slot
+    return slot
+
+
+@njit(nogil=True, cache=True)
+def build_on_base(state, spare, base, grad, step):
+    """``spare <- base - step * grad``, stamped ``version(base) + 1`` (``base``: a ``latest``
+    word pinned by :func:`pin_latest`). The stamp is stored with release after the vector, so
+    whoever pins the spare once published sees it whole."""
+    sgd_step_into(state.pool[spare], state.pool[base & SLOT_MASK], grad, step)
+    store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), "release")
+
+
+@njit(nogil=True, cache=True)
+def try_publish(state, tid, base, spare):
+    """The CAS: publish ``spare`` as ``latest`` if ``latest`` is still ``base``; True if it won.
+
+    Either way the base's pin is dropped (on a win, also the reference ``latest`` held);
+    the spare is no longer this thread's on a win, and kept for the next attempt otherwise.
+    """
+    base_slot = base & SLOT_MASK
+    gate(state.gates, BEFORE_PUBLISH, tid)
+    if cas(state.latest, 0, base, pack((base >> SLOT_BITS) + 1, spare)) == base:
+        state.mine[tid * LINE + SPARE] = NO_SLOT
+        unpin(state, base_slot, 2)  # our pin, and the reference of ``latest``
+        return True
+    unpin(state, base_slot, 1)
+    return False
+
+
+# -- the hooks where variants differ --------------------------------------------
+
+@njit(nogil=True, cache=True)
+def retry_at_once(state, tid, attempts, control):
+    """Default ``after_failed_attempt``: nothing, the next attempt starts at once."""
+    return
+
+
+@njit(nogil=True, cache=True)
+def beyond_persistence_bound(state, attempts):
+    """Default ``gives_up``: after tp + 1 attempts (the persistence bound; tp=inf: never)."""
+    persistence = state.meta[PERSISTENCE]
+    return persistence != NEVER_GIVE_UP and attempts > persistence
+
+
+def make_update(after_failed_attempt: Any = retry_at_once,
+                gives_up: Any = beyond_persistence_bound) -> Any:
+    """Leashed-SGD's ``update`` kernel with the given hooks (``@njit(nogil=True)`` kernels):
+
+    - ``after_failed_attempt(state, tid, attempts, control)``: runs after each lost CAS that
+      is retried (``attempts`` so far), before the stop flag is checked, so a pause that
+      observes the stop flag ends the update with STOP;
+    - ``gives_up(state, attempts) -> bool``: after a lost CAS, drop the gradient (DROPPED).
+
+    The hooks are the closure's constants: numba compiles calls of them like any call, so
+    the defaults (an empty kernel, one comparison) cost what the code written inline did.
+    """
+
+    @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
+    def update(state, tid, token, grad, lr, control, rule, rule_state):
+        drop_read_pin(state, tid)
+        limit = min(load(control, MAX_UPDATES, "monotonic"), MAX_VERSION)
+        spare = take_spare(state, tid, control)  # before the pin: invariant (I)
+        if spare == NO_SLOT:
+            return STOP, 0, 0, lr
+        attempts = 0
+        while True:
+            base = pin_latest(state, tid, control)
+            if base == NOT_PINNED:
+                return STOP, 0, attempts, lr
+            base_version = base >> SLOT_BITS
+            if base_version >= limit:
+                unpin(state, base & SLOT_MASK, 1)
+                return STOP, 0, attempts, lr
+            staleness = base_version - token  # against this attempt's base
+            step = rule_step(rule, rule_state, lr, staleness, tid)
+            build_on_base(state, spare, base, grad, step)
+            attempts += 1
+            if try_publish(state, tid, base, spare):
+                return APPLIED, staleness, attempts, step
+            if gives_up(state, attempts):
+                return DROPPED, 0, attempts, lr
+            after_failed_attempt(state, tid, attempts, control)
+            if load(control, STOP_FLAG, "monotonic") != 0:  # no retry publishes after the stop
+                return STOP, 0, attempts, lr
+
+    return update
+
+
 # -- the strategy's kernels ------------------------------------------------------
 
 @njit(nogil=True, cache=True)
 def read(state, tid, control):
-    pool, latest, refs, next_free, mine, meta, gates = state
     word = pin_latest(state, tid, control)
     if word == NOT_PINNED:
-        return pool[0], NOT_READ
-    state[MINE][tid * LINE + HELD] = word & SLOT_MASK
-    return pool[word & SLOT_MASK], word >> SLOT_BITS
+        return state.pool[0], NOT_READ
+    state.mine[tid * LINE + HELD] = word & SLOT_MASK
+    return state.pool[word & SLOT_MASK], word >> SLOT_BITS
 
 
-@njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
-def update(state, tid, token, grad, lr, control, rule, rule_state):
-    pool, latest, refs, next_free, mine, meta, gates = state
-    held = mine[tid * LINE + HELD]
-    if held != NO_SLOT:  # done computing on the read vector
-        state[MINE][tid * LINE + HELD] = NO_SLOT
-        unpin(state, held, 1)
-    limit = min(load(control, MAX_UPDATES, "monotonic"), MAX_VERSION)
-    persistence = meta[PERSISTENCE]
-    spare = take_spare(state, tid, control)  # before the pin: invariant (I)
-    if spare == NO_SLOT:
-        return STOP, 0, 0, lr
-    attempts = 0
-    while True:
-        base = pin_latest(state, tid, control)
-        if base == NOT_PINNED:
-            return STOP, 0, attempts, lr
-        base_slot = base & SLOT_MASK
-        base_version = base >> SLOT_BITS
-        if base_version >= limit:
-            unpin(state, base_slot, 1)
-            return STOP, 0, attempts, lr
-        staleness = base_version - token  # against this attempt's base
-        step = rule_step(rule, rule_state, lr, staleness, tid)
-        sgd_step_into(pool[spare], pool[base_slot], grad, step)
-        store(refs, spare * LINE, pack(base_version + 1, 1), "release")
-        attempts += 1
-        gate(gates, BEFORE_PUBLISH, tid)
-        if cas(latest, 0, base, pack(base_version + 1, spare)) == base:
-            state[MINE][tid * LINE + SPARE] = NO_SLOT
-            unpin(state, base_slot, 2)  # our pin, and the reference of ``latest``
-            return APPLIED, staleness, attempts, step
-        unpin(state, base_slot, 1)
-        if persistence != NEVER_GIVE_UP and attempts > persistence:
-            return DROPPED, 0, attempts, lr
-        if load(control, STOP_FLAG, "monotonic") != 0:  # no retry publishes after the stop
-            return STOP, 0, attempts, lr
+update = make_update()
 
 
 @njit(nogil=True, cache=True)
 def retire(state, tid):
     """Return this thread's unpublished spare vector to the free list, count 0 like every free slot."""
-    pool, latest, refs, next_free, mine, meta, gates = state
-    slot = mine[tid * LINE + SPARE]
+    slot = state.mine[tid * LINE + SPARE]
     if slot != NO_SLOT:
-        state[MINE][tid * LINE + SPARE] = NO_SLOT
-        stamp = load(refs, slot * LINE, "monotonic")
-        store(refs, slot * LINE, stamp & ~COUNT_MASK, "release")
+        state.mine[tid * LINE + SPARE] = NO_SLOT
+        stamp = load(state.refs, slot * LINE, "monotonic")
+        store(state.refs, slot * LINE, stamp & ~COUNT_MASK, "release")
         push_free(state, slot)
 
 
 # -- after the run (plain Python) ------------------------------------------------
 
-def free_slots(state: tuple) -> list[int]:
+def free_slots(state: LeashedState) -> list[int]:
     """The slots on the free list, top first; call only when no thread runs.
 
     Raises RuntimeError if the list is longer than the pool (a cycle: corrupt).
     """
-    pool, latest, refs, next_free, mine, meta, gates = state
-    slots, slot = [], (int(meta[FREE_TOP]) & SLOT_MASK) - 1
+    slots, slot = [], (int(state.meta[FREE_TOP]) & SLOT_MASK) - 1
     while slot != NO_SLOT:
-        if len(slots) >= pool.shape[0]:
+        if len(slots) >= state.pool.shape[0]:
             raise RuntimeError("leashed free list is longer than the pool: it has a cycle")
         slots.append(slot)
-        slot = int(next_free[slot])
+        slot = int(state.next_free[slot])
     return slots
 
 
-def latest_slot(state: tuple) -> int:
-    return int(state[1][0]) & SLOT_MASK
+def latest_slot(state: LeashedState) -> int:
+    return int(state.latest[0]) & SLOT_MASK
 
 
-def latest_version(state: tuple) -> int:
-    return int(state[1][0]) >> SLOT_BITS
+def latest_version(state: LeashedState) -> int:
+    return int(state.latest[0]) >> SLOT_BITS
 
 
-def final_params(state: tuple) -> np.ndarray:
-    return state[0][latest_slot(state)]
+def final_params(state: LeashedState) -> np.ndarray:
+    return state.pool[latest_slot(state)]
 
 
-def slots_used(state: tuple, n_threads: int) -> int:
+def slots_used(state: LeashedState, n_threads: int) -> int:
     """Slots ever handed out: the peak number of live parameter vectors."""
-    return int(state[5][SLOTS_USED])
+    return int(state.meta[SLOTS_USED])
 
 
-def live_slots(state: tuple, n_threads: int) -> int:
+def live_slots(state: LeashedState, n_threads: int) -> int:
     """Vectors alive now: slots with a reference (latest, pinned) or held as a thread's spare.
 
     Called while the threads run (the monitor samples it), so the words are
     read racily: a sample, never used for a decision.
     """
-    pool, latest, refs, next_free, mine, meta, gates = state
-    used = min(int(meta[SLOTS_USED]), pool.shape[0])
-    referenced = np.flatnonzero(refs[:used * LINE:LINE] & COUNT_MASK)
-    spares = mine[SPARE::LINE]
+    used = min(int(state.meta[SLOTS_USED]), state.pool.shape[0])
+    referenced = np.flatnonzero(state.refs[:used * LINE:LINE] & COUNT_MASK)
+    spares = state.mine[SPARE::LINE]
     return len(set(referenced.tolist()) | set(spares[spares >= 0].tolist()))
 
 
-def inspect(state: tuple) -> dict:
+def inspect(state: LeashedState) -> dict:
     """The pool after a run: every slot but the latest should be free again."""
     return {"latest_version": latest_version(state), "free_slots": len(free_slots(state)),
-            "slots_used": int(state[5][SLOTS_USED])}
+            "slots_used": int(state.meta[SLOTS_USED])}
 
 
-register_strategy(Strategy(
+LEASHED = register_strategy(Strategy(
     name="leashed",
     summary="Leashed-SGD: lock-free, consistent; versioned vectors published by CAS.",
     params=(
@@ -351,3 +426,26 @@ register_strategy(Strategy(
     max_updates=MAX_VERSION,
     doc=__doc__,
 ))
+
+
+def variant(name: str, summary: str, *, after_failed_attempt: Any = retry_at_once,
+            gives_up: Any = beyond_persistence_bound, doc: str = "") -> Strategy:
+    """Leashed-SGD with other hooks (see :func:`make_update`), everything else shared: its
+    state (``tp`` included), its read, retire, pool accounting and test gates. Register it
+    with :func:`asgdbench.register_strategy`::
+
+        register_strategy(leashed.variant(name="leashed-backoff", summary="...",
+                                          after_failed_attempt=back_off))
+    """
+    # the registry tells a built-in by the module of make_state: name the caller's module, so
+    # that a variant made elsewhere is not recorded as built-in (runs.jsonl's strategy_source)
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+
+    @functools.wraps(make_state)
+    def make_variant_state(*args: Any, **kwargs: Any) -> LeashedState:
+        return make_state(*args, **kwargs)
+
+    make_variant_state.__module__ = caller
+    return dataclasses.replace(LEASHED, name=name, summary=summary, doc=doc or summary,
+                               make_state=make_variant_state,
+                               update=make_update(after_failed_attempt, gives_up))

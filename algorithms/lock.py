@@ -17,6 +17,8 @@ lock, so a thread holds a copy only while it reads and computes. Its memory is
 1 + the copies alive at the moment (at most 1 + m), not 1 + m always.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -36,29 +38,45 @@ from asgdbench.primitives.steps import (
 )
 
 
-def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
+class LockState(NamedTuple):
+    params: np.ndarray
+    """The shared vector, read and written only under the mutex."""
+    local_copies: np.ndarray
+    """One row per thread: its consistent copy of the vector."""
+    mutex: np.ndarray
+    """The pthread mutex (``atomics.new_mutex``)."""
+    updates: np.ndarray
+    """Cell 0: updates applied so far, only touched under the mutex."""
+
+
+class LockPerStepState(NamedTuple):
+    params: np.ndarray
+    copies: np.ndarray
+    """The per-step copies' live count and peak (``steps.new_step_copy_counter``)."""
+    mutex: np.ndarray
+    updates: np.ndarray
+
+
+def make_state(init_params: np.ndarray, n_threads: int) -> LockState:
     local_copies = np.empty((n_threads, init_params.shape[0]), dtype=init_params.dtype)
-    updates = np.zeros(1, dtype=np.int64)  # only touched under the mutex
-    return (init_params.copy(), local_copies, new_mutex(), updates)
+    return LockState(init_params.copy(), local_copies, new_mutex(), np.zeros(1, dtype=np.int64))
 
 
 @njit(nogil=True, cache=True)
 def read(state, tid, control):
-    params, local_copies, mutex, updates = state
-    if mutex_lock(mutex) != 0:
+    if mutex_lock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
-        return local_copies[tid], NOT_READ
-    copy_into(local_copies[tid], params)
-    version = updates[0]
-    if mutex_unlock(mutex) != 0:
+        return state.local_copies[tid], NOT_READ
+    copy_into(state.local_copies[tid], state.params)
+    version = state.updates[0]
+    if mutex_unlock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
-    return local_copies[tid], version
+    return state.local_copies[tid], version
 
 
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
-    params, local_copies, mutex, updates = state
-    return apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, rule_state)
+    return apply_locked(state.params, state.mutex, state.updates, tid, token, grad, lr, control, rule, rule_state)
 
 
 @njit(nogil=True)
@@ -79,31 +97,29 @@ def apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, ru
     return outcome, staleness, 1 if outcome == APPLIED else 0, step
 
 
-def make_state_per_step(init_params: np.ndarray, n_threads: int) -> tuple:
-    updates = np.zeros(1, dtype=np.int64)  # only touched under the mutex
-    return (init_params.copy(), new_step_copy_counter(), new_mutex(), updates)
+def make_state_per_step(init_params: np.ndarray, n_threads: int) -> LockPerStepState:
+    return LockPerStepState(init_params.copy(), new_step_copy_counter(), new_mutex(),
+                            np.zeros(1, dtype=np.int64))
 
 
 @njit(nogil=True, cache=True)
 def read_per_step(state, tid, control):
-    params, copies, mutex, updates = state
-    local = take_step_copy(params, copies)
-    if mutex_lock(mutex) != 0:
-        drop_step_copy(copies)  # no update follows a read that failed
+    local = take_step_copy(state.params, state.copies)
+    if mutex_lock(state.mutex) != 0:
+        drop_step_copy(state.copies)  # no update follows a read that failed
         store(control, ERROR, 1, "seq_cst")
         return local, NOT_READ
-    copy_into(local, params)
-    version = updates[0]
-    if mutex_unlock(mutex) != 0:
+    copy_into(local, state.params)
+    version = state.updates[0]
+    if mutex_unlock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
     return local, version
 
 
 @njit(nogil=True)  # not cached: it takes the step rule
 def update_per_step(state, tid, token, grad, lr, control, rule, rule_state):
-    params, copies, mutex, updates = state
-    drop_step_copy(copies)  # the gradient is computed: the copy is freed before the lock
-    return apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, rule_state)
+    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed before the lock
+    return apply_locked(state.params, state.mutex, state.updates, tid, token, grad, lr, control, rule, rule_state)
 
 
 
@@ -124,9 +140,9 @@ register_strategy(Strategy(
     make_state=make_state_per_step,
     read=read_per_step,
     update=update_per_step,
-    peak_param_vectors=lambda state, n_threads: vectors_with_step_copies(state[1],
+    peak_param_vectors=lambda state, n_threads: vectors_with_step_copies(state.copies,
                                                                    STEP_COPIES_PEAK),
-    live_param_vectors=lambda state, n_threads: vectors_with_step_copies(state[1],
+    live_param_vectors=lambda state, n_threads: vectors_with_step_copies(state.copies,
                                                                    STEP_COPIES_LIVE),
     consistent=True,
     doc=__doc__,

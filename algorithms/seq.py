@@ -9,6 +9,8 @@
 step rule is a constant: its value at τ = 0.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -17,25 +19,29 @@ from asgdbench.primitives.protocol import APPLIED, MAX_UPDATES, STOP
 from asgdbench.primitives.steps import rule_step, sgd_step_inplace
 
 
-def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
-    updates = np.zeros(1, dtype=np.int64)
-    return (init_params.copy(), updates)
+class SeqState(NamedTuple):
+    params: np.ndarray
+    """The parameter vector, written in place."""
+    updates: np.ndarray
+    """Cell 0: updates applied so far (the version a read returns)."""
+
+
+def make_state(init_params: np.ndarray, n_threads: int) -> SeqState:
+    return SeqState(init_params.copy(), np.zeros(1, dtype=np.int64))
 
 
 @njit(nogil=True, cache=True)
 def read(state, tid, control):
-    params, updates = state
-    return params, updates[0]
+    return state.params, state.updates[0]
 
 
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
-    params, updates = state
-    if updates[0] >= control[MAX_UPDATES]:
+    if state.updates[0] >= control[MAX_UPDATES]:
         return STOP, 0, 0, lr
     step = rule_step(rule, rule_state, lr, 0, tid)
-    sgd_step_inplace(params, grad, step)
-    updates[0] += 1
+    sgd_step_inplace(state.params, grad, step)
+    state.updates[0] += 1
     return APPLIED, 0, 1, step
 
 

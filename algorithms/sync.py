@@ -21,6 +21,8 @@ advances alike on every thread), but only thread 0's answer, published before
 the first barrier, is the round's step: all slices take the same one.
 """
 
+from typing import Any, NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -33,45 +35,61 @@ GRADIENTS_IN = 0  # barrier cell: every gradient of the round is published
 UPDATED = 8  # barrier cell: every slice of the round is applied
 
 
-def make_state(init_params: np.ndarray, n_threads: int) -> tuple:
-    grads = np.zeros((n_threads, init_params.shape[0]), dtype=init_params.dtype)
-    barriers = np.zeros(16, dtype=np.int64)
-    rounds = np.zeros(1, dtype=np.int64)  # written by thread 0 between the barriers
-    inv_threads = np.array([1.0 / n_threads], dtype=init_params.dtype)
-    gates = None  # a test puts a GateBoard's array here
-    round_step = np.zeros(1, dtype=np.float64)  # thread 0's rule answer, before the first barrier
-    return (init_params.copy(), grads, barriers, rounds, inv_threads, gates, round_step)
+class SyncState(NamedTuple):
+    params: np.ndarray
+    grads: np.ndarray
+    """One row per thread: its gradient of the round."""
+    barriers: np.ndarray
+    """The two barriers' cells (GRADIENTS_IN, UPDATED)."""
+    rounds: np.ndarray
+    """Cell 0: rounds applied, written by thread 0 between the barriers."""
+    inv_threads: np.ndarray
+    """Cell 0: 1 / m in the vector's dtype."""
+    gates: Any
+    """None in every run; a GateBoard's array in tests."""
+    round_step: np.ndarray
+    """Cell 0: thread 0's rule answer, published before the first barrier."""
+
+
+def make_state(init_params: np.ndarray, n_threads: int) -> SyncState:
+    return SyncState(
+        params=init_params.copy(),
+        grads=np.zeros((n_threads, init_params.shape[0]), dtype=init_params.dtype),
+        barriers=np.zeros(16, dtype=np.int64),
+        rounds=np.zeros(1, dtype=np.int64),
+        inv_threads=np.array([1.0 / n_threads], dtype=init_params.dtype),
+        gates=None,
+        round_step=np.zeros(1, dtype=np.float64))
 
 
 @njit(nogil=True, cache=True)
 def read(state, tid, control):
-    params, grads, barriers, rounds, inv_threads, gates, round_step = state
-    return params, rounds[0]
+    return state.params, state.rounds[0]
 
 
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
-    params, grads, barriers, rounds, inv_threads, gates, round_step = state
+    params, grads, barriers, rounds = state.params, state.grads, state.barriers, state.rounds
     n_threads = grads.shape[0]
     if rounds[0] >= control[MAX_UPDATES]:  # every thread decides alike: rounds is stable here
         return STOP, 0, 0, lr
     copy_into(grads[tid], grad)
     mine = rule_step(rule, rule_state, lr, 0, tid)
     if tid == 0:
-        round_step[0] = mine  # read by all after the barrier, which orders it
-    if not barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, gates, tid):
+        state.round_step[0] = mine  # read by all after the barrier, which orders it
+    if not barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, state.gates, tid):
         return STOP, 0, 0, lr
     n = params.shape[0]
     lo = tid * n // n_threads
     hi = (tid + 1) * n // n_threads
-    applied_step = in_type_of(round_step[0], lr)
-    step = applied_step * inv_threads[0]
+    applied_step = in_type_of(state.round_step[0], lr)
+    step = applied_step * state.inv_threads[0]
     for t in range(n_threads):
         for i in range(lo, hi):
             params[i] -= step * grads[t, i]
     if tid == 0:
         rounds[0] += 1
-    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, gates, tid)
+    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, state.gates, tid)
     return (APPLIED if tid == 0 else MERGED), 0, 1, applied_step
 
 

@@ -339,3 +339,16 @@ def test_the_check_command_checks_a_built_in_workload(capsys):
     assert [line.split(":")[0] for line in out[:-1]] == [f"PASS  {name}"
                                                          for name in WORKLOAD_CHECKS]
     assert out[-1] == "workload mlp-digits: 4 of 4 checks hold"
+
+
+def test_the_check_command_passes_the_backoff_variant_plugin(capsys):
+    """tests/plugins/leashed_backoff.py, a Leashed-SGD variant in 15 lines, holds every property
+    Leashed-SGD does (16 threads: more than the cores)."""
+    from asgdbench.study.cli import main
+
+    plugin = PLUGINS / "leashed_backoff.py"
+    assert len(plugin.read_text().splitlines()) <= 15
+    assert main(["check", "leashed-backoff", "--plugin", str(plugin), "--threads", "16",
+                 "--updates", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "no lost update" in out

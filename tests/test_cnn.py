@@ -170,23 +170,23 @@ def workloads():
     return get
 
 
-@pytest.mark.parametrize("algorithm, threads", [("seq", 1), ("leashed:tp=inf", 4)])
+@pytest.mark.parametrize("strategy, threads", [("seq", 1), ("leashed:tp=inf", 4)])
 @pytest.mark.parametrize("name", WORKLOADS)
-def test_workload_learns(workloads, name, algorithm, threads):
+def test_workload_learns(workloads, name, strategy, threads):
     """A few hundred updates at the workload's defaults take the held-out loss and accuracy
     far from chance (the test set is evaluated on the final vector, not read from the loss log)."""
-    result = run_watched(workloads(name), algorithm, threads, max_updates=LEARNING_UPDATES,
+    result = run_watched(workloads(name), strategy, threads, max_updates=LEARNING_UPDATES,
                          target_loss=None, max_time=None)
     assert result.status == "budget" and result.updates_applied == LEARNING_UPDATES
     assert result.test_loss < 0.8 * CHANCE_LOSS
     assert result.test_accuracy > 3 * CHANCE_ACCURACY
 
 
-@pytest.mark.parametrize("algorithm", ["lock", "leashed:tp=inf"])
-def test_threads_share_a_cnn_without_losing_updates(workloads, algorithm):
+@pytest.mark.parametrize("strategy", ["lock", "leashed:tp=inf"])
+def test_threads_share_a_cnn_without_losing_updates(workloads, strategy):
     """The concurrency bookkeeping on a real CNN: every gradient is applied or dropped, none vanishes."""
     budget = 1000
-    result = run_watched(workloads("cnn-mnist"), algorithm, 8, max_updates=budget,
+    result = run_watched(workloads("cnn-mnist"), strategy, 8, max_updates=budget,
                          target_loss=None, max_time=None)
     assert result.status == "budget"
     assert result.updates_applied == budget

@@ -11,10 +11,14 @@ slots that must be live.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from numba import njit
 
 from asgdbench.algorithms import leashed
 from asgdbench.algorithms.leashed import (
@@ -41,7 +45,7 @@ from asgdbench.engine.checks import GRADIENT, STEP, UPDATE_VALUE
 from asgdbench.engine.runner import UNLIMITED_UPDATES, run
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.step_rules import parse_step_spec
-from asgdbench.primitives.gates import Actor, GateBoard
+from asgdbench.primitives.gates import Actor, GateBoard, gate
 from asgdbench.primitives.protocol import (
     APPLIED,
     CONTROL_CELLS,
@@ -72,24 +76,26 @@ def _stop_every_model():
 class Model:
     """A Leashed state with gates, and the kernels called as thread ``tid`` would."""
 
-    def __init__(self, threads: int, tp: float = float("inf"), step: str | None = None) -> None:
+    def __init__(self, threads: int, tp: float = float("inf"), step: str | None = None,
+                 update: Any = update) -> None:
         _MODELS.append(self)
         self.board = GateBoard(threads)
         state = leashed.make_state(np.zeros(N_PARAMS), threads, tp)
-        self.state = state[:-1] + (self.board.array,)
+        self.state = state._replace(gates=self.board.array)
         self.control = np.zeros(CONTROL_CELLS, np.int64)
         self.control[MAX_UPDATES] = UNLIMITED_UPDATES
         self.grad = np.full(N_PARAMS, GRADIENT)
         rule = parse_step_spec(step)
         self.rule, self.rule_state = rule.rule.step, rule.make_state(threads)
+        self.update_kernel = update  # Leashed-SGD's, or a variant's
 
     def read(self, tid: int) -> tuple[np.ndarray, int]:
         return read(self.state, tid, self.control)
 
     def update(self, tid: int, token: int) -> tuple[int, int, int, float]:
         """(outcome, staleness, attempts, step), as the kernel returns them."""
-        return update(self.state, tid, token, self.grad, STEP, self.control, self.rule,
-                      self.rule_state)
+        return self.update_kernel(self.state, tid, token, self.grad, STEP, self.control,
+                                  self.rule, self.rule_state)
 
     def step(self, tid: int) -> tuple[int, int, int, float]:
         """One whole read + update by thread ``tid``."""
@@ -97,21 +103,21 @@ class Model:
         return self.update(tid, token)
 
     def latest(self) -> tuple[int, int]:
-        word = int(self.state[1][0])
+        word = int(self.state.latest[0])
         return word >> SLOT_BITS, word & ((1 << SLOT_BITS) - 1)
 
     def reference(self, slot: int) -> tuple[int, int]:
-        word = int(self.state[2][slot * LINE])
+        word = int(self.state.refs[slot * LINE])
         return word >> SLOT_BITS, word & COUNT_MASK
 
     def assert_quiescent(self, applied: int) -> None:
         """No thread holds anything: the pool is exactly one live vector plus free slots."""
         version, slot = self.latest()
         assert version == applied
-        np.testing.assert_array_equal(self.state[0][slot], -UPDATE_VALUE * applied)
+        np.testing.assert_array_equal(self.state.pool[slot], -UPDATE_VALUE * applied)
         assert self.reference(slot) == (version, 1)  # held by ``latest`` alone
         free = leashed.free_slots(self.state)
-        used = int(self.state[5][leashed.SLOTS_USED])
+        used = int(self.state.meta[leashed.SLOTS_USED])
         assert len(set(free)) == len(free), f"a slot is on the free list twice: {free}"
         assert slot not in free, "the latest vector is on the free list"
         assert sorted(free + [slot]) == list(range(used))
@@ -343,7 +349,7 @@ def test_a_retry_recomputes_staleness_and_step_against_its_new_base():
     version, slot = m.latest()
     assert version == 2
     # v2 = v1 - (STEP / 2) * g: the retry's step, not the first attempt's (that would be -2 UPDATE_VALUE)
-    np.testing.assert_array_equal(m.state[0][slot], -1.5 * UPDATE_VALUE)
+    np.testing.assert_array_equal(m.state.pool[slot], -1.5 * UPDATE_VALUE)
 
 
 # -- the free list -------------------------------------------------------------------
@@ -375,14 +381,14 @@ def test_free_list_pop_survives_aba():
 def test_versions_stop_at_the_limit_instead_of_wrapping():
     m = Model(threads=1)
     start = MAX_VERSION - 2
-    m.state[1][0] = pack(start, 0)
-    m.state[2][0] = pack(start, 1)
-    m.state[0][0] = -UPDATE_VALUE * start
+    m.state.latest[0] = pack(start, 0)
+    m.state.refs[0] = pack(start, 1)
+    m.state.pool[0] = -UPDATE_VALUE * start
     outcomes = [m.step(0)[0] for _ in range(4)]
     assert outcomes == [APPLIED, APPLIED, STOP, STOP]
     version, slot = m.latest()
     assert version == MAX_VERSION
-    assert m.state[1][0] > 0 and m.reference(slot) == (MAX_VERSION, 1)
+    assert m.state.latest[0] > 0 and m.reference(slot) == (MAX_VERSION, 1)
 
 
 def test_a_budget_beyond_the_version_limit_is_refused():
@@ -395,7 +401,7 @@ def test_a_budget_beyond_the_version_limit_is_refused():
 def test_a_pin_that_cannot_succeed_gives_up_when_the_run_stops():
     """A corrupt pool (latest's count is 0) makes pins spin; the stop flag still ends them."""
     m = Model(threads=1)
-    m.state[2][0] = pack(0, 0)
+    m.state.refs[0] = pack(0, 0)
     reader = Actor(lambda: m.read(0), "reader")
     time.sleep(0.2)
     assert reader.running  # spinning, as it must: there is nothing valid to pin
@@ -412,7 +418,7 @@ def test_an_update_whose_pin_cannot_succeed_ends_when_the_run_stops():
     publisher = Actor(lambda: m.update(0, token), "A")
     m.board.wait_parked(0, TAKING_SPARE)
     assert m.reference(0) == (0, 1)  # the read pin is gone: latest's reference alone
-    m.state[2][0] = pack(0, 0)
+    m.state.refs[0] = pack(0, 0)
     m.board.disarm(0)
     m.board.release(0)
     time.sleep(0.2)
@@ -486,13 +492,13 @@ def test_every_thread_at_its_worst_moment_at_once_stays_within_the_pool(threads)
 
     assert m.control[ERROR] == 0, "a spare was refused: the pool ran out"
     bases = {slot for (_, slot), _ in pinned.values()}
-    spares = set(m.state[4][leashed.SPARE::LINE].tolist())
+    spares = set(m.state.mine[leashed.SPARE::LINE].tolist())
     assert len(bases) == threads and len(spares) == threads and not bases & spares
     assert live_slots(m.state, threads) == 2 * threads <= 2 * threads + 1
-    assert m.state[5][SLOTS_USED] <= 2 * threads + 1
+    assert m.state.meta[SLOTS_USED] <= 2 * threads + 1
     for (version, slot), _ in pinned.values():
         assert m.reference(slot) == (version, 1 + (slot == m.latest()[1]))  # + latest's
-        assert_version(m.state[0][slot], version)
+        assert_version(m.state.pool[slot], version)
     for tid, (_, publisher) in pinned.items():
         m.board.disarm(tid)
         m.board.release(tid)
@@ -506,15 +512,15 @@ def test_a_spare_beyond_the_pool_is_refused_and_fails_the_run():
     """``take_spare``'s guard: with all 2m + 1 slots handed out and none free, the next spare
     is refused (ERROR set, the update STOPs) and nothing is written past the pool."""
     m = Model(threads=1)
-    capacity = m.state[0].shape[0]
+    capacity = m.state.pool.shape[0]
     rows = np.full((capacity + 1, N_PARAMS), 7.0)  # one guard row past the pool
-    rows[:capacity] = m.state[0]
-    m.state = (rows[:capacity],) + m.state[1:]
-    m.state[5][SLOTS_USED] = capacity  # every slot handed out; the free list is empty
+    rows[:capacity] = m.state.pool
+    m.state = m.state._replace(pool=rows[:capacity])
+    m.state.meta[SLOTS_USED] = capacity  # every slot handed out; the free list is empty
     _, token = m.read(0)
     assert m.update(0, token) == (STOP, 0, 0, STEP)
     assert m.control[ERROR] == 1
-    assert m.state[5][SLOTS_USED] == capacity  # the refused claim is given back
+    assert m.state.meta[SLOTS_USED] == capacity  # the refused claim is given back
     np.testing.assert_array_equal(rows[capacity], 7.0)
     assert m.latest() == (0, 0)
 
@@ -530,6 +536,9 @@ LEASHED_ORDERINGS = {
     "update": {("store", "release"): 1,  # the stamp: written after the vector, seen before it
                ("load", "monotonic"): 2},  # the budget, the stop flag before a retry
     "retire": {("store", "release"): 1},  # the spare's count back to 0
+    "build_on_base": {("store", "release"): 1},  # the stamp, after the vector
+    "try_publish": {("cmpxchg", "seq_cst"): 1,  # the publishing CAS on latest
+                    ("atomicrmw", "seq_cst"): 1},  # the base's pin (and latest's reference)
     "push_free": {("load", "seq_cst"): 1, ("cmpxchg", "seq_cst"): 1},
     "pop_free": {("load", "seq_cst"): 2, ("cmpxchg", "seq_cst"): 1},
     "unpin": {("atomicrmw", "seq_cst"): 1},
@@ -542,9 +551,10 @@ def test_leashed_uses_the_memory_orderings_its_argument_needs(kernel):
     from numba import njit
 
     m = Model(threads=2)
-    state = m.state[:-1] + (None,)  # as in every run: no gates (their parking code has loads)
+    state = m.state._replace(gates=None)  # as in every run: no gates (their parking code has loads)
     args = {"pin_latest": (state, 0, m.control), "retire": (state, 0),
             "push_free": (state, 3), "pop_free": (state, 0), "unpin": (state, 0, 0),
+            "build_on_base": (state, 1, 0, m.grad, STEP), "try_publish": (state, 0, 1, 1),
             "update": (state, 0, 0, m.grad, STEP, m.control, m.rule, m.rule_state)}[kernel]
     fresh = njit(nogil=True)(getattr(leashed, kernel).py_func)  # numba hides cached IR
     fresh(*args)
@@ -558,6 +568,164 @@ def test_a_cyclic_free_list_is_reported_not_walked_forever():
     m = Model(threads=1)
     push_free(m.state, 1)
     push_free(m.state, 2)
-    m.state[3][1] = 2  # corrupt: 2 -> 1 -> 2 -> ...
+    m.state.next_free[1] = 2  # corrupt: 2 -> 1 -> 2 -> ...
     with pytest.raises(RuntimeError, match="cycle"):
         leashed.free_slots(m.state)
+
+
+# -- variants: other hooks on the same kernels ------------------------------------------
+
+BACKOFF_PLUGIN = Path(__file__).parent / "plugins" / "leashed_backoff.py"
+BACKED_OFF = 7  # the tests' own gate point, in their hook: the plugin's backoff has run
+
+
+@pytest.fixture(scope="module")
+def back_off():
+    """The backoff plugin's hook (tests/plugins/leashed_backoff.py), its strategy registered."""
+    from asgdbench.plugins.files import load_plugin_file
+    from asgdbench.plugins.strategies import STRATEGIES
+
+    load_plugin_file(BACKOFF_PLUGIN)
+    yield sys.modules["asgdbench_plugin_leashed_backoff"].back_off
+    STRATEGIES.forget("leashed-backoff")
+
+
+def _parking_after(hook: Any) -> Any:
+    """``hook``, then a gate point of the test's own: a replay sees each time it ran."""
+
+    @njit(nogil=True)
+    def after_failed_attempt(state, tid, attempts, control):
+        hook(state, tid, attempts, control)
+        gate(state.gates, BACKED_OFF, tid)
+
+    return after_failed_attempt
+
+
+@njit(nogil=True)
+def _give_up_at_once(state, attempts):
+    return True
+
+
+def test_the_backoff_variant_runs_its_hook_after_each_lost_cas_and_keeps_the_gates(back_off):
+    """A's CAS is lost three times (B publishes while A is parked at BEFORE_PUBLISH, a gate
+    of the shared kernels): A parks in the hook after each lost CAS, and only then; its
+    fourth attempt wins, built on v3."""
+    variant = leashed.variant(name="parking-backoff", summary="test",
+                              after_failed_attempt=_parking_after(back_off))
+    m = Model(threads=2, update=variant.update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH, BACKED_OFF)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    lost = 3
+    for _ in range(lost):
+        m.board.wait_parked(A, BEFORE_PUBLISH)
+        assert m.step(B)[0] == APPLIED  # B publishes first: A's CAS will be lost
+        m.board.release(A)
+        m.board.wait_parked(A, BACKED_OFF)  # the hook ran after the lost CAS
+        m.board.release(A)
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    m.board.disarm(A, BEFORE_PUBLISH)  # BACKED_OFF stays armed: a hook after a win would park
+    m.board.release(A)
+    assert publisher.result() == (APPLIED, lost, lost + 1, STEP)
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=lost + 1)
+
+
+def test_the_backoff_variant_publishes_nothing_after_the_stop(back_off):
+    """The stop flag set while A's CAS is being lost: the backoff sees it, and A ends with STOP
+    instead of retrying (the registered strategy's own update)."""
+    from asgdbench.plugins.strategies import get_strategy
+
+    m = Model(threads=2, update=get_strategy("leashed-backoff").update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED
+    m.control[STOP_FLAG] = 1
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (STOP, 0, 1, STEP)
+    assert m.latest()[0] == 1
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1)
+
+
+def test_a_stop_during_the_backoff_ends_the_update_without_a_retry(back_off):
+    """The stop flag set while A is in its hook (parked after the backoff): the stop is checked
+    after the hook, so A's retry, which would pin the new latest and publish, never happens."""
+    variant = leashed.variant(name="parking-backoff", summary="test",
+                              after_failed_attempt=_parking_after(back_off))
+    m = Model(threads=2, update=variant.update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH, BACKED_OFF)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED
+    m.board.release(A)
+    m.board.wait_parked(A, BACKED_OFF)
+    m.control[STOP_FLAG] = 1
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (STOP, 0, 1, STEP)
+    assert m.latest()[0] == 1
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1)
+
+
+def test_a_variant_that_gives_up_at_once_drops_after_one_lost_cas_whatever_tp():
+    variant = leashed.variant(name="impatient", summary="test", gives_up=_give_up_at_once)
+    m = Model(threads=2, tp=float("inf"), update=variant.update)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (DROPPED, 0, 1, STEP)
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=1)
+
+
+def test_the_backoff_variant_is_consistent_with_more_threads_than_cores(back_off):
+    from asgdbench.engine.checks import consistency_stress
+
+    report = consistency_stress("leashed-backoff", 16, 20_000)
+    assert report.clean
+    assert report.applied == 20_000 and report.final_is_exact
+
+
+def test_the_default_hooks_compile_into_the_update_leaving_no_call():
+    """The built-in update is ``make_update(retry_at_once, beyond_persistence_bound)``: in its
+    optimised code the hooks, like the other kernels, are inlined (no call remains), so the
+    built-in pays nothing for being composable."""
+    import re
+
+    m = Model(threads=2)
+    state = m.state._replace(gates=None)  # as in every run
+    fresh = njit(nogil=True)(update.py_func)  # numba hides cached IR
+    fresh(state, 0, 0, m.grad, STEP, m.control, m.rule, m.rule_state)
+    ir = fresh.inspect_llvm(fresh.signatures[0])
+    called = set(re.findall(r"call [^@]*@(\S+?)\(", ir))
+    for kernel in ("retry_at_once", "beyond_persistence_bound", "try_publish", "build_on_base"):
+        assert not [name for name in called if kernel in name], (kernel, sorted(called))
+
+
+def test_a_variant_registered_outside_the_package_is_not_recorded_as_built_in():
+    from asgdbench.plugins.strategies import STRATEGIES, register_strategy, strategy_source
+
+    register_strategy(leashed.variant(name="elsewhere", summary="test"))
+    try:
+        assert strategy_source("elsewhere") == {"kind": "module", "module": __name__}
+        assert strategy_source("leashed")["kind"] == "built-in"
+    finally:
+        STRATEGIES.forget("elsewhere")

@@ -19,17 +19,23 @@ from asgdbench.engine import loop_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A step rule plugin whose step is FACTOR * lr; editing FACTOR must change what runs.
+# A step rule plugin whose step is FACTOR * lr, FACTOR a scalar field of its named state (the
+# state's class, defined in the plugin file, is in the cached loop's signature); editing FACTOR
+# must change what runs.
 RULE_PLUGIN = '''
+from typing import NamedTuple
 from numba import njit
 from asgdbench import StepRule, register_step_rule
 
+class Scale(NamedTuple):
+    factor: float
+
 @njit(nogil=True)
 def step(lr, staleness, tid, rule_state):
-    return lr * {factor}
+    return lr * rule_state.factor
 
-register_step_rule(StepRule(name="scaled", summary="test", make_state=lambda n_threads: (),
-                            step=step))
+register_step_rule(StepRule(name="scaled", summary="test", step=step,
+                            make_state=lambda n_threads: Scale({factor})))
 '''
 
 # Load the plugin, get the compiled loop as a run does, report numba's cache statistics,
@@ -185,17 +191,69 @@ def test_the_key_covers_the_argument_types_and_the_kernels():
     assert key(retire_nothing, (values,)) != key(probe.gradient, (values,))
 
 
-def test_a_closure_kernel_is_never_cached_by_its_source():
-    """Two closures from one factory share their source but not their values."""
+def test_a_closure_kernel_is_named_by_its_source_and_its_cells():
+    """Two closures from one factory share their source but not their values: a closure over
+    constants and kernels is named by both, one over anything else (an array) not at all."""
+    import numpy as np
     from numba import njit
 
-    def make(k):
+    from asgdbench.primitives.steps import retire_nothing
+
+    def make(k, kernel=retire_nothing):
         @njit
         def add(x):
+            kernel(x, 0)
             return x + k
         return add
 
-    assert loop_cache.kernel_identity(make(1)) is None
+    one, two = loop_cache.kernel_identity(make(1)), loop_cache.kernel_identity(make(2))
+    assert one is not None and two is not None and one != two
+    assert one == loop_cache.kernel_identity(make(1))  # the same values: the same identity
+    assert loop_cache.kernel_identity(make(1.0)) != one  # 1.0 is not 1: another type
+    assert loop_cache.kernel_identity(make(1, kernel=probe_gradient())) != one
+    assert loop_cache.kernel_identity(make(np.ones(1))) is None
+    assert loop_cache.kernel_identity(make(1, kernel=make(np.ones(1)))) is None
+
+    def make_recursive():
+        @njit
+        def countdown(x):
+            return 0 if x <= 0 else countdown(x - 1)
+        return countdown
+
+    assert "countdown=(itself)" in loop_cache.kernel_identity(make_recursive())
+
+
+def probe_gradient():
+    from asgdbench.workloads import probe
+
+    return probe.gradient
+
+
+# A Leashed-SGD variant's update is a closure over its hooks (asgdbench.leashed.variant):
+# it must cache on disk like any strategy, and run what its hooks say.
+RUN_VARIANT = '''
+import json, sys
+from asgdbench.plugins.files import load_plugin_file
+from asgdbench.engine.runner import run, worker_loop_for
+load_plugin_file(sys.argv[1])
+loop = worker_loop_for("probe", "leashed-backoff", dtype="float64")
+result = run("probe", "leashed-backoff", 1, max_updates=10, max_time=None, target_loss=None,
+             dtype="float64")
+print(json.dumps({"hits": sum(loop.stats.cache_hits.values()),
+                  "misses": sum(loop.stats.cache_misses.values()),
+                  "final": float(result.final_params[0]), "lr": result.config.lr}))
+'''
+
+
+def test_the_next_process_loads_a_leashed_variant_from_the_cache(tmp_path):
+    cache, plugin = tmp_path / "cache", REPO / "tests" / "plugins" / "leashed_backoff.py"
+    first = _report(_python(RUN_VARIANT, plugin, cache=cache))
+    assert first["misses"] == 1 and first["hits"] == 0
+    assert first["final"] == _probe_final(first["lr"], 1.0)
+    again = _report(_python(RUN_VARIANT, plugin, cache=cache))
+    assert again["hits"] == 1 and again["misses"] == 0, "the second process compiled again"
+    assert again["final"] == first["final"]
+    assert loop_cache.describe_cache(cache).entries == 1
 
 
 # -- what the CLI does not compile ---------------------------------------------------------
@@ -258,18 +316,22 @@ def _apply_kernel(kernel, state):
 
 
 def test_a_loop_of_closure_kernels_compiles_in_memory_once_per_process():
-    """The key cannot name a closure, so it is not cached on disk; but a second run in the same
-    process must not compile it again (a notebook's strategies are such kernels)."""
+    """The key cannot name a closure over an array, so it is not cached on disk; but a second
+    run in the same process must not compile it again (a notebook's strategies are such
+    kernels)."""
     import numpy as np
     from numba import njit
 
     def make(k):
+        amount = np.array([k])
+
         @njit
         def add(state, tid):
-            state[0] += k
+            state[0] += amount[0]
         return add
 
     template, add_one = njit(_apply_kernel), make(1.0)
+    assert loop_cache.kernel_identity(add_one) is None
     first = loop_cache.specialize(template, {"kernel": add_one}, (np.zeros(1),))
     assert loop_cache.specialize(template, {"kernel": add_one}, (np.zeros(1),)) is first
     other = loop_cache.specialize(template, {"kernel": make(2.0)}, (np.zeros(1),))

@@ -148,7 +148,8 @@ BAD_PLUGINS = {
     "bad_name": (PLUGIN_SOURCE.replace(repr(PLUGIN_NAME), "'bad name!'"), "name must be"),
     "clash": (PLUGIN_SOURCE.replace(repr(PLUGIN_NAME), "'lock'"), "clashes with the one from"),
     "arity": (PLUGIN_SOURCE.replace("read=hogwild.read", "read=hogwild.update"),
-              "read must take 3 arguments"),
+              "read has the wrong signature: expected read(state, tid, control), given "
+              "update(state, tid, token, grad, lr, control, rule, rule_state)"),
     "not_a_kernel": (PLUGIN_SOURCE.replace("update=hogwild.update", "update=print"),
                      "update must be an @njit"),
 }
@@ -170,6 +171,27 @@ def test_a_broken_plugin_is_one_line_naming_the_file_and_exit_2(kind, tmp_path, 
     assert len(err.splitlines()) == 1 and err.startswith("asgdbench: error: ")
     assert fragment in err and str(path) in err
     assert get_strategy("lock").name == "lock"  # the built-in was not replaced
+
+
+def test_kernels_are_checked_by_parameter_names_and_the_error_shows_both_signatures():
+    """Right count, wrong order: ``update`` would read the gradient as its token."""
+    import dataclasses
+
+    from numba import njit
+
+    from asgdbench.errors import PluginError
+
+    @njit(nogil=True)
+    def swapped(state, tid, grad, token, lr, control, rule, rule_state):
+        return 0, 0, 0, lr
+
+    hogwild = get_strategy("hogwild")
+    with pytest.raises(PluginError) as error:
+        registry.register_strategy(dataclasses.replace(hogwild, name="swapped", update=swapped))
+    assert_one_line(error, "strategy 'swapped'", "update has the wrong signature: expected "
+                    "update(state, tid, token, grad, lr, control, rule, rule_state), given "
+                    "swapped(state, tid, grad, token, lr, control, rule, rule_state)")
+    assert "swapped" not in available_strategies()
 
 
 def test_kernels_that_do_not_compile_are_one_line_naming_the_plugin(tmp_path, capsys):

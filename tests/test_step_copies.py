@@ -16,7 +16,7 @@ from numba.core.runtime import _nrt_python, rtsys
 from asgdbench.algorithms.lock import read_per_step, update_per_step
 from asgdbench.engine.checks import check_strategy, consistency_stress
 from asgdbench.plugins.strategies import get_strategy
-from asgdbench.primitives.atomics import mutex_lock
+from asgdbench.primitives.atomics import mutex_lock, mutex_unlock
 from asgdbench.primitives.gates import Actor, GateBoard, gate
 from asgdbench.primitives.protocol import CONTROL_CELLS, ERROR, NOT_READ
 from asgdbench.primitives.steps import (
@@ -31,7 +31,6 @@ from asgdbench.primitives.steps import (
 
 UPDATES = 20_000
 VARIANTS = ("lock-per-step-copy", "hogwild-per-step-copy")
-COUNTER = {"lock-per-step-copy": 1, "hogwild-per-step-copy": 2}  # index in the state tuple
 PLAIN = {"lock-per-step-copy": "lock", "hogwild-per-step-copy": "hogwild"}
 
 
@@ -63,7 +62,7 @@ def test_every_step_allocates_its_copy_and_frees_it(name):
     harness = after.alloc - middle.alloc
     assert allocated - harness >= report.computed  # one vector per step, at least
     assert middle.free - before.free == allocated  # and every one freed
-    counter = report.state[COUNTER[name]]
+    counter = report.state.copies
     assert counter[STEP_COPIES_LIVE] == 0  # the counter agrees: none left alive
     assert 1 <= counter[STEP_COPIES_PEAK] <= 3
 
@@ -85,8 +84,8 @@ def test_a_read_returns_a_fresh_copy_of_the_shared_vector(name):
     first, token = strategy.read(state, 0, control)
     second, _ = strategy.read(state, 1, control)
     assert token == 0
-    assert np.array_equal(first, state[0]) and np.array_equal(second, state[0])
-    assert not np.shares_memory(first, state[0]) and not np.shares_memory(first, second)
+    assert np.array_equal(first, state.params) and np.array_equal(second, state.params)
+    assert not np.shares_memory(first, state.params) and not np.shares_memory(first, second)
     assert strategy.live_vectors_now(state, 2) == 3 == strategy.peak_param_vectors(state, 2)
 
 
@@ -218,14 +217,44 @@ def _lock(mutex):
     return mutex_lock(mutex)
 
 
+@njit
+def _unlock(mutex):
+    return mutex_unlock(mutex)
+
+
+@pytest.mark.parametrize("name", ["lock", "lock-per-step-copy"])
+def test_a_read_waits_for_the_lock_and_copies_what_its_holder_wrote(name):
+    """Deterministic where the stress is statistical: the test holds the mutex and writes a new
+    version under it while a reader waits; the reader must still be waiting, and must then
+    return that version, whole, with its number."""
+    import time
+
+    strategy = get_strategy(name)
+    state = strategy.make_state(np.zeros(8), 1)
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    strategy.read(state, 0, control)  # compiled before the race
+    assert _lock(state.mutex) == 0
+    try:
+        reader = Actor(lambda: strategy.read(state, 0, control), "reader")
+        time.sleep(0.2)
+        assert reader.running, "the read did not wait for the lock"
+        state.params[:] = -1.0  # the holder's update: a new version, under the lock
+        state.updates[0] = 1
+    finally:
+        assert _unlock(state.mutex) == 0
+    vector, token = reader.result()
+    assert token == 1
+    np.testing.assert_array_equal(vector, np.full(8, -1.0))
+
+
 def test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run():
     """The read's mutex fails (an errno: here EDEADLK, this thread already holds it): the run
     is failed through ERROR, the token is NOT_READ, and the copy taken for the step is counted
     freed (no update follows to drop it)."""
     strategy = get_strategy("lock-per-step-copy")
-    params, copies, _, updates = strategy.make_state(np.zeros(8), 1)
     mutex = _error_checking_mutex()
-    state = (params, copies, mutex, updates)
+    state = strategy.make_state(np.zeros(8), 1)._replace(mutex=mutex)
+    copies = state.copies
     control = np.zeros(CONTROL_CELLS, np.int64)
     assert _lock(mutex) == 0
     assert _lock(mutex) != 0  # the same thread again: refused, not a deadlock
@@ -253,10 +282,10 @@ def _gradient_noting_allocations(params, data, rows, work, grad):
 
 @njit(nogil=True)
 def _update_noting_allocations(state, tid, token, grad, lr, control, rule, rule_state):
-    data = state[4]
+    strategy_state, data = state
     data[2, int(data[1, 0])] = _allocations_alive()  # before the strategy's update drops it
     data[1, 0] += 1
-    return update_per_step(state[:4], tid, token, grad, lr, control, rule, rule_state)
+    return update_per_step(strategy_state, tid, token, grad, lr, control, rule, rule_state)
 
 
 def test_numba_frees_the_step_copy_before_update_drops_it():
@@ -271,7 +300,7 @@ def test_numba_frees_the_step_copy_before_update_drops_it():
     steps = 4
     strategy = get_strategy("lock-per-step-copy")
     notes = np.zeros((3, steps + 2))
-    state = (*strategy.make_state(np.zeros(4), 1), notes)
+    state = (strategy.make_state(np.zeros(4), 1), notes)
     constant = parse_step_spec("constant")
     control = np.zeros(CONTROL_CELLS, np.int64)
     control[GO], control[MAX_UPDATES] = 1, steps
@@ -290,12 +319,13 @@ def test_numba_frees_the_step_copy_before_update_drops_it():
     calls = steps + 1  # the last update finds the budget spent
     assert notes[1, 0] == calls
     np.testing.assert_array_equal(notes[2, :calls], notes[0, :calls] - 1)
-    assert state[1][STEP_COPIES_LIVE] == 0 and state[1][STEP_COPIES_PEAK] == 1
+    copies = state[0].copies
+    assert copies[STEP_COPIES_LIVE] == 0 and copies[STEP_COPIES_PEAK] == 1
 
 
 @njit(nogil=True)
 def _read_step_copy(state, tid, control):
-    return read_per_step(state[:4], tid, control)
+    return read_per_step(state[0], tid, control)
 
 
 @njit(nogil=True)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_tail_builds_the_empirical_cdf_of_the_warm_up_and_applies_its_formula():
     steps = feed_tail(state, taus)
     sample = np.minimum([t for row in taus for t in row[1:4]], max_staleness)
 
-    cdf = state[4]
+    cdf = state.cdf
     expected_cdf = [np.mean(sample < t) for t in range(max_staleness + 1)]
     np.testing.assert_allclose(cdf, expected_cdf, rtol=0, atol=1e-15)
     # until the window's last call (the 12th, thread 2's 4th), every step was lr
@@ -134,7 +135,7 @@ def test_tail_clamps_with_a_comparison_not_the_authors_shift():
     """τ = 7 with max_staleness 5 counts as 5 (the authors' 7 >> 5 would make it 0)."""
     state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(2)
     feed_tail(state, [[7], [1]])
-    histogram, cdf = state[2], state[4]
+    histogram, cdf = state.histogram, state.cdf
     assert histogram.tolist() == [0, 1, 0, 0, 0, 1]
     assert cdf[1] == 0.0  # nothing below 1: the 7 is not in bin 0
     assert cdf[5] == 0.5
@@ -151,7 +152,7 @@ def test_tail_counts_its_window_over_all_threads_so_an_idle_thread_holds_nothing
     # the 4th call completed the sample (all τ = 0): F(0) = 0, F(1) = 1
     assert steps[0] == [LR, 2 * LR, 0.0]
     assert spec_inspect(state)["warmup_complete"] is True
-    assert state[2][0] == 4  # calls after the window add nothing
+    assert state.histogram[0] == 4  # calls after the window add nothing
 
 
 def test_tail_does_not_build_f_while_a_claimed_sample_is_still_being_added():
@@ -159,7 +160,7 @@ def test_tail_does_not_build_f_while_a_claimed_sample_is_still_being_added():
     by a thread that stalled before adding its τ. Call 4 (the window's last number) must not
     build F from three samples: the builder is the call that completes the count."""
     state = parse_step_spec("tail:warmup_from=1:warmup_to=2").make_state(2)
-    histogram, shared = state[2], state[3]
+    histogram, shared = state.histogram, state.shared
     shared[0], shared[8], histogram[0] = 3, 2, 2  # CALLS, SAMPLED: call 3 claimed, not added
     assert parse_step_spec("tail").rule.step(LR, 5, 1, state) == LR
     assert shared[16] == 0 and shared[8] == 3  # READY not set; three samples in
@@ -195,7 +196,7 @@ def test_tail_samples_each_call_of_the_window_once_under_contention():
     needed = (window[1] - window[0] + 1) * threads
     assert spec_inspect(state) == {"warmup_complete": True, "samples": needed,
                                    "samples_needed": needed}
-    histogram, cdf = state[2], state[4]
+    histogram, cdf = state.histogram, state.cdf
     assert histogram.sum() == needed
     np.testing.assert_allclose(cdf, np.concatenate([[0], np.cumsum(histogram)[:-1]]) / needed)
 
@@ -206,9 +207,9 @@ def spec_inspect(state: tuple) -> dict:
 
 def test_tail_clamps_a_negative_staleness_to_zero_instead_of_writing_before_its_histogram():
     state = parse_step_spec("tail:warmup_from=1:warmup_to=1:max_staleness=5").make_state(1)
-    guard = state[2].copy()
+    guard = state.histogram.copy()
     feed_tail(state, [[-3]])
-    assert state[2].tolist() == [1, 0, 0, 0, 0, 0] and guard.sum() == 0
+    assert state.histogram.tolist() == [1, 0, 0, 0, 0, 0] and guard.sum() == 0
     assert parse_step_spec("tail").rule.step(LR, -7, 0, state) == pytest.approx(
         LR * (1 + 1.0 * (1 - 2 * 0.0)))  # F(0) = 0, not the wrapped-around last bin
 
@@ -268,8 +269,8 @@ def test_tail_builds_f_only_once_every_claimed_sample_is_in():
     finally:
         board.abort()
     assert spec_inspect(state) == {"warmup_complete": True, "samples": 2, "samples_needed": 2}
-    assert state[2].tolist() == [0, 1, 0, 0, 1, 0]
-    np.testing.assert_array_equal(state[4], [0, 0, 0.5, 0.5, 0.5, 1])  # F of {1, 4}
+    assert state.histogram.tolist() == [0, 1, 0, 0, 1, 0]
+    np.testing.assert_array_equal(state.cdf, [0, 0, 0.5, 0.5, 0.5, 1])  # F of {1, 4}
 
 
 def test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample():
@@ -294,7 +295,7 @@ def test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample():
     finally:
         board.abort()
     assert spec_inspect(state)["warmup_complete"] is True
-    assert state[2].tolist() == [0, 1, 0, 0, 1, 0]
+    assert state.histogram.tolist() == [0, 1, 0, 0, 1, 0]
 
 
 @njit(nogil=True)
@@ -323,8 +324,8 @@ def test_tail_loses_no_sample_when_every_thread_hits_one_bin_at_once():
     needed = threads * per_thread
     assert spec_inspect(state) == {"warmup_complete": True, "samples": needed,
                                    "samples_needed": needed}
-    assert state[2].tolist() == [0, 0, 0, needed] + [0] * (state[2].size - 4)
-    assert state[4][3] == 0.0 and state[4][4] == 1.0
+    assert state.histogram.tolist() == [0, 0, 0, needed] + [0] * (state.histogram.size - 4)
+    assert state.cdf[3] == 0.0 and state.cdf[4] == 1.0
 
 
 def test_step_factors_out_of_range_go_to_the_edge_bins():
@@ -336,11 +337,28 @@ def test_step_factors_out_of_range_go_to_the_edge_bins():
     assert factor_bin(1e30) == factor_bin(math.inf) == factor_bin(math.nan) == last
 
 
+class _Named(NamedTuple):
+    rate: float
+    cells: Any
+
+
 def test_a_rule_state_that_is_not_a_tuple_of_arrays_is_refused():
     assert check_rule_state((np.zeros(2),), "ok")
-    for bad in ([np.zeros(2)], (np.zeros(2), 3.0)):
+    for bad in ([np.zeros(2)], (np.zeros(2), 3.0), _Named(0.5, [1, 2]), _Named("fast", 1)):
         with pytest.raises(PluginError, match="tuple of NumPy arrays"):
             check_rule_state(bad, "listy")
+
+
+def test_a_named_rule_state_takes_scalar_parameters_as_scalars():
+    """FLEET's β is a float field, not np.array([β]); halving's limit an int."""
+    from asgdbench.algorithms.step_rules import fleet
+
+    assert check_rule_state(_Named(0.5, np.zeros(2)), "ok")
+    state = parse_step_spec("fleet:tau_th=4").make_state(2)
+    assert type(state.beta) is float and state.beta == fleet.beta(4.0)
+    assert check_rule_state(state, "fleet") is state
+    assert check_rule_state(parse_step_spec("tail").make_state(2), "tail")
+    assert step_of("fleet:tau_th=4", 3) == LR * math.exp(-fleet.beta(4.0) * 3)
 
 
 def test_sync_threads_agree_on_every_tail_step():

@@ -145,10 +145,10 @@ def test_the_persistence_bound_holds(tp, threads):
 # -- through the real runner -----------------------------------------------------------
 
 @pytest.mark.parametrize("threads", THREADS)
-@pytest.mark.parametrize("algorithm", ["lock", "leashed:tp=inf", "leashed:tp=0"])
-def test_no_update_is_lost_in_a_run(algorithm, threads):
+@pytest.mark.parametrize("strategy", ["lock", "leashed:tp=inf", "leashed:tp=0"])
+def test_no_update_is_lost_in_a_run(strategy, threads):
     for _ in range(REPEATS):
-        result = probe_run(algorithm, threads, UPDATES)
+        result = probe_run(strategy, threads, UPDATES)
         assert result.status == "budget"
         assert result.updates_applied == UPDATES
         assert result.evaluation["torn_reads"] == 0
@@ -180,7 +180,7 @@ def test_leashed_memory_stays_bounded_and_every_vector_comes_back(threads):
     for _ in range(REPEATS):
         report = consistency_stress("leashed:tp=inf", threads, UPDATES)
         assert report.error == 0, "the pool ran out: a vector leaked"
-        used = int(report.state[5][8])  # SLOTS_USED
+        used = int(report.state.meta[8])  # SLOTS_USED
         assert 2 <= used <= 2 * threads + 1
         from asgdbench.algorithms import leashed
 
@@ -225,3 +225,66 @@ def test_the_readme_plugin_passes_the_consistency_check(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "checked" in out.stdout and "torn_reads=0" in out.stdout
+
+
+# A strategy with a state class of its own and the default retire, as a plugin writes it.
+NAMED_STATE_PLUGIN = """
+from typing import NamedTuple
+import numpy as np
+from numba import njit
+from asgdbench import Strategy, register_strategy
+from asgdbench.primitives import APPLIED, MAX_UPDATES, STOP, fetch_add, load, rule_step
+from asgdbench.primitives import sgd_step_inplace
+
+class TicketState(NamedTuple):
+    params: np.ndarray
+    tickets: np.ndarray
+
+@njit(nogil=True, cache=True)
+def read(state, tid, control):
+    return state.params, load(state.tickets, 0, "monotonic")
+
+@njit(nogil=True)
+def update(state, tid, token, grad, lr, control, rule, rule_state):
+    ticket = fetch_add(state.tickets, 0, 1)
+    if ticket >= control[MAX_UPDATES]:
+        return STOP, 0, 0, lr
+    step = rule_step(rule, rule_state, lr, ticket - token, tid)
+    sgd_step_inplace(state.params, grad, step)
+    return APPLIED, ticket - token, 1, step
+
+register_strategy(Strategy(name="ticket", summary="test", read=read, update=update,
+                           make_state=lambda p, n: TicketState(p.copy(), np.zeros(8, np.int64))))
+"""
+
+RUN_ONE = """
+import sys
+from asgdbench.engine.runner import run
+if len(sys.argv) > 2:
+    from asgdbench.plugins.files import load_plugin_file
+    load_plugin_file(sys.argv[2])
+result = run("probe", sys.argv[1], 1, max_updates=10, max_time=None, target_loss=None,
+             dtype="float64")
+print(result.status, result.updates_applied)
+"""
+
+
+def test_a_plugin_state_class_never_reaches_a_cache_the_built_ins_share(tmp_path):
+    """The plugin runs with the shared default ``retire``; a later process without the plugin
+    must still load what the built-ins share (a plugin's class in a shared cache index would
+    make it fail: ModuleNotFoundError while numba unpickles the index)."""
+    import os
+    import subprocess
+    import sys
+
+    from asgdbench.caching import ENV_VAR
+
+    plugin = tmp_path / "ticket.py"
+    plugin.write_text(NAMED_STATE_PLUGIN)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               **{ENV_VAR: str(tmp_path / "loops")})
+    for args in (["ticket", str(plugin)], ["hogwild"]):
+        done = subprocess.run([sys.executable, "-c", RUN_ONE, *args], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[-2:] == ["budget", "10"]

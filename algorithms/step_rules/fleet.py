@@ -5,8 +5,8 @@ at τ = τ_th the factor is (1 + τ_th / 2)^-2.
 """
 
 import math
+from typing import NamedTuple
 
-import numpy as np
 from numba import njit
 
 from asgdbench.plugins.params import Param
@@ -18,14 +18,19 @@ def beta(tau_th: float) -> float:
     return (2.0 / tau_th) * math.log(1.0 + tau_th / 2.0)
 
 
-def make_state(n_threads: int, tau_th: float = 0.0) -> tuple:
+class FleetState(NamedTuple):
+    beta: float
+    """The decay rate for this run's staleness threshold."""
+
+
+def make_state(n_threads: int, tau_th: float = 0.0) -> FleetState:
     threshold = tau_th if tau_th > 0 else n_threads + 1
-    return (np.array([beta(threshold)]),)
+    return FleetState(beta=beta(threshold))
 
 
 @njit(nogil=True, cache=True)
 def step(lr, staleness, tid, rule_state):
-    return lr * math.exp(-rule_state[0][0] * staleness)
+    return lr * math.exp(-rule_state.beta * staleness)
 
 
 register_step_rule(StepRule(

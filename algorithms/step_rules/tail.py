@@ -23,6 +23,8 @@ with fewer calls than the window leaves the factor at 1; the result's
 ``step_rule.state.warmup_complete`` says whether that happened.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -33,8 +35,6 @@ from asgdbench.primitives.atomics import fetch_add, load, store
 from asgdbench.primitives.gates import gate
 
 LINE = 8  # int64 cells per cache line
-# cells of ``limits``
-FIRST_CALL, LAST_CALL, MAX_STALENESS = range(3)
 # cells of ``shared``, a line apart
 CALLS = 0  # rule calls so far, all threads together (counted until the window is claimed)
 SAMPLED = 8  # samples added to the histogram
@@ -46,8 +46,25 @@ CALL_CLAIMED = 1  # a call number in the window claimed, its τ not yet added
 SAMPLE_ADDED = 2  # τ added to the histogram, the sample not yet counted
 
 
+class TailState(NamedTuple):
+    amplitude: float
+    """A: how far the factor moves from 1."""
+    first_call: int
+    """The first rule call (all threads together, from 1) sampled in the warm-up."""
+    last_call: int
+    """The last one."""
+    max_staleness: int
+    """τ above this counts as this (the histogram's last bin)."""
+    histogram: np.ndarray
+    """The warm-up's τ sample, one bin per τ (atomic adds)."""
+    shared: np.ndarray
+    """CALLS, SAMPLED and READY, a line apart."""
+    cdf: np.ndarray
+    """F, built once every sample is in."""
+
+
 def make_state(n_threads: int, amplitude: float = 1.0, warmup_from: int = 10,
-               warmup_to: int = 15, max_staleness: int = 199) -> tuple:
+               warmup_to: int = 15, max_staleness: int = 199) -> TailState:
     if amplitude > 1:
         raise ConfigError(f"tail: amplitude={amplitude:g} above 1 would step uphill for stale "
                           f"gradients (factor 1 - A < 0)")
@@ -56,13 +73,13 @@ def make_state(n_threads: int, amplitude: float = 1.0, warmup_from: int = 10,
     if warmup_to * n_threads > MAX_CALLS:
         raise ConfigError(f"tail: warmup_to={warmup_to} with {n_threads} threads is a window "
                           f"beyond {MAX_CALLS} rule calls")
-    settings = np.array([amplitude], dtype=np.float64)
-    limits = np.array([(warmup_from - 1) * n_threads + 1, warmup_to * n_threads, max_staleness],
-                      dtype=np.int64)
-    histogram = np.zeros(max_staleness + 1, dtype=np.int64)
-    shared = np.zeros(3 * LINE, dtype=np.int64)
-    cdf = np.zeros(max_staleness + 1, dtype=np.float64)
-    return (settings, limits, histogram, shared, cdf)
+    return TailState(amplitude=float(amplitude),
+                     first_call=(warmup_from - 1) * n_threads + 1,
+                     last_call=warmup_to * n_threads,
+                     max_staleness=int(max_staleness),
+                     histogram=np.zeros(max_staleness + 1, dtype=np.int64),
+                     shared=np.zeros(3 * LINE, dtype=np.int64),
+                     cdf=np.zeros(max_staleness + 1, dtype=np.float64))
 
 
 @njit(nogil=True, cache=True)
@@ -85,28 +102,28 @@ def step(lr, staleness, tid, rule_state):
 @njit(nogil=True, cache=True)
 def gated_step(lr, staleness, tid, rule_state, gates):
     """``step`` with test-only gates (``None`` in every run: they compile to nothing)."""
-    settings, limits, histogram, shared, cdf = rule_state
-    tau = min(max(staleness, 0), limits[MAX_STALENESS])  # a comparison, both ends
+    shared = rule_state.shared
+    tau = min(max(staleness, 0), rule_state.max_staleness)  # a comparison, both ends
     if load(shared, READY, "acquire") != 0:
-        return lr * (1.0 + settings[0] * (1.0 - 2.0 * cdf[tau]))
-    if load(shared, CALLS, "monotonic") >= limits[LAST_CALL]:
+        return lr * (1.0 + rule_state.amplitude * (1.0 - 2.0 * rule_state.cdf[tau]))
+    if load(shared, CALLS, "monotonic") >= rule_state.last_call:
         return lr  # the window is claimed: its last samples are being added
     call = fetch_add(shared, CALLS, 1) + 1
-    if limits[FIRST_CALL] <= call <= limits[LAST_CALL]:
+    if rule_state.first_call <= call <= rule_state.last_call:
         gate(gates, CALL_CLAIMED, tid)
-        fetch_add(histogram, tau, 1)  # add, then count: the count says the sample is in
+        fetch_add(rule_state.histogram, tau, 1)  # add, then count: the count says it is in
         gate(gates, SAMPLE_ADDED, tid)
-        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:
-            build_cdf(histogram, cdf)  # every sample is in: the others' adds came first
+        if fetch_add(shared, SAMPLED, 1) == rule_state.last_call - rule_state.first_call:
+            build_cdf(rule_state.histogram, rule_state.cdf)  # every sample is in: adds came first
             store(shared, READY, 1, "release")
     return lr
 
 
 def inspect(rule_state: tuple) -> dict:
     """Whether the warm-up completed: if not, every step of the run had factor 1."""
-    settings, limits, histogram, shared, cdf = rule_state
-    return {"warmup_complete": bool(shared[READY]), "samples": int(shared[SAMPLED]),
-            "samples_needed": int(limits[LAST_CALL] - limits[FIRST_CALL] + 1)}
+    return {"warmup_complete": bool(rule_state.shared[READY]),
+            "samples": int(rule_state.shared[SAMPLED]),
+            "samples_needed": rule_state.last_call - rule_state.first_call + 1}
 
 
 register_step_rule(StepRule(

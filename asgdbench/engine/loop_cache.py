@@ -28,8 +28,8 @@ on as a value (the step rule, which the loop hands to the strategy's ``update``)
 otherwise be lowered as its address in this process, which numba refuses to cache.
 
 A folder that cannot be written costs one warning line; the loop is then compiled in memory,
-as is a loop whose kernels have no source file or are closures (their source does not say
-what they compute).
+as is a loop whose kernels have no source file or are closures over values the key cannot
+name (see :func:`kernel_identity`).
 """
 
 from __future__ import annotations
@@ -142,12 +142,49 @@ def _package_digest(module_name: str) -> str | None:
     return _tree_digest(sorted(set(map(os.path.realpath, folders)))) if folders else None
 
 
+_CONSTANT_CELLS = (bool, int, float, str)
+"""Closure cells the key can name by value (besides kernels, named by their identity)."""
+
+
+def _cell_identity(name: str, value: Any, naming: frozenset[int]) -> str | None:
+    if type(value) in _CONSTANT_CELLS:
+        return f"{name}={type(value).__name__}:{value!r}"
+    if id(value) in naming:  # a closure over itself (recursion): named by its own source
+        return f"{name}=(itself)"
+    identity = _identity(value, naming)
+    return None if identity is None else f"{name}=({identity})"
+
+
 def kernel_identity(kernel: Any) -> str | None:
     """What a kernel is, for the key: module, name and source digest; None if its source
-    cannot say what it computes (no source file, or a closure over values)."""
+    cannot say what it computes (no source file).
+
+    A closure (a kernel a factory made, such as :func:`asgdbench.leashed.variant`'s
+    ``update``) is named by its source and its cells: each a kernel with an identity, or a
+    plain bool, int, float or str constant; None if any cell is something else (an array, an
+    object), whose value the key cannot see.
+    """
+    return _identity(kernel, frozenset())
+
+
+def _identity(kernel: Any, naming: frozenset[int]) -> str | None:
+    """:func:`kernel_identity`; ``naming``: the closures whose cells are being named."""
     function = getattr(kernel, "py_func", None)
-    if function is None or function.__closure__:
+    if function is None:
         return None
+    cells = ""
+    if function.__closure__:
+        parts = []
+        for name, cell in zip(function.__code__.co_freevars, function.__closure__):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell: nothing the key can name
+                return None
+            part = _cell_identity(name, value, naming | {id(kernel)})
+            if part is None:
+                return None
+            parts.append(part)
+        cells = "[" + ", ".join(parts) + "]"
     path = function.__code__.co_filename
     if not os.path.isfile(path):
         return None
@@ -155,7 +192,7 @@ def kernel_identity(kernel: Any) -> str | None:
     digest = file_digest(path)
     if "." in module and not module.startswith("asgdbench."):  # an outside package
         digest += _package_digest(module) or ""
-    return f"{module}:{function.__qualname__}:{digest}"
+    return f"{module}:{function.__qualname__}:{digest}{cells}"
 
 
 def cache_key(template: Any, kernels: Mapping[str, Any], args: tuple) -> str | None:
@@ -246,7 +283,7 @@ def specialize(template: Any, kernels: Mapping[str, Any], args: tuple, *,
     _register_static_kernel_type()
     signature = tuple(_typeof(arg) for arg in args)
     key = cache_key(template, kernels, args) if cache else None
-    # kernels the key cannot name (closures, no source file) are reused in this process only
+    # kernels the key cannot name (closures over arrays, no source file): this process only
     memo: Any = key if key is not None or not cache else (
         template, tuple(sorted(kernels.items())), signature)
     if memo is not None and memo in _loaded:

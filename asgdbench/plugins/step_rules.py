@@ -7,11 +7,10 @@ with every rule, so a staleness-adaptive step is a few lines, not a copy of a
 strategy's ``update``. Built-ins live in ``algorithms/step_rules/``, one file
 each; others arrive through the entry-point group ``asgdbench.steps`` or a
 ``--plugin`` file. A spec picks a rule and its parameters, like a strategy's:
-``inverse``, ``tail:amplitude=0.5``. A run's combined label is
-``STRATEGY+RULE`` (``leashed:tp=inf+inverse``); the default rule, ``constant``,
-is left out of it, so labels of constant-step runs read as they always did, and
-the rule shows only the parameters not at their defaults (``+tail`` rather than
-``+tail:amplitude=1:warmup_from=10:...``); a run's identity keeps the full spec.
+``inverse``, ``tail:amplitude=0.5``. A run's label, ``STRATEGY+RULE`` with every
+parameter shown and the default rule ``constant`` left out, is made from the typed plan
+alone (:func:`asgdbench.engine.choice.run_label`), so it is the same whichever plugins are
+loaded.
 """
 
 from __future__ import annotations
@@ -29,32 +28,43 @@ from asgdbench.plugins.params import (
     bind,
     find_param,
     make_state_problem,
-    spec_label,
     split_spec,
 )
 from asgdbench.plugins.registry import Registry, import_package_modules
 
 ENTRY_POINT_GROUP = "asgdbench.steps"
 DEFAULT_STEP = "constant"
-LABEL_SEPARATOR = "+"
 
 
 def _nothing_to_report(rule_state: tuple) -> dict[str, Any]:
     return {}
 
 
-def check_rule_state(rule_state: Any, rule_name: str) -> tuple:
-    """Refuse a state the kernels cannot share between threads: it must be a tuple of arrays.
+SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+"""What a rule state's named fields may hold besides arrays: per-run constants."""
 
-    numba copies a Python list into each call, so per-run state in one would
-    silently become per-call state.
+
+def _is_named_tuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
+
+
+def check_rule_state(rule_state: Any, rule_name: str) -> tuple:
+    """Refuse a state the kernels cannot share between threads.
+
+    It is a tuple of NumPy arrays (shared, mutable: what the threads update), or a
+    ``typing.NamedTuple`` of arrays and scalars (a scalar is a per-run constant, such as
+    FLEET's β: every call gets it by value). numba copies a Python list into each call, so
+    per-run state in one would silently become per-call state; a bare scalar in a plain tuple
+    is refused too, so that a constant always has a name.
     """
+    allowed = (np.ndarray, *SCALARS) if _is_named_tuple(rule_state) else (np.ndarray,)
     if not isinstance(rule_state, tuple) or not all(
-            isinstance(item, np.ndarray) for item in rule_state):
+            isinstance(item, allowed) for item in rule_state):
         kind = type(rule_state).__name__
         raise PluginError(f"step rule {rule_name!r}: make_state must return a tuple of NumPy "
-                          f"arrays (shared by the threads), not {kind}"
-                          + (" holding other things" if kind == "tuple" else ""))
+                          f"arrays (shared by the threads) or a NamedTuple of arrays and "
+                          f"scalars, not {kind}"
+                          + (" holding other things" if isinstance(rule_state, tuple) else ""))
     return rule_state
 
 
@@ -62,8 +72,10 @@ def check_rule_state(rule_state: Any, rule_name: str) -> tuple:
 class StepRule:
     """A step-size rule: per-run state plus one kernel that gives the step of one apply.
 
-    - ``make_state(n_threads, **params) -> tuple of arrays`` (plain Python, once
-      per run; the tuple may be empty);
+    - ``make_state(n_threads, **params) -> rule_state`` (plain Python, once per run): a
+      ``typing.NamedTuple`` declared at module top level whose fields are scalars (the
+      rule's parameters, constants of the run: ``beta: float``) and arrays (what the
+      threads update: a warm-up's histogram), or a plain tuple of arrays (``()`` for none);
     - ``step(lr, staleness, tid, rule_state) -> step``: an ``@njit(nogil=True)``
       kernel called by the strategy at apply time (under its lock, per CAS
       attempt, ...), with the base step ``lr`` and that apply's staleness τ
@@ -104,38 +116,6 @@ class StepSpec(BoundSpec):
 
     def make_state(self, n_threads: int) -> tuple:
         return self.rule.make_state(n_threads, **self.kwargs)
-
-
-def combined_label(strategy_label: str, step_label: str) -> str:
-    """``leashed:tp=inf+inverse``, the step rule as :func:`shown_step_label` shows it; the
-    default rule is left out (``leashed:tp=inf``)."""
-    shown = shown_step_label(step_label)
-    if shown == DEFAULT_STEP:
-        return strategy_label
-    return f"{strategy_label}{LABEL_SEPARATOR}{shown}"
-
-
-def shown_step_label(step_label: str) -> str:
-    """A rule's canonical spec with the parameters at their defaults left out, for tables:
-    ``tail`` for ``tail:amplitude=1:warmup_from=10:warmup_to=15:max_staleness=199``.
-
-    A parameter is left out when it reads as its default does in the canonical spec, so two
-    specs that differ show differently. A rule this process does not know (from a plugin
-    file not loaded here) keeps its full label. Not cached: a rule registered later, or
-    reloaded with other defaults, must show as it is now.
-    """
-    try:
-        spec = parse_step_spec(step_label)
-    except (ConfigError, PluginError):
-        return step_label
-    params = spec.rule.params
-
-    def at_default(name: str, value: Any) -> bool:
-        param = find_param(params, name, spec.rule.name)
-        return param.format(value) == param.format(param.default)
-
-    changed = tuple((name, value) for name, value in spec.values if not at_default(name, value))
-    return spec_label(spec.rule.name, params, changed)
 
 
 _STEP_ARITY = 4  # step(lr, staleness, tid, rule_state)

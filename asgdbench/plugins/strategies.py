@@ -55,10 +55,13 @@ class Strategy:
 
     The harness owns threads, minibatch sampling, the gradient, timing and
     telemetry; a strategy only says how a thread gets parameters to compute on
-    and how it applies a gradient. Kernels are ``@njit(nogil=True)`` functions:
+    and how it applies a gradient. Kernels are ``@njit(nogil=True)`` functions whose
+    parameters are checked by name at registration (:data:`KERNEL_SIGNATURES`):
 
-    - ``make_state(init_params, n_threads, **params) -> tuple of arrays``
-      (plain Python, runs once before the threads start);
+    - ``make_state(init_params, n_threads, **params) -> state``: a ``typing.NamedTuple``
+      of arrays (and ``None`` for test-only gates) declared at module top level, so that the
+      kernels say ``state.pool`` and numba can cache code typed on it (plain Python, runs
+      once before the threads start);
     - ``read(state, tid, control) -> (params_view, token)``: the vector to
       compute the gradient on, and its version (updates applied before it),
       which ``update`` gets back; ``protocol.NOT_READ`` if the run stopped
@@ -132,8 +135,30 @@ class StrategySpec(BoundSpec):
         return self.strategy
 
 
-# parameters of the kernels, as the harness calls them
-_KERNEL_ARITY = {"read": 3, "update": 8, "retire": 2}
+KERNEL_SIGNATURES = {
+    "read": ("state", "tid", "control"),
+    "update": ("state", "tid", "token", "grad", "lr", "control", "rule", "rule_state"),
+    "retire": ("state", "tid"),
+}
+"""The kernels' parameters, by name, as the harness calls them (checked at registration)."""
+
+
+def signature_problem(kernel: str, function: Any) -> str | None:
+    """Why ``function`` cannot be the strategy's ``kernel``, in one line; None if it can.
+
+    Parameters are checked by name, as pluggy checks hook implementations: a kernel that
+    takes ``(state, tid, grad, token, ...)`` has the right count but would read the
+    gradient as the token.
+    """
+    python = getattr(function, "py_func", None)
+    if python is None:
+        return f"{kernel} must be an @njit(nogil=True) kernel, not {type(function).__name__}"
+    given = tuple(inspect.signature(python).parameters)
+    expected = KERNEL_SIGNATURES[kernel]
+    if given == expected:
+        return None
+    return (f"{kernel} has the wrong signature: expected {kernel}({', '.join(expected)}), "
+            f"given {python.__name__}({', '.join(given)})")
 
 
 def _check(strategy: Strategy, where: str) -> None:
@@ -141,14 +166,10 @@ def _check(strategy: Strategy, where: str) -> None:
     def fail(problem: str) -> None:
         raise PluginError(f"strategy {strategy.name!r} from {where}: {problem}")
 
-    for kernel, arity in _KERNEL_ARITY.items():
-        function = getattr(strategy, kernel)
-        python = getattr(function, "py_func", None)
-        if python is None:
-            fail(f"{kernel} must be an @njit(nogil=True) kernel, not {type(function).__name__}")
-        if len(inspect.signature(python).parameters) != arity:
-            fail(f"{kernel} must take {arity} arguments, not "
-                 f"{len(inspect.signature(python).parameters)} (see Strategy's docstring)")
+    for kernel in KERNEL_SIGNATURES:
+        problem = signature_problem(kernel, getattr(strategy, kernel))
+        if problem:
+            fail(problem)
     problem = make_state_problem(strategy.make_state, strategy.params,
                                  ("init_params", "n_threads"))
     if problem:

@@ -99,7 +99,11 @@ def drop_step_copy(counter):
     fetch_add(counter, STEP_COPIES_LIVE, -1)
 
 
-@njit(nogil=True, cache=True)
+# Not cached on disk: every strategy without a ``retire`` shares this kernel, and numba keeps
+# all the signatures a cached function was compiled for in one index file, which it unpickles
+# whole. A plugin's state class (``asgdbench_plugin_x.State``) in that index would make every
+# later process that has not loaded the plugin fail to load it. It compiles to nothing anyway.
+@njit(nogil=True)
 def retire_nothing(state, tid):
     """Default ``retire`` kernel, for strategies whose threads hold nothing at exit."""
     return

@@ -81,26 +81,31 @@ T_BARRIER = "tests/test_barrier.py::"
 T_WORKER = "tests/test_worker.py::"
 T_COPIES = "tests/test_step_copies.py::"
 COPIES_STRESS = T_COPIES + "test_the_lock_variant_reads_whole_versions_and_loses_no_update[3]"
+READ_WAITS = T_COPIES + "test_a_read_waits_for_the_lock_and_copies_what_its_holder_wrote"
 ORDERINGS = T_LEASHED + "test_leashed_uses_the_memory_orderings_its_argument_needs"
 
 PIN_CHECK = "if ref >> COUNT_BITS == word >> SLOT_BITS and ref & COUNT_MASK != 0:"
-TAKE_SPARE = ("    spare = take_spare(state, tid, control)  # before the pin: invariant (I)\n"
-              "    if spare == NO_SLOT:\n        return STOP, 0, 0, lr\n")
-BASE_PINNED = ("        base = pin_latest(state, tid, control)\n"
-               "        if base == NOT_PINNED:\n            return STOP, 0, attempts, lr\n")
-READ_PIN_DROP = ("    if held != NO_SLOT:  # done computing on the read vector\n"
-                 "        state[MINE][tid * LINE + HELD] = NO_SLOT\n"
-                 "        unpin(state, held, 1)\n")
-RECHECK = "                if load(latest, 0, \"acquire\") == word:"
+TAKE_SPARE = ("        spare = take_spare(state, tid, control)  # before the pin: invariant (I)\n"
+              "        if spare == NO_SLOT:\n            return STOP, 0, 0, lr\n")
+BASE_PINNED = ("            base = pin_latest(state, tid, control)\n"
+               "            if base == NOT_PINNED:\n                return STOP, 0, attempts, lr\n")
+READ_PIN_DROP = "        drop_read_pin(state, tid)\n"
+TAKE_SPARE_AFTER_PIN = (
+    "            base_version = base >> SLOT_BITS\n",
+    "            base_version = base >> SLOT_BITS\n"
+    "            spare = take_spare(state, tid, control)\n"
+    "            if spare == NO_SLOT:\n                unpin(state, base & SLOT_MASK, 1)\n"
+    "                return STOP, 0, attempts, lr\n")
+RECHECK = "                if load(state.latest, 0, \"acquire\") == word:"
 POP_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)"
 PUSH_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)"
-SAMPLE = ("        fetch_add(histogram, tau, 1)  # add, then count: the count says the sample is in\n"
+SAMPLE = ("        fetch_add(rule_state.histogram, tau, 1)  # add, then count: the count says it is in\n"
           "        gate(gates, SAMPLE_ADDED, tid)\n"
-          "        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:\n")
-LOCK_IN_READ = ("    if mutex_lock(mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
-                "        return local_copies[tid], NOT_READ\n")
-UNLOCK_IN_READ = ("    if mutex_unlock(mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
-                  "    return local_copies[tid], version\n")
+          "        if fetch_add(shared, SAMPLED, 1) == rule_state.last_call - rule_state.first_call:\n")
+LOCK_IN_READ = ("    if mutex_lock(state.mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
+                "        return state.local_copies[tid], NOT_READ\n")
+UNLOCK_IN_READ = ("    if mutex_unlock(state.mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
+                  "    return state.local_copies[tid], version\n")
 
 MUTATIONS = [
     # -- Leashed-SGD: pinning ---------------------------------------------------------
@@ -113,8 +118,8 @@ MUTATIONS = [
         T_LEASHED + "test_a_pin_checks_the_version_not_just_a_live_count",
         T_LEASHED + "test_a_stale_reader_leaves_a_free_slot_alone"),
     one("pin-blind-fetch-add", LEASHED,
-        "            if cas(refs, slot * LINE, ref, ref + 1) == ref:",
-        "            if fetch_add(refs, slot * LINE, 1) >= 0:",
+        "            if cas(state.refs, slot * LINE, ref, ref + 1) == ref:",
+        "            if fetch_add(state.refs, slot * LINE, 1) >= 0:",
         "a pin increments the count without checking what it increments",
         T_LEASHED + "test_a_stale_reader_leaves_a_free_slot_alone"),
     one("pin-no-recheck", LEASHED, RECHECK, "                if True:",
@@ -129,52 +134,44 @@ MUTATIONS = [
         "        if load(control, STOP_FLAG, \"monotonic\") != 0:\n            return NOT_PINNED",
         "        if control[STOP_FLAG] != 0:\n            return NOT_PINNED",
         "a pin polls the stop flag with a plain load (a data race; same x86 code)", ORDERINGS),
-    one("pin-latest-relaxed", LEASHED, "        word = load(latest, 0, \"acquire\")",
-        "        word = load(latest, 0, \"monotonic\")",
+    one("pin-latest-relaxed", LEASHED, "        word = load(state.latest, 0, \"acquire\")",
+        "        word = load(state.latest, 0, \"monotonic\")",
         "a pin loads latest without acquire (same x86 code)", ORDERINGS),
-    one("pin-reference-relaxed", LEASHED, "        ref = load(refs, slot * LINE, \"acquire\")",
-        "        ref = load(refs, slot * LINE, \"monotonic\")",
+    one("pin-reference-relaxed", LEASHED,
+        "        ref = load(state.refs, slot * LINE, \"acquire\")",
+        "        ref = load(state.refs, slot * LINE, \"monotonic\")",
         "a pin loads the slot's reference word without acquire (same x86 code)", ORDERINGS),
     one("pin-recheck-relaxed", LEASHED, RECHECK,
-        "                if load(latest, 0, \"monotonic\") == word:",
+        "                if load(state.latest, 0, \"monotonic\") == word:",
         "a pin re-checks latest without acquire (same x86 code)", ORDERINGS),
     # -- Leashed-SGD: publishing ------------------------------------------------------
     one("retry-keeps-first-staleness", LEASHED,
-        "        staleness = base_version - token  # against this attempt's base\n",
-        "        if attempts == 0:\n            first_staleness = base_version - token\n"
-        "        staleness = first_staleness\n",
+        "            staleness = base_version - token  # against this attempt's base\n",
+        "            if attempts == 0:\n                first_staleness = base_version - token\n"
+        "            staleness = first_staleness\n",
         "a CAS retry reuses the first attempt's staleness (and so its step)",
         T_LEASHED + "test_a_retry_recomputes_staleness_and_step_against_its_new_base"),
     Mutation("take-spare-after-pin", LEASHED,
-             ((TAKE_SPARE, ""),
-              ("        base_slot = base & SLOT_MASK\n",
-               "        base_slot = base & SLOT_MASK\n"
-               "        spare = take_spare(state, tid, control)\n"
-               "        if spare == NO_SLOT:\n            unpin(state, base_slot, 1)\n"
-               "            return STOP, 0, attempts, lr\n")),
+             ((TAKE_SPARE, ""), TAKE_SPARE_AFTER_PIN),
              "the spare is taken after the base is pinned (breaks invariant I)",
              (T_LEASHED + "test_the_spare_is_taken_before_the_base_is_pinned",)),
     Mutation("original-pin-then-take", LEASHED,
-             ((RECHECK, "                if True:"), (TAKE_SPARE, ""),
-              ("        base_slot = base & SLOT_MASK\n",
-               "        base_slot = base & SLOT_MASK\n"
-               "        spare = take_spare(state, tid, control)\n"
-               "        if spare == NO_SLOT:\n            unpin(state, base_slot, 1)\n"
-               "            return STOP, 0, attempts, lr\n")),
+             ((RECHECK, "                if True:"), (TAKE_SPARE, ""), TAKE_SPARE_AFTER_PIN),
              "the code before issue 7: no re-check, and the spare taken after the pin",
              (T_LEASHED + "test_a_reader_never_pins_a_recycled_vector",)),
     one("publish-without-cas", LEASHED,
-        "        if cas(latest, 0, base, pack(base_version + 1, spare)) == base:",
-        "        store(latest, 0, pack(base_version + 1, spare), \"seq_cst\")\n        if True:",
+        "    if cas(state.latest, 0, base, pack((base >> SLOT_BITS) + 1, spare)) == base:",
+        "    store(state.latest, 0, pack((base >> SLOT_BITS) + 1, spare), \"seq_cst\")\n"
+        "    if True:",
         "publish overwrites latest without checking it is still the base",
         T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
     one("stamp-relaxed", LEASHED,
-        "store(refs, spare * LINE, pack(base_version + 1, 1), \"release\")",
-        "store(refs, spare * LINE, pack(base_version + 1, 1), \"monotonic\")",
+        "store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), \"release\")",
+        "store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), \"monotonic\")",
         "the new vector's stamp is stored without release (same x86 code)", ORDERINGS),
     one("unpin-skipped-on-lost-race", LEASHED,
-        "        unpin(state, base_slot, 1)\n        if persistence != NEVER_GIVE_UP",
-        "        if persistence != NEVER_GIVE_UP",
+        "        return True\n    unpin(state, base_slot, 1)\n    return False\n",
+        "        return True\n    return False\n",
         "a failed attempt keeps its pin on the base: vectors leak",
         T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
     one("unpin-once-on-publish", LEASHED, "unpin(state, base_slot, 2)", "unpin(state, base_slot, 1)",
@@ -187,7 +184,8 @@ MUTATIONS = [
         "        if base_version > limit:",
         "leashed publishes one version past its limit (MAX_VERSION overflows the word)",
         T_LEASHED + "test_versions_stop_at_the_limit_instead_of_wrapping"),
-    one("persistence-off-by-one", LEASHED, "attempts > persistence:", "attempts > persistence + 1:",
+    one("persistence-off-by-one", LEASHED, "attempts > persistence\n",
+        "attempts > persistence + 1\n",
         "one more retry than tp allows",
         T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
     one("update-ignores-stop-in-pin", LEASHED, BASE_PINNED,
@@ -195,16 +193,28 @@ MUTATIONS = [
         "update ignores NOT_PINNED after the stop flag and spins on",
         T_LEASHED + "test_an_update_whose_pin_cannot_succeed_ends_when_the_run_stops"),
     one("retry-ignores-stop", LEASHED,
-        "        if load(control, STOP_FLAG, \"monotonic\") != 0:  # no retry publishes after the stop\n"
-        "            return STOP, 0, attempts, lr\n", "",
+        "            if load(control, STOP_FLAG, \"monotonic\") != 0:  # no retry publishes after "
+        "the stop\n                return STOP, 0, attempts, lr\n", "",
         "a publisher that lost its race retries (and publishes) after the stop",
         T_LEASHED + "test_a_publisher_that_lost_its_race_does_not_retry_after_the_stop"),
+    one("stop-checked-before-the-hook", LEASHED,
+        "            after_failed_attempt(state, tid, attempts, control)\n"
+        "            if load(control, STOP_FLAG, \"monotonic\") != 0:",
+        "            if load(control, STOP_FLAG, \"monotonic\") != 0:",
+        "the stop flag is checked before the after_failed_attempt hook: a stop during a "
+        "backoff is missed and the retry publishes after it",
+        T_LEASHED + "test_a_stop_during_the_backoff_ends_the_update_without_a_retry"),
+    one("hook-never-called", LEASHED,
+        "            after_failed_attempt(state, tid, attempts, control)\n", "",
+        "a variant's after_failed_attempt hook is never called",
+        T_LEASHED + "test_the_backoff_variant_runs_its_hook_after_each_lost_cas_and_keeps_the_gates"),
+    one("gives-up-hook-ignored", LEASHED, "            if gives_up(state, attempts):",
+        "            if False:", "the gives_up hook is never asked: tp is ignored",
+        T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says",
+        T_LEASHED + "test_a_variant_that_gives_up_at_once_drops_after_one_lost_cas_whatever_tp"),
     Mutation("read-pin-dropped-after-base-pin", LEASHED,
              ((READ_PIN_DROP, ""),
-              (BASE_PINNED, BASE_PINNED + "        if held != NO_SLOT:\n"
-                                          "            state[MINE][tid * LINE + HELD] = NO_SLOT\n"
-                                          "            unpin(state, held, 1)\n"
-                                          "            held = NO_SLOT\n")),
+              (BASE_PINNED, BASE_PINNED + "            drop_read_pin(state, tid)\n")),
              "the read pin is dropped only once the base is pinned: three slots per thread",
              (T_LEASHED + "test_every_thread_at_its_worst_moment_at_once_stays_within_the_pool",)),
     one("read-pin-never-dropped", LEASHED,
@@ -212,15 +222,15 @@ MUTATIONS = [
         "the read vector is never unpinned: the pool runs out (the ERROR cell)",
         T_LEASHED + "test_a_pin_is_only_kept_if_latest_still_names_it"),
     # -- Leashed-SGD: the pool and the free list ---------------------------------------
-    one("take-spare-no-guard", LEASHED, "        if slot >= pool.shape[0]:", "        if False:",
+    one("take-spare-no-guard", LEASHED, "        if slot >= state.pool.shape[0]:", "        if False:",
         "a spare past the 2m + 1 slots is handed out (written past the pool)",
         T_LEASHED + "test_a_spare_beyond_the_pool_is_refused_and_fails_the_run"),
-    one("take-spare-guard-off-by-one", LEASHED, "        if slot >= pool.shape[0]:",
-        "        if slot > pool.shape[0]:", "the guard lets slot 2m + 1 (one past the pool) through",
+    one("take-spare-guard-off-by-one", LEASHED, "        if slot >= state.pool.shape[0]:",
+        "        if slot > state.pool.shape[0]:", "the guard lets slot 2m + 1 (one past the pool) through",
         T_LEASHED + "test_a_spare_beyond_the_pool_is_refused_and_fails_the_run"),
     one("retire-relaxed", LEASHED,
-        "store(refs, slot * LINE, stamp & ~COUNT_MASK, \"release\")",
-        "store(refs, slot * LINE, stamp & ~COUNT_MASK, \"monotonic\")",
+        "store(state.refs, slot * LINE, stamp & ~COUNT_MASK, \"release\")",
+        "store(state.refs, slot * LINE, stamp & ~COUNT_MASK, \"monotonic\")",
         "a retired spare's count is reset without release (same x86 code)", ORDERINGS),
     Mutation("free-list-no-aba-tag", LEASHED,
              ((POP_TAG, "desired = after + 1"), (PUSH_TAG, "desired = slot + 1")),
@@ -232,34 +242,36 @@ MUTATIONS = [
         equivalent="a head can come back only by a push, which bumps the tag, so a stale pop's "
                    "CAS still fails"),
     one("push-next-relaxed", LEASHED,
-        "store(next_free, slot, (top & SLOT_MASK) - 1, \"seq_cst\")",
-        "store(next_free, slot, (top & SLOT_MASK) - 1, \"monotonic\")",
+        "store(state.next_free, slot, (top & SLOT_MASK) - 1, \"seq_cst\")",
+        "store(state.next_free, slot, (top & SLOT_MASK) - 1, \"monotonic\")",
         "push stores the new head's successor relaxed",
         T_LEASHED + "test_free_list_pop_survives_aba", ORDERINGS,
         equivalent="the push's seq_cst CAS on the head releases that store, and a pop reads "
                    "the successor only after an acquiring (seq_cst) load of that head"),
     # -- TAIL --------------------------------------------------------------------------
     one("tail-ready-before-cdf", TAIL,
-        "            build_cdf(histogram, cdf)  # every sample is in: the others' adds came first\n"
-        "            store(shared, READY, 1, \"release\")\n",
-        "            store(shared, READY, 1, \"release\")\n            build_cdf(histogram, cdf)\n",
+        "            build_cdf(rule_state.histogram, rule_state.cdf)  # every sample is in: adds came "
+        "first\n            store(shared, READY, 1, \"release\")\n",
+        "            store(shared, READY, 1, \"release\")\n"
+        "            build_cdf(rule_state.histogram, rule_state.cdf)\n",
         "TAIL publishes READY before F is built: a reader may use a half-built CDF",
         T_RULES + "test_tail_publishes_ready_only_after_the_cdf_is_built"),
     one("tail-builder-is-last-number", TAIL,
-        "        if fetch_add(shared, SAMPLED, 1) == limits[LAST_CALL] - limits[FIRST_CALL]:\n",
-        "        fetch_add(shared, SAMPLED, 1)\n        if call == limits[LAST_CALL]:\n",
+        "        if fetch_add(shared, SAMPLED, 1) == rule_state.last_call - rule_state.first_call:\n",
+        "        fetch_add(shared, SAMPLED, 1)\n        if call == rule_state.last_call:\n",
         "TAIL builds F on the window's last call number, while an earlier claimed sample "
         "may still be on its way (the authors' order)",
         T_RULES + "test_tail_does_not_build_f_while_a_claimed_sample_is_still_being_added",
         T_RULES + "test_tail_does_not_build_f_while_a_claimed_call_has_not_added_its_sample"),
     one("tail-count-before-add", TAIL, SAMPLE,
         "        counted = fetch_add(shared, SAMPLED, 1)\n        gate(gates, SAMPLE_ADDED, tid)\n"
-        "        fetch_add(histogram, tau, 1)\n"
-        "        if counted == limits[LAST_CALL] - limits[FIRST_CALL]:\n",
+        "        fetch_add(rule_state.histogram, tau, 1)\n"
+        "        if counted == rule_state.last_call - rule_state.first_call:\n",
         "TAIL counts a sample before adding it: F may be built without it",
         T_RULES + "test_tail_builds_f_only_once_every_claimed_sample_is_in"),
     one("tail-histogram-add-not-atomic", TAIL,
-        "        fetch_add(histogram, tau, 1)  # add", "        histogram[tau] += 1  # add",
+        "        fetch_add(rule_state.histogram, tau, 1)  # add",
+        "        rule_state.histogram[tau] += 1  # add",
         "TAIL adds to its histogram with a plain += (lost samples under contention)",
         T_RULES + "test_tail_loses_no_sample_when_every_thread_hits_one_bin_at_once",
         T_RULES + "test_tail_claims_adds_and_counts_each_sample_with_an_atomic_add"),
@@ -276,13 +288,14 @@ MUTATIONS = [
         "    if load(shared, READY, \"monotonic\") != 0:",
         "TAIL reads READY without acquire (same x86 code)",
         T_RULES + "test_tail_publishes_ready_only_after_the_cdf_is_built"),
-    one("tail-one-sided-clamp", TAIL, "    tau = min(max(staleness, 0), limits[MAX_STALENESS])",
-        "    tau = min(staleness, limits[MAX_STALENESS])",
+    one("tail-one-sided-clamp", TAIL,
+        "    tau = min(max(staleness, 0), rule_state.max_staleness)",
+        "    tau = min(staleness, rule_state.max_staleness)",
         "a negative τ indexes before TAIL's histogram",
         T_RULES + "test_tail_clamps_a_negative_staleness_to_zero_instead_of_writing_before_its_"
                   "histogram"),
     one("tail-no-window-precheck", TAIL,
-        "    if load(shared, CALLS, \"monotonic\") >= limits[LAST_CALL]:\n"
+        "    if load(shared, CALLS, \"monotonic\") >= rule_state.last_call:\n"
         "        return lr  # the window is claimed: its last samples are being added\n", "",
         "TAIL claims a call number even after the window",
         T_RULES + "test_tail_samples_each_call_of_the_window_once_under_contention",
@@ -297,42 +310,49 @@ MUTATIONS = [
         T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",
         T_STRATEGIES + "test_no_update_is_lost_in_a_run[lock-16]"),
     Mutation("lock-read-unlocked", LOCK,
-             ((LOCK_IN_READ, ""), (UNLOCK_IN_READ, "    return local_copies[tid], version\n")),
+             ((LOCK_IN_READ, ""), (UNLOCK_IN_READ, "    return state.local_copies[tid], version\n")),
              "the lock-based read copies the vector without the lock: torn reads",
-             (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
+             (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",
+              READ_WAITS + "[lock]")),
     Mutation("lock-version-after-unlock", LOCK,
-             (("    copy_into(local_copies[tid], params)\n    version = updates[0]\n",
-               "    copy_into(local_copies[tid], params)\n"),
-              (UNLOCK_IN_READ, UNLOCK_IN_READ.replace("    return", "    version = updates[0]\n"
+             (("    copy_into(state.local_copies[tid], state.params)\n"
+               "    version = state.updates[0]\n",
+               "    copy_into(state.local_copies[tid], state.params)\n"),
+              (UNLOCK_IN_READ, UNLOCK_IN_READ.replace("    return", "    version = state.updates[0]\n"
                                                                     "    return"))),
              "the read's version is read after the unlock: its token may name a later version",
              (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
     # -- the authors' variants: a copy per step (lock-per-step-copy, hogwild-per-step-copy) --
     Mutation("lock-per-step-read-unlocked", LOCK,
-             (("    local = take_step_copy(params, copies)\n    if mutex_lock(mutex) != 0:\n"
-               "        drop_step_copy(copies)  # no update follows a read that failed\n"
+             (("    local = take_step_copy(state.params, state.copies)\n"
+               "    if mutex_lock(state.mutex) != 0:\n"
+               "        drop_step_copy(state.copies)  # no update follows a read that failed\n"
                "        store(control, ERROR, 1, \"seq_cst\")\n        return local, NOT_READ\n",
-               "    local = take_step_copy(params, copies)\n"),
-              ("    version = updates[0]\n    if mutex_unlock(mutex) != 0:\n"
+               "    local = take_step_copy(state.params, state.copies)\n"),
+              ("    version = state.updates[0]\n    if mutex_unlock(state.mutex) != 0:\n"
                "        store(control, ERROR, 1, \"seq_cst\")\n    return local, version\n",
-               "    version = updates[0]\n    return local, version\n")),
-             "the per-step-copy lock reads without the lock: torn reads", (COPIES_STRESS,)),
+               "    version = state.updates[0]\n    return local, version\n")),
+             "the per-step-copy lock reads without the lock: torn reads",
+             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]")),
     Mutation("lock-per-step-copy-before-lock", LOCK,
-             (("    local = take_step_copy(params, copies)\n",
-               "    local = take_step_copy(params, copies)\n    copy_into(local, params)\n"),
-              ("    copy_into(local, params)\n    version = updates[0]\n",
-               "    version = updates[0]\n")),
-             "the per-step-copy lock copies before it takes the lock", (COPIES_STRESS,)),
+             (("    local = take_step_copy(state.params, state.copies)\n",
+               "    local = take_step_copy(state.params, state.copies)\n"
+               "    copy_into(local, state.params)\n"),
+              ("    copy_into(local, state.params)\n    version = state.updates[0]\n",
+               "    version = state.updates[0]\n")),
+             "the per-step-copy lock copies before it takes the lock",
+             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]")),
     one("lock-per-step-copy-never-dropped", LOCK,
-        "    drop_step_copy(copies)  # the gradient is computed: the copy is freed before the lock\n",
+        "    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed before "
+        "the lock\n",
         "", "the per-step copy is never counted as freed: memory accounting overstates",
         T_COPIES + "test_every_step_allocates_its_copy_and_frees_it[lock-per-step-copy]"),
     one("hogwild-per-step-copy-never-dropped", HOGWILD,
-        "    drop_step_copy(copies)  # the gradient is computed: the copy is freed\n", "",
+        "    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed\n", "",
         "HOGWILD!'s per-step copy is never counted as freed",
         T_COPIES + "test_every_step_allocates_its_copy_and_frees_it[hogwild-per-step-copy]"),
     one("hogwild-per-step-copy-unfilled", HOGWILD,
-        "    copy_into(local, params)  # racy: others write params meanwhile, so the copy may be "
+        "    copy_into(local, state.params)  # racy: others write params meanwhile, so the copy may be "
         "torn\n", "", "HOGWILD!'s per-step copy is never filled: gradients of garbage",
         T_COPIES + "test_a_read_returns_a_fresh_copy_of_the_shared_vector[hogwild-per-step-copy]"),
     one("step-copy-peak-never-raised", STEPS, "    while seen < live:\n", "    while seen > live:\n",
@@ -366,18 +386,18 @@ MUTATIONS = [
         "            break\n", "a lost peak raise retries with the stale peak: it spins",
         T_COPIES + "test_a_lost_peak_raise_is_retried_with_the_peak_another_thread_set"),
     one("lock-per-step-failed-read-keeps-copy", LOCK,
-        "        drop_step_copy(copies)  # no update follows a read that failed\n", "",
+        "        drop_step_copy(state.copies)  # no update follows a read that failed\n", "",
         "a per-step read whose lock fails keeps its copy counted live",
         T_COPIES + "test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run"),
     # -- SYNC ----------------------------------------------------------------------------
     one("sync-no-second-barrier", SYNC,
-        "    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, gates, tid)\n", "",
+        "    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, state.gates, tid)\n", "",
         "SYNC lets a thread into the next round while others still apply this one",
         T_STRATEGIES + "test_sync_rounds_are_whole_versions",
         T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run"),
     one("sync-first-barrier-deaf-to-stop", SYNC,
-        "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, gates, tid)",
-        "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, NEVER, gates, tid)",
+        "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, state.gates, tid)",
+        "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, NEVER, state.gates, tid)",
         "a SYNC thread waits for gradients that threads which stopped will never send",
         T_BARRIER + "test_sync_stops_mid_round_without_deadlock"),
     one("sync-every-thread-counts-the-round", SYNC, "    if tid == 0:\n        rounds[0] += 1\n",

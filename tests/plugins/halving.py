@@ -4,19 +4,24 @@ Every step is a power of two times lr, so on the probe's float64 arithmetic
 sums of steps are exact, whatever their order.
 """
 
-import numpy as np
+from typing import NamedTuple
+
 from numba import njit
 
 from asgdbench import Param, StepRule, register_step_rule
 
 
+class HalvingState(NamedTuple):
+    limit: int
+
+
 def make_state(n_threads, limit=4):
-    return (np.array([limit], dtype=np.int64),)
+    return HalvingState(limit)
 
 
 @njit(nogil=True, cache=True)
 def step(lr, staleness, tid, rule_state):
-    return lr * 0.5 ** min(staleness, rule_state[0][0])
+    return lr * 0.5 ** min(staleness, rule_state.limit)
 
 
 register_step_rule(StepRule(

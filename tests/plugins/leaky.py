@@ -3,51 +3,35 @@
 from numba import njit
 
 from asgdbench import Strategy, leashed, register_strategy
-from asgdbench.primitives import (
-    APPLIED,
-    DROPPED,
-    MAX_UPDATES,
-    STOP,
-    cas,
-    rule_step,
-    sgd_step_into,
-    store,
-)
+from asgdbench.primitives import APPLIED, DROPPED, MAX_UPDATES, STOP, STOP_FLAG, load, rule_step
 
-LINE, NO_SLOT, NOT_PINNED = leashed.LINE, leashed.NO_SLOT, leashed.NOT_PINNED
 SLOT_BITS, SLOT_MASK = leashed.SLOT_BITS, leashed.SLOT_MASK
-pack, pin_latest, take_spare, unpin = leashed.pack, leashed.pin_latest, leashed.take_spare, leashed.unpin
-
-NEVER_GIVE_UP, PERSISTENCE, SPARE = leashed.NEVER_GIVE_UP, leashed.PERSISTENCE, leashed.SPARE
 
 
 @njit(nogil=True)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
-    pool, latest, refs, next_free, mine, meta, gates = state
-    # the bug: no `unpin(state, mine[tid * LINE + HELD], 1)` for the vector the gradient was read from
-    spare = take_spare(state, tid, control)
-    if spare == NO_SLOT:
+    # the bug: no `leashed.drop_read_pin(state, tid)` for the vector the gradient was read from
+    spare = leashed.take_spare(state, tid, control)
+    if spare == leashed.NO_SLOT:
         return STOP, 0, 0, lr
     attempts = 0
     while True:
-        base = pin_latest(state, tid, control)
-        if base == NOT_PINNED:
+        base = leashed.pin_latest(state, tid, control)
+        if base == leashed.NOT_PINNED:
             return STOP, 0, attempts, lr
-        slot, version = base & SLOT_MASK, base >> SLOT_BITS
-        if version >= control[MAX_UPDATES]:
-            unpin(state, slot, 1)
+        if base >> SLOT_BITS >= control[MAX_UPDATES]:
+            leashed.unpin(state, base & SLOT_MASK, 1)
             return STOP, 0, attempts, lr
-        step = rule_step(rule, rule_state, lr, version - token, tid)
-        sgd_step_into(pool[spare], pool[slot], grad, step)
-        store(refs, spare * LINE, pack(version + 1, 1), "release")
+        staleness = (base >> SLOT_BITS) - token
+        step = rule_step(rule, rule_state, lr, staleness, tid)
+        leashed.build_on_base(state, spare, base, grad, step)
         attempts += 1
-        if cas(latest, 0, base, pack(version + 1, spare)) == base:
-            mine[tid * LINE + SPARE] = NO_SLOT
-            unpin(state, slot, 2)
-            return APPLIED, version - token, attempts, step
-        unpin(state, slot, 1)
-        if meta[PERSISTENCE] != NEVER_GIVE_UP and attempts > meta[PERSISTENCE]:
+        if leashed.try_publish(state, tid, base, spare):
+            return APPLIED, staleness, attempts, step
+        if leashed.beyond_persistence_bound(state, attempts):
             return DROPPED, 0, attempts, lr
+        if load(control, STOP_FLAG, "monotonic") != 0:
+            return STOP, 0, attempts, lr
 
 
 register_strategy(Strategy(
