@@ -221,8 +221,8 @@ build_factorization.options_problem = factorization_problem
 # the smoothed loss levels off (logreg-zipf: optimum 0.403, scikit-learn's LogisticRegression).
 ZIPF_LINEAR = Defaults(lr=0.5, batch_size=16, target_loss=0.42, max_time=30.0)  # 1.4 s
 ZIPF_SVM = Defaults(lr=0.5, batch_size=16, target_loss=0.35, max_time=30.0)  # 0.9 s
-# RCV1 could not be downloaded where these were set: logreg-zipf's lr (rows of unit norm as
-# RCV1's), a target a guess from published CCAT log losses, untested.
+# RCV1 could not be downloaded where these were set: logreg-zipf's lr (unit-norm rows, as
+# RCV1's) and a guessed target; untested.
 RCV1_LINEAR = Defaults(lr=0.5, batch_size=16, target_loss=0.2, max_time=120.0)
 SVMLIGHT = Defaults(lr=0.1, batch_size=16, target_loss=None, max_time=30.0)  # any data: no target
 MOVIELENS_MF = Defaults(lr=0.02, batch_size=16, target_loss=1.1, max_time=30.0)  # 0.4 s
