@@ -132,19 +132,19 @@ def rows_support(train_data, rows, workspace, support):
 
 
 @njit(nogil=True, cache=True)
-def logistic_gradient(params, train_data, rows, workspace, support, n_support, grad_values):
+def logistic_gradient(params, train_data, rows, workspace, support, n_support, values):
     """:func:`linear_gradient` with the logistic loss log(1 + exp(-y x.w))."""
-    indptr, indices, values, labels, inverse_frequency, reg = train_data
-    return linear_gradient(LOGISTIC, params, indptr, indices, values, labels, inverse_frequency,
-                           reg, rows, workspace[0], support, n_support, grad_values)
+    indptr, indices, x, labels, inverse_frequency, reg = train_data
+    return linear_gradient(LOGISTIC, params, indptr, indices, x, labels, inverse_frequency,
+                           reg, rows, workspace[0], support, n_support, values)
 
 
 @njit(nogil=True, cache=True)
-def hinge_gradient(params, train_data, rows, workspace, support, n_support, grad_values):
+def hinge_gradient(params, train_data, rows, workspace, support, n_support, values):
     """:func:`linear_gradient` with the hinge loss max(0, 1 - y x.w) of the sparse SVM."""
-    indptr, indices, values, labels, inverse_frequency, reg = train_data
-    return linear_gradient(HINGE, params, indptr, indices, values, labels, inverse_frequency,
-                           reg, rows, workspace[0], support, n_support, grad_values)
+    indptr, indices, x, labels, inverse_frequency, reg = train_data
+    return linear_gradient(HINGE, params, indptr, indices, x, labels, inverse_frequency,
+                           reg, rows, workspace[0], support, n_support, values)
 
 
 @njit(nogil=True, cache=True)
@@ -245,11 +245,11 @@ def ratings_support(train_data, rows, workspace, support):
 
 
 @njit(nogil=True, cache=True)
-def ratings_gradient(params, train_data, rows, workspace, support, n_support, grad_values):
+def ratings_gradient(params, train_data, rows, workspace, support, n_support, values):
     """:func:`mf_gradient` of a matrix factorization workload's minibatch."""
     users, items, ratings, user_weight, item_weight, n_users, rank, reg = train_data
     return mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users, rank,
-                       reg, rows, workspace[0], support, n_support, grad_values)
+                       reg, rows, workspace[0], support, n_support, values)
 
 
 @njit(nogil=True, cache=True)
