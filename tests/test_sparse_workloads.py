@@ -319,3 +319,14 @@ def test_download_command_fetches_movielens(no_proxies: None, tmp_path: pathlib.
     assert code == 0
     assert capsys.readouterr().out.strip().endswith(str(tmp_path / "data" / "movielens-100k"))
     assert (tmp_path / "data" / "movielens-100k" / "u.data").read_bytes() == raw
+
+
+@pytest.mark.parametrize("name", ["logreg-zipf", "mf-synthetic"])
+def test_asgdbench_check_holds_the_sparse_workloads(name: str) -> None:
+    """`asgdbench check workload:NAME`: data, shapes and central differences through the two
+    kernels (zero off the support), and a real SEQ run reaching the default target."""
+    from asgdbench.engine.workload_checks import check_workload
+
+    checks = check_workload(name)
+    assert len(checks) == 4 and checks[-1].name.startswith("defaults converge")
+    assert all(check.passed for check in checks), checks
