@@ -70,7 +70,7 @@ def test_registration_refuses_a_sparse_kernel_with_misnamed_parameters():
 
 def test_registration_refuses_half_a_sparse_path():
     seq = get_strategy("seq")
-    with pytest.raises(PluginError, match="needs both read_sparse and update_sparse; "
+    with pytest.raises(PluginError, match="come together \\(a sparse path needs both\\); "
                                           "read_sparse is missing"):
         register_strategy(Strategy(name="half-sparse", summary="x", make_state=seq.make_state,
                                    read=seq.read, update=seq.update,

@@ -52,6 +52,7 @@ from asgdbench.primitives.protocol import (
     DROPPED,
     ERROR,
     MAX_UPDATES,
+    MERGED,
     NOT_READ,
     STOP,
     STOP_FLAG,
@@ -183,11 +184,11 @@ def _sparse_probe_worker(read_sparse, update_sparse, retire, rule, rule_state, s
         if outcome == APPLIED:
             tallies[tid, APPLIED_COUNT] += 1
             step_sums[tid, 0] += step
-            if n_fixed == 0:
-                for k in range(n_support):
-                    coordinate_steps[tid, support[k]] += step
         elif outcome == DROPPED:
             tallies[tid, DROPPED_COUNT] += 1
+        if n_fixed == 0 and (outcome == APPLIED or outcome == MERGED):
+            for k in range(n_support):  # a merged gradient's share is set by _report's caller
+                coordinate_steps[tid, support[k]] += step
         tallies[tid, MAX_ATTEMPTS] = max(tallies[tid, MAX_ATTEMPTS], attempts)
     retire(state, tid)
 
@@ -382,7 +383,11 @@ def _sparse_stress(spec: StrategySpec, step_spec: StepSpec, threads: int, update
                         f"{updates} updates within {timeout_s:g} s", timeout_s)
     expected = np.zeros(n_params)
     if random_support:
-        expected = -GRADIENT * coordinate_steps.sum(axis=0)
+        # a MERGED gradient was averaged into a round of all the threads' gradients (SYNC:
+        # the round applies their mean), so each counts 1/threads of its step
+        merged = int(tallies[:, COMPUTED].sum() - tallies[:, APPLIED_COUNT].sum()
+                     - tallies[:, DROPPED_COUNT].sum())
+        expected = -GRADIENT * coordinate_steps.sum(axis=0) / (threads if merged else 1)
     elif closed_form:
         expected[fixed] = -UPDATE_VALUE * updates
     else:

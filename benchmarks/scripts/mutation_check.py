@@ -102,6 +102,9 @@ TAKE_SPARE_AFTER_PIN = (
     "            if spare == NO_SLOT:\n                unpin(state, base & SLOT_MASK, 1)\n"
     "                return STOP, 0, attempts, lr\n")
 RECHECK = "                if load(state.latest, 0, \"acquire\") == word:"
+RETRY_STOP = ("            if load(control, STOP_FLAG, \"monotonic\") != 0:  # no retry publishes "
+              "after the stop\n                return STOP, 0, attempts, lr\n")
+HOOK_THEN_STOP = "            after_failed_attempt(state, tid, attempts, control)\n" + RETRY_STOP
 POP_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)"
 PUSH_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)"
 SAMPLE = ("        fetch_add(rule_state.histogram, tau, 1)  # add, then count: the count says it is in\n"
@@ -222,10 +225,8 @@ MUTATIONS = [
         "the stop\n                return STOP, 0, attempts, lr\n", "",
         "a publisher that lost its race retries (and publishes) after the stop",
         T_LEASHED + "test_a_publisher_that_lost_its_race_does_not_retry_after_the_stop"),
-    one("stop-checked-before-the-hook", LEASHED,
-        "            after_failed_attempt(state, tid, attempts, control)\n"
-        "            if load(control, STOP_FLAG, \"monotonic\") != 0:",
-        "            if load(control, STOP_FLAG, \"monotonic\") != 0:",
+    one("stop-checked-before-the-hook", LEASHED, HOOK_THEN_STOP,
+        RETRY_STOP + "            after_failed_attempt(state, tid, attempts, control)\n",
         "the stop flag is checked before the after_failed_attempt hook: a stop during a "
         "backoff is missed and the retry publishes after it",
         T_LEASHED + "test_a_stop_during_the_backoff_ends_the_update_without_a_retry"),
@@ -576,6 +577,56 @@ MUTATIONS = [
         "        return lambda gates, point, tid: os_yield()",
         "a gate without a board still does something (a yield on every pass)",
         T_ATOMICS + "test_test_gates_compile_away_in_normal_runs"),
+]
+
+# -- Leashed-SGD: lines the review found no mutation touched (a block of its own) ---------
+KEEPS_SPARE = T_LEASHED + "test_a_dropped_attempt_keeps_its_spare_and_the_next_update_builds_in_it"
+LOST_RACE = T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"
+PIN_KEPT = T_LEASHED + "test_a_pin_is_only_kept_if_latest_still_names_it"
+MUTATIONS += [
+    one("budget-plain-load", LEASHED,
+        "limit = min(load(control, MAX_UPDATES, \"monotonic\"), MAX_VERSION)",
+        "limit = min(control[MAX_UPDATES], MAX_VERSION)",
+        "update reads the budget with a plain load (a data race; same x86 code)", ORDERINGS),
+    one("retry-stop-plain-load", LEASHED,
+        "            if load(control, STOP_FLAG, \"monotonic\") != 0:  # no retry",
+        "            if control[STOP_FLAG] != 0:  # no retry",
+        "the retry polls the stop flag with a plain load (a data race; same x86 code)",
+        ORDERINGS),
+    one("spare-kept-after-win", LEASHED,
+        "        state.mine[tid * LINE + SPARE] = NO_SLOT\n        unpin(state, base_slot, 2)",
+        "        unpin(state, base_slot, 2)",
+        "a publisher keeps the vector it published as its spare: it writes a published vector",
+        LOST_RACE),
+    one("take-spare-not-recorded", LEASHED, "    state.mine[tid * LINE + SPARE] = slot\n", "",
+        "take_spare does not record the slot it takes: a dropped attempt leaks it", KEEPS_SPARE),
+    one("take-spare-ignores-kept", LEASHED,
+        "    if slot != NO_SLOT:\n        return slot\n    slot = pop_free(state, tid)",
+        "    slot = pop_free(state, tid)",
+        "take_spare does not reuse a kept spare: each dropped attempt leaks a slot",
+        KEEPS_SPARE),
+    one("pin-keeps-a-stale-pin", LEASHED,
+        "                unpin(state, slot, 1)  # latest moved on meanwhile: pin the new one\n",
+        "", "a pin whose re-check failed is not dropped: the vector leaks", PIN_KEPT),
+    one("recycle-at-count-one", LEASHED, "    if before & COUNT_MASK == count:",
+        "    if before & COUNT_MASK == 1:",
+        "unpin recycles when one reference was left, not the ones it drops: a publish's "
+        "double unpin never recycles the old vector", LOST_RACE),
+    one("budget-keeps-base-pin", LEASHED,
+        "            if base_version >= limit:\n                unpin(state, base & SLOT_MASK, 1)\n",
+        "            if base_version >= limit:\n",
+        "an update stopped by the budget keeps its pin on the base",
+        T_LEASHED + "test_versions_stop_at_the_limit_instead_of_wrapping"),
+    one("read-no-held-store", LEASHED, "    state.mine[tid * LINE + HELD] = word & SLOT_MASK\n",
+        "", "read does not record the slot it pinned: the read pin is never dropped", PIN_KEPT),
+    one("pop-head-relaxed", LEASHED,
+        "        top = load(state.meta, FREE_TOP, \"seq_cst\")\n        head = top & SLOT_MASK",
+        "        top = load(state.meta, FREE_TOP, \"monotonic\")\n        head = top & SLOT_MASK",
+        "a pop loads the free list's head relaxed (same x86 code)", ORDERINGS),
+    one("read-pin-held-not-cleared", LEASHED, "        state.mine[tid * LINE + HELD] = NO_SLOT\n",
+        "", "drop_read_pin leaves HELD naming the slot it unpinned", PIN_KEPT, KEEPS_SPARE,
+        equivalent="read always rewrites HELD before the next update, a NOT_READ read ends the "
+                   "loop, and retire ignores HELD: the stale HELD is never read"),
 ]
 
 
