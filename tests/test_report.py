@@ -197,7 +197,7 @@ def test_every_column_keeps_its_name_and_order():
     assert column_names() == [
         "time", "vs-seq", "vs-lock", "converged", "runs", "final-loss", "final-test-loss",
         "final-test-acc", "updates", "staleness", "step-factor", "staleness-p99",
-        "staleness-p999", "cas", "dropped", "peak-params", "test-acc"]
+        "staleness-p999", "cas", "dropped", "peak-params", "written", "test-acc"]
 
 
 # -- what the table shows, and its footer ---------------------------------------------

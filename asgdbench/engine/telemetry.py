@@ -436,5 +436,10 @@ FIGURES: tuple[Figure, ...] = (
            "peak-params", "peak params", byte_size,
            "most parameter-vector memory alive at once (model, per-thread copies, versions), "
            "max over runs.", int),
+    Figure("param_bytes_written_per_update", "bytes",
+           Median(lambda run: run.param_bytes_written_per_update),
+           "written", "written/update", byte_size,
+           "parameter-vector bytes one applied update writes (a sparse path: the support; "
+           "Leashed-SGD: a whole new version), median over runs.", float),
 )
 """Every telemetry figure of a table row, in the order ``--columns`` lists them."""
