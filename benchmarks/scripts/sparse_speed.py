@@ -32,6 +32,7 @@ here calls BLAS, but a BLAS pool spinning beside the run would steal a core).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -94,25 +95,75 @@ def seq_epoch(workload_name: str = WORKLOAD, rounds: int = 5,
         assert result.updates_applied == updates, result.status
         return result.wall_s
 
-    def theirs() -> SGDClassifier:
+    def theirs(shuffle: bool = False) -> SGDClassifier:
         return SGDClassifier(loss="log_loss", learning_rate="constant", eta0=lr, alpha=alpha,
-                             max_iter=1, tol=None, shuffle=False).fit(X, y)
+                             max_iter=1, tol=None, shuffle=shuffle, random_state=0).fit(X, y)
 
+    in_order, at_random = (KernelEpoch(workload, updates, order) for order in ("in order",
+                                                                                "at random"))
     ours()  # compiles (and warms the on-disk cache)
     theirs()
     # run()'s own wall_s is the training phase (threads released to joined): setup, compile
     # and the final evaluation are outside it, as scikit-learn's input checks are inside its
-    # fit: the clock below is taken around both calls, and run()'s wall_s reported beside it
+    # fit: the clock below is taken around both calls, and run()'s wall_s reported beside it.
+    # The kernels alone (support + gradient + sparse step in one njit loop, rows in order or
+    # drawn as the worker draws them) say where the time goes: the harness or the row order
     walls: list[float] = []
     samples = interleaved_samples({"asgdbench seq": lambda: walls.append(ours()),
-                                   "sklearn SGDClassifier": theirs}, rounds)
+                                   "sklearn SGDClassifier": theirs,
+                                   "sklearn SGDClassifier, shuffle=True": lambda: theirs(True),
+                                   "kernels alone, rows in order": in_order.epoch,
+                                   "kernels alone, rows at random": at_random.epoch}, rounds)
     medians = {name: float(np.median(values)) for name, values in samples.items()}
     training = float(np.median(walls))
+    anchor = medians["sklearn SGDClassifier"]
     return {"workload": workload_name, "updates": updates, "lr": lr, "alpha": alpha,
             "median_s": medians, "training_phase_s": training,
-            "ratio": training / medians["sklearn SGDClassifier"],
-            "ratio_whole_call": medians["asgdbench seq"] / medians["sklearn SGDClassifier"],
+            "ratio": training / anchor,
+            "ratio_whole_call": medians["asgdbench seq"] / anchor,
+            "ratios": {name: value / anchor for name, value in medians.items()},
             "target": f"<= {EPOCH_TARGET}x"}
+
+
+@functools.cache
+def kernel_epoch() -> Any:
+    """seq's step without the harness, an njit loop: support, gradient and sparse step for each
+    row of ``order``, batch 1; returns the summed loss, so nothing is optimised away. Made on
+    first use: the shared sparse step exists only with the sparse path (issue 22)."""
+    from asgdbench.primitives.steps import sparse_step_inplace
+
+    @njit(nogil=True)
+    def loop(support_kernel, gradient, params, data, order, work, support, values, lr):
+        rows = np.empty(1, np.int64)
+        total = 0.0
+        for i in range(order.shape[0]):
+            rows[0] = order[i]
+            n_support = support_kernel(data, rows, work, support)
+            total += gradient(params, data, rows, work, support, n_support, values)
+            sparse_step_inplace(params, support, values, n_support, lr)
+        return total
+    return loop
+
+
+class KernelEpoch:
+    """One epoch of :func:`kernel_epoch` on a loaded sparse workload (compiled on creation)."""
+
+    def __init__(self, workload: Any, updates: int, order: str) -> None:
+        self.workload = workload
+        self.order = (np.arange(updates, dtype=np.int64) if order == "in order" else
+                      np.random.default_rng(0).integers(0, workload.n_samples, updates))
+        size = workload.max_support(1)
+        self.support = np.empty(size, np.int64)
+        self.values = np.empty(size, workload.dtype)
+        self.work = workload.make_workspace(1)
+        self.lr = workload.dtype.type(workload.defaults.lr)
+        self.epoch(self.order[:1])
+
+    def epoch(self, order: np.ndarray | None = None) -> float:
+        w = self.workload
+        return kernel_epoch()(w.support, w.gradient, w.init_params(0), w.train_data,
+                            self.order if order is None else order, self.work, self.support,
+                            self.values, self.lr)
 
 
 # -- 2. per-update cost against d --------------------------------------------------------------
@@ -259,6 +310,11 @@ def table_rows(figures: dict[str, Any]) -> list[list[str]]:
         rows.append(["  the whole run() call (setup, checks, evaluation) vs fit()",
                      f"{med['asgdbench seq']:.4f} vs {med['sklearn SGDClassifier']:.4f}",
                      f"{epoch['ratio_whole_call']:.2f}x", "report"])
+        for name in ("sklearn SGDClassifier, shuffle=True", "kernels alone, rows in order",
+                     "kernels alone, rows at random"):
+            if name in med:
+                rows.append([f"  {name} vs SGDClassifier", f"{med[name]:.4f}",
+                             f"{epoch['ratios'][name]:.2f}x", "report"])
     for scan in figures.get("per_update", []):
         first, last = scan["rows"][0], scan["rows"][-1]
         rows.append([f"hogwild per update, nnz {scan['nnz']} ({scan['mode']} supports), d "
