@@ -48,6 +48,16 @@ def test_zipf_supports_concentrate_on_popular_coordinates_as_the_workload_rows_d
     assert counts["uniform"].max() <= 0.05 * count
 
 
+def test_the_memory_floor_driver_subtracts_the_step_on_each_cycled_support():
+    supports = sparse_speed.draw_supports(300, 5, 3, "uniform")
+    params, values = np.zeros(300, np.float32), np.arange(1, 6, dtype=np.float32)
+    sparse_speed.plain_sparse_steps(params, supports, values, np.float32(0.25), 7)
+    expected = np.zeros(300, np.float32)
+    for k in range(7):
+        np.subtract.at(expected, supports[k % 3], 0.25 * values)
+    np.testing.assert_allclose(params, expected)
+
+
 def test_bytes_per_second_is_the_inverse_slope():
     sizes = [4e4, 4e5, 4e6]
     assert sparse_speed.bytes_per_second(sizes, [2e-6 + b / 5e9 for b in sizes]) \
@@ -74,7 +84,8 @@ def test_the_per_update_scan_runs_on_tiny_sizes():
     scan = sparse_speed.per_update_against_d((200, 2000), nnz=8, repeats=1, mode="zipf",
                                              steps_for=lambda d: 20)
     assert [r["n_params"] for r in scan["rows"]] == [200, 2000]
-    assert all(r["hogwild_us"] > 0 and r["leashed_us"] > 0 for r in scan["rows"])
+    assert all(r["hogwild_us"] > 0 and r["leashed_us"] > 0 and r["plain_step_us"] > 0
+               for r in scan["rows"])
     assert scan["hogwild_growth"] == pytest.approx(scan["rows"][1]["hogwild_us"]
                                                    / scan["rows"][0]["hogwild_us"])
     assert sparse_speed.table_rows({"per_update": [scan]})[0][3] == "<= 1.5x"

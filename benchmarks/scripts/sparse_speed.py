@@ -183,6 +183,17 @@ def sparse_read_update_steps(read_sparse, update_sparse, rule, rule_state, state
     return applied
 
 
+@njit(nogil=True)
+def plain_sparse_steps(params, supports, values, lr, steps):
+    """The memory floor under a sparse update: ``x[S] -= lr * v`` alone, no strategy, cycling
+    through the same supports as :func:`sparse_read_update_steps`."""
+    for k in range(steps):
+        support = supports[k % supports.shape[0]]
+        for j in range(support.shape[0]):
+            params[support[j]] -= lr * values[j]
+    return params[supports[0, 0]]
+
+
 def draw_supports(n_params: int, nnz: int, count: int, mode: str, seed: int = 0) -> np.ndarray:
     """``count`` supports of ``nnz`` distinct coordinates of ``n_params``, sorted: ``zipf`` as
     logreg-zipf's rows draw their features (rank k with weight 1 / (k + 1), ranks over a random
@@ -250,14 +261,19 @@ def per_update_against_d(sizes=SIZES, nnz: int = 75, repeats: int = 9, mode: str
         hogwild = SparseUpdates("hogwild", d, supports, dtype)
         leashed = SparseUpdates("leashed:tp=inf", d, supports, dtype)
         source, target = np.ones(d, dtype), np.empty(d, dtype)
+        plain, values = np.zeros(d, dtype), hogwild.values
+        plain_sparse_steps(plain, supports, values, hogwild.lr, 1)  # compiles
         hogwild_steps, leashed_steps = 200_000, steps_for(d)
         medians = interleaved_medians({
             "hogwild": lambda: hogwild.steps(hogwild_steps),
+            "plain": lambda: plain_sparse_steps(plain, supports, values, hogwild.lr,
+                                                hogwild_steps),
             "leashed": lambda: leashed.steps(leashed_steps),
             "copyto": lambda: np.copyto(target, source),
         }, repeats)
         rows.append({"n_params": d, "bytes": d * itemsize,
                      "hogwild_us": 1e6 * medians["hogwild"] / hogwild_steps,
+                     "plain_step_us": 1e6 * medians["plain"] / hogwild_steps,
                      "leashed_us": 1e6 * medians["leashed"] / leashed_steps,
                      "copyto_us": 1e6 * medians["copyto"]})
     first, last = rows[0], rows[-1]
@@ -266,6 +282,7 @@ def per_update_against_d(sizes=SIZES, nnz: int = 75, repeats: int = 9, mode: str
     copy_rate = bytes_per_second(size_bytes, [1e-6 * r["copyto_us"] for r in rows])
     return {"mode": mode, "nnz": nnz, "dtype": dtype, "rows": rows,
             "hogwild_growth": last["hogwild_us"] / first["hogwild_us"],
+            "plain_step_growth": last["plain_step_us"] / first["plain_step_us"],
             "leashed_bytes_per_s": leashed_rate, "copyto_bytes_per_s": copy_rate,
             "leashed_vs_copyto": leashed_rate / copy_rate,
             "target": f"hogwild growth <= {GROWTH_TARGET}x; leashed linear (slope reported)"}
@@ -321,6 +338,9 @@ def table_rows(figures: dict[str, Any]) -> list[list[str]]:
                      f"{first['n_params']:.0e} -> {last['n_params']:.0e} (us)",
                      f"{first['hogwild_us']:.3f} -> {last['hogwild_us']:.3f}",
                      f"{scan['hogwild_growth']:.2f}x", f"<= {GROWTH_TARGET}x"])
+        rows.append([f"  x[S] -= lr v alone, no strategy: the memory floor (us) ({scan['mode']})",
+                     f"{first['plain_step_us']:.3f} -> {last['plain_step_us']:.3f}",
+                     f"{scan['plain_step_growth']:.2f}x", "report"])
         rows.append([f"  leashed per update (us) at each d ({scan['mode']})",
                      " ".join(f"{r['leashed_us']:.3g}" for r in scan["rows"]), "", "linear"])
         rows.append([f"  np.copyto of a d-vector (us) ({scan['mode']})",
