@@ -63,7 +63,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from asgdbench.plugins.strategies import Param, Strategy, register_strategy
+from asgdbench.errors import PluginError
+from asgdbench.plugins.strategies import Param, Strategy, register_strategy, signature_problem
 from asgdbench.primitives.atomics import cas, fetch_add, load, store
 from asgdbench.primitives.barrier import spin_wait_hint
 from asgdbench.primitives.gates import gate
@@ -428,6 +429,11 @@ LEASHED = register_strategy(Strategy(
 ))
 
 
+HOOK_SIGNATURES = {"after_failed_attempt": ("state", "tid", "attempts", "control"),
+                   "gives_up": ("state", "attempts")}
+"""The hooks' parameters, by name (checked when a variant is made, as kernels are)."""
+
+
 def variant(name: str, summary: str, *, after_failed_attempt: Any = retry_at_once,
             gives_up: Any = beyond_persistence_bound, doc: str = "") -> Strategy:
     """Leashed-SGD with other hooks (see :func:`make_update`), everything else shared: its
@@ -437,6 +443,11 @@ def variant(name: str, summary: str, *, after_failed_attempt: Any = retry_at_onc
         register_strategy(leashed.variant(name="leashed-backoff", summary="...",
                                           after_failed_attempt=back_off))
     """
+    for hook, function in (("after_failed_attempt", after_failed_attempt),
+                           ("gives_up", gives_up)):
+        problem = signature_problem(hook, function, HOOK_SIGNATURES[hook])
+        if problem:
+            raise PluginError(f"strategy {name!r}: {problem}")
     # the registry tells a built-in by the module of make_state: name the caller's module, so
     # that a variant made elsewhere is not recorded as built-in (runs.jsonl's strategy_source)
     caller = sys._getframe(1).f_globals.get("__name__", "")

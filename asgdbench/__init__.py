@@ -43,6 +43,7 @@ _EXPORTS = {
     "available_step_rules": "asgdbench.plugins.step_rules",
     # workloads
     "WorkloadSpec": "asgdbench.plugins.workloads",
+    "Workload": "asgdbench.plugins.workloads",
     "Defaults": "asgdbench.plugins.workloads",
     "register_workload": "asgdbench.plugins.workloads",
     "available_workloads": "asgdbench.plugins.workloads",
@@ -79,4 +80,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted([*__all__, "__version__"])

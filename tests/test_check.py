@@ -190,7 +190,8 @@ def test_the_check_command_checks_a_step_rule(tmp_path, forget_rules, capsys):
     assert [line.split(":")[0] for line in out[:-1]] == [f"PASS  {name}" for name in (
         "bounded factors", "deterministic given τ", "state race-free under threads",
         "inspect() is JSON-ready")]
-    assert out[-1] == "step rule tail: 4 of 4 checks hold"
+    assert out[-1] == ("step rule tail:amplitude=1:warmup_from=10:warmup_to=15:max_staleness=199: "
+                       "4 of 4 checks hold")
     code = main(["check", "--plugin", str(rule_plugin(tmp_path, "uphill")), "step:uphill",
                  "--threads", "4", "--calls", "2000"])
     out = capsys.readouterr().out

@@ -326,3 +326,20 @@ def test_debug_shows_the_plugins_own_traceback_and_version_is_printed(tmp_path, 
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.startswith("asgdbench ")
+
+
+def test_a_leashed_variant_with_a_hook_of_the_wrong_signature_is_one_line():
+    """Hooks are checked by parameter name when the variant is made, like the kernels."""
+    from numba import njit
+
+    import asgdbench
+    from asgdbench.errors import PluginError
+
+    @njit(nogil=True)
+    def gives_up(state):
+        return False
+
+    with pytest.raises(PluginError, match=r"strategy 'lx': gives_up has the wrong signature: "
+                                          r"expected gives_up\(state, attempts\), given "
+                                          r"gives_up\(state\)"):
+        asgdbench.leashed.variant("lx", "a wrong hook", gives_up=gives_up)

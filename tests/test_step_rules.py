@@ -527,7 +527,10 @@ def test_built_in_rules_stay_built_in_when_a_plugin_file_is_the_first_to_registe
 
 @pytest.mark.parametrize("argv, message", [
     (["--step", "nope"], "unknown step rule 'nope' (valid: constant, fleet,"),
-    (["--step", "tail:amplitude=x"], "parameter amplitude='x' is not a number"),
+    (["--step", "tail:amplitude=x"], "parameter amplitude='x' is not a finite number"),
+    (["--step", "fleet:tau_th=nan"], "parameter tau_th='nan' is not a finite number"),
+    (["--step", "tail:amplitude=inf"], "parameter amplitude='inf' is not a finite number"),
+    (["--step", "tail:amplitude=1:amplitude=2"], "parameter 'amplitude' is given twice"),
     (["--step", "inverse:foo=1"], "step rule 'inverse' has no parameter 'foo'"),
     (["--step", "tail:warmup_from=9:warmup_to=3"], "warmup_to=3 is before warmup_from=9"),
     (["--step", "fleet:tau_th=-1"], "must be >= 0"),

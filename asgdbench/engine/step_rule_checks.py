@@ -78,8 +78,12 @@ def _calls(threads: int, calls_per_thread: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def _same_state(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
-                                    for x, y in zip(a, b))
+    """Equal field by field: arrays element-wise (NaN equal to NaN), scalar fields by value."""
+    def same(x: Any, y: Any) -> bool:
+        x, y = np.asarray(x), np.asarray(y)
+        return np.array_equal(x, y, equal_nan=x.dtype.kind == "f" and y.dtype.kind == "f")
+
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
 
 
 def _json_ready(value: Any) -> str | None:

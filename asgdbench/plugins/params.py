@@ -28,10 +28,18 @@ def _parse_int_or_inf(text: str) -> int | float:
     return math.inf if text.lower() in ("inf", "infinity") else int(text)
 
 
+def _parse_finite(text: str) -> float:
+    """A float parameter is a finite number: nan or inf would run, then mean nothing."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
 _CONVERTERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "int": (int, "an integer"),
     "int_or_inf": (_parse_int_or_inf, "an integer or inf"),
-    "float": (float, "a number"),
+    "float": (_parse_finite, "a finite number"),
     "bool": (_parse_bool, "true or false"),
 }
 
@@ -81,6 +89,8 @@ def split_spec(spec: str) -> tuple[str, list[tuple[str, str]]]:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"bad parameter {assignment!r} in {spec!r}: write name=value")
+        if key.strip() in dict(pairs):
+            raise ConfigError(f"parameter {key.strip()!r} is given twice in {spec!r}")
         pairs.append((key.strip(), text))
     return name.strip(), pairs
 

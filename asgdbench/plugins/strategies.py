@@ -143,18 +143,20 @@ KERNEL_SIGNATURES = {
 """The kernels' parameters, by name, as the harness calls them (checked at registration)."""
 
 
-def signature_problem(kernel: str, function: Any) -> str | None:
+def signature_problem(kernel: str, function: Any,
+                      expected: tuple[str, ...] | None = None) -> str | None:
     """Why ``function`` cannot be the strategy's ``kernel``, in one line; None if it can.
 
     Parameters are checked by name, as pluggy checks hook implementations: a kernel that
     takes ``(state, tid, grad, token, ...)`` has the right count but would read the
-    gradient as the token.
+    gradient as the token. ``expected`` names a kernel other than the contract's three (a
+    strategy's own hooks, e.g. Leashed-SGD's).
     """
     python = getattr(function, "py_func", None)
     if python is None:
         return f"{kernel} must be an @njit(nogil=True) kernel, not {type(function).__name__}"
     given = tuple(inspect.signature(python).parameters)
-    expected = KERNEL_SIGNATURES[kernel]
+    expected = KERNEL_SIGNATURES[kernel] if expected is None else expected
     if given == expected:
         return None
     return (f"{kernel} has the wrong signature: expected {kernel}({', '.join(expected)}), "
