@@ -92,8 +92,8 @@ def test_the_per_update_scan_runs_on_tiny_sizes():
 
 
 def test_a_strategy_without_a_sparse_path_is_refused_by_name():
-    with pytest.raises(ValueError, match="'lock-per-step-copy' has no sparse path"):
-        sparse_speed.SparseUpdates("lock-per-step-copy", 100,
+    with pytest.raises(ValueError, match="'hogwild-per-step-copy' has no sparse path"):
+        sparse_speed.SparseUpdates("hogwild-per-step-copy", 100,
                                    sparse_speed.draw_supports(100, 4, 2, "uniform"))
 
 
@@ -102,7 +102,35 @@ def test_a_strategy_without_a_sparse_path_is_refused_by_name():
 def test_the_epoch_comparison_runs_the_same_updates_on_both_sides():
     epoch = sparse_speed.seq_epoch(rounds=1, n_updates=500)
     assert epoch["updates"] == 500 and epoch["ratio"] > 0
-    assert set(epoch["median_s"]) == {"asgdbench seq", "sklearn SGDClassifier"}
+    assert set(epoch["median_s"]) == {"asgdbench seq", "sklearn SGDClassifier",
+                                      "sklearn SGDClassifier, shuffle=True",
+                                      "kernels alone, rows in order",
+                                      "kernels alone, rows at random"}
+    assert epoch["ratios"]["sklearn SGDClassifier"] == 1.0
+
+
+@needs_sparse_path
+@needs_zipf
+def test_the_kernel_epoch_is_seqs_sgd_replayed_in_numpy():
+    from asgdbench.plugins.workloads import load_workload
+
+    workload = load_workload("logreg-zipf")
+    epoch = sparse_speed.KernelEpoch(workload, 30, "in order")
+    params = workload.init_params(0)
+    sparse_speed.kernel_epoch()(workload.support, workload.gradient, params,
+                                workload.train_data, epoch.order, epoch.work, epoch.support,
+                                epoch.values, epoch.lr)
+    expected = workload.init_params(0).astype(np.float64)  # the same 30 steps, dense NumPy
+    indptr, indices, values, labels, inverse_frequency, reg = workload.train_data
+    for row in range(30):
+        columns = indices[indptr[row]:indptr[row + 1]]
+        x = values[indptr[row]:indptr[row + 1]].astype(np.float64)
+        margin = labels[row] * (x @ expected[columns]) if labels.min() < 0 else None
+        assert margin is not None, "labels are +-1"
+        slope = -labels[row] / (1 + np.exp(margin))
+        expected[columns] -= epoch.lr * (slope * x + reg * inverse_frequency[columns]
+                                         * expected[columns])
+    np.testing.assert_allclose(params, expected, rtol=1e-3, atol=1e-6)
 
 
 def test_time_to_target_interleaves_every_cell_and_marks_time_shared_counts():
