@@ -122,11 +122,11 @@ def test_the_kernel_epoch_is_seqs_sgd_replayed_in_numpy():
                                 epoch.values, epoch.lr)
     expected = workload.init_params(0).astype(np.float64)  # the same 30 steps, dense NumPy
     indptr, indices, values, labels, inverse_frequency, reg = workload.train_data
+    assert set(np.unique(labels)) == {-1, 1}
     for row in range(30):
         columns = indices[indptr[row]:indptr[row + 1]]
         x = values[indptr[row]:indptr[row + 1]].astype(np.float64)
-        margin = labels[row] * (x @ expected[columns]) if labels.min() < 0 else None
-        assert margin is not None, "labels are +-1"
+        margin = labels[row] * (x @ expected[columns])
         slope = -labels[row] / (1 + np.exp(margin))
         expected[columns] -= epoch.lr * (slope * x + reg * inverse_frequency[columns]
                                          * expected[columns])
