@@ -18,6 +18,11 @@ by component by overlapping applies, so the vector a gradient saw is not
 exactly "version token" and the updates between read and apply are not
 exactly τ.
 
+Sparse path, as in the original paper: the gradient reads the shared vector at the
+support only, and the apply is a plain load and store per support coordinate, no atomics:
+``params[j] <- params[j] - step * g_j`` for j in the support (racy), O(nnz) per update.
+The ticket is the same atomic add, for the budget and τ.
+
 ``hogwild-per-step-copy`` is the authors' variant: each step copies the shared
 vector, without any synchronization, into a vector allocated for that step,
 computes the gradient on that (inconsistent) copy and frees it before the
@@ -40,6 +45,7 @@ from asgdbench.primitives.steps import (
     new_step_copy_counter,
     rule_step,
     sgd_step_inplace,
+    sparse_step_inplace,
     take_step_copy,
     vectors_with_step_copies,
 )
@@ -73,15 +79,39 @@ def update(state, tid, token, grad, lr, control, rule, rule_state):
     return apply_racy(state.params, state.tickets, tid, token, grad, lr, control, rule, rule_state)
 
 
-@njit(nogil=True)
-def apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state):
-    """The update of both variants: a ticket for the budget and τ, then the racy apply."""
+@njit(nogil=True, inline="always")
+def ticket_and_step(tickets, tid, token, lr, control, rule, rule_state):
+    """A ticket for the budget and τ, and the step the rule gives that τ; False past the budget."""
     ticket = fetch_add(tickets, 0, 1)
     if ticket >= control[MAX_UPDATES]:
-        return STOP, 0, 0, lr
+        return False, 0, lr
     staleness = ticket - token
-    step = rule_step(rule, rule_state, lr, staleness, tid)
+    return True, staleness, rule_step(rule, rule_state, lr, staleness, tid)
+
+
+@njit(nogil=True)
+def apply_racy(params, tickets, tid, token, grad, lr, control, rule, rule_state):
+    """The update of both dense variants: a ticket, then the racy apply of the whole gradient."""
+    granted, staleness, step = ticket_and_step(tickets, tid, token, lr, control, rule, rule_state)
+    if not granted:
+        return STOP, 0, 0, lr
     sgd_step_inplace(params, grad, step)
+    return APPLIED, staleness, 1, step
+
+
+@njit(nogil=True, cache=True)
+def read_sparse(state, tid, control, support, n_support):
+    return state.params, load(state.tickets, 0, "monotonic")
+
+
+@njit(nogil=True)  # not cached: it takes the step rule
+def update_sparse(state, tid, token, support, values, n_support, lr, control, rule, rule_state):
+    """The same ticket, then plain per-coordinate stores on the support only, as in HOGWILD!."""
+    granted, staleness, step = ticket_and_step(state.tickets, tid, token, lr, control, rule,
+                                               rule_state)
+    if not granted:
+        return STOP, 0, 0, lr
+    sparse_step_inplace(state.params, support, values, n_support, step)  # racy, no atomics
     return APPLIED, staleness, 1, step
 
 
@@ -111,6 +141,8 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
+    read_sparse=read_sparse,
+    update_sparse=update_sparse,
     doc=__doc__,
 ))
 register_strategy(Strategy(
@@ -124,5 +156,7 @@ register_strategy(Strategy(
                                                                    STEP_COPIES_PEAK),
     live_param_vectors=lambda state, n_threads: vectors_with_step_copies(state.copies,
                                                                    STEP_COPIES_LIVE),
+    # no sparse path: a per-step copy of the whole vector is O(d), which the sparse path
+    # exists to avoid; a sparse workload refuses it
     doc=__doc__,
 ))

@@ -20,6 +20,16 @@ The steps are public kernels and the two hooks are arguments of :func:`make_upda
 variant (:func:`variant`) states only what differs: its hooks. It shares the state, the
 read, the pool, the test gates and every invariant below.
 
+The sparse path (a sparse workload, support S): the read pins exactly as above and the
+gradient reads ``x[S]`` from the pinned vector, no copy; the update is the same loop, built
+by the same factory (:func:`make_update` with ``sparse=True``), with one different step:
+``build_on_base`` writes ``s <- b`` and then ``s[S] -= step * values``
+(``steps.sparse_step_into``). A publish therefore costs O(d) whatever |S| is: every version is
+a whole immutable vector, so the new one must hold the base's d values. That is the
+algorithm's design, kept as it is and measured (``written_per_update``: d elements per
+applied update on both paths). Variants get the sparse path with their hooks, and every gate
+and invariant below holds for it unchanged.
+
 Memory: vectors live in a pool of ``2m + 1`` slots for m threads. A slot is
 used for the first time only when the free list is empty, and goes back to it when its
 reference count (readers, plus one while it is ``latest``) reaches zero. Each
@@ -77,7 +87,7 @@ from asgdbench.primitives.protocol import (
     STOP,
     STOP_FLAG,
 )
-from asgdbench.primitives.steps import rule_step, sgd_step_into
+from asgdbench.primitives.steps import rule_step, sgd_step_into, sparse_step_into
 
 SLOT_BITS = 16
 SLOT_MASK = (1 << SLOT_BITS) - 1
@@ -254,6 +264,15 @@ def build_on_base(state, spare, base, grad, step):
 
 
 @njit(nogil=True, cache=True)
+def build_sparse_on_base(state, spare, base, support, values, n_support, step):
+    """:func:`build_on_base` on the sparse path: ``spare <- base``, then
+    ``spare[support[k]] -= step * values[k]``; O(d) (the copy), stamped and released alike."""
+    sparse_step_into(state.pool[spare], state.pool[base & SLOT_MASK], support, values,
+                     n_support, step)
+    store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), "release")
+
+
+@njit(nogil=True, cache=True)
 def try_publish(state, tid, base, spare):
     """The CAS: publish ``spare`` as ``latest`` if ``latest`` is still ``base``; True if it won.
 
@@ -286,8 +305,10 @@ def beyond_persistence_bound(state, attempts):
 
 
 def make_update(after_failed_attempt: Any = retry_at_once,
-                gives_up: Any = beyond_persistence_bound) -> Any:
-    """Leashed-SGD's ``update`` kernel with the given hooks (``@njit(nogil=True)`` kernels):
+                gives_up: Any = beyond_persistence_bound, sparse: bool = False) -> Any:
+    """Leashed-SGD's ``update`` kernel with the given hooks (``@njit(nogil=True)`` kernels), or
+    with ``sparse=True`` its ``update_sparse``: the same attempts, gates and hooks, only the
+    build step differs (:func:`build_sparse_on_base`):
 
     - ``after_failed_attempt(state, tid, attempts, control)``: runs after each lost CAS that
       is retried (``attempts`` so far), before the stop flag is checked, so a pause that
@@ -298,8 +319,12 @@ def make_update(after_failed_attempt: Any = retry_at_once,
     the defaults (an empty kernel, one comparison) cost what the code written inline did.
     """
 
-    @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
-    def update(state, tid, token, grad, lr, control, rule, rule_state):
+    # not cached: it takes the step rule, a first-class kernel (steps.rule_step); inlined into
+    # both paths' kernels, so that each is one function, as the kernel written out would be
+    @njit(nogil=True, inline="always")
+    def publish(state, tid, token, support, grad, n_support, lr, control, rule, rule_state):
+        """Both paths' update: ``support`` None builds ``base - step * grad``, else the sparse
+        step of ``grad`` (the support's values) on a copy of the base."""
         drop_read_pin(state, tid)
         limit = min(load(control, MAX_UPDATES, "monotonic"), MAX_VERSION)
         spare = take_spare(state, tid, control)  # before the pin: invariant (I)
@@ -316,7 +341,10 @@ def make_update(after_failed_attempt: Any = retry_at_once,
                 return STOP, 0, attempts, lr
             staleness = base_version - token  # against this attempt's base
             step = rule_step(rule, rule_state, lr, staleness, tid)
-            build_on_base(state, spare, base, grad, step)
+            if support is None:  # a branch on a type: each path compiles to its own build
+                build_on_base(state, spare, base, grad, step)
+            else:
+                build_sparse_on_base(state, spare, base, support, grad, n_support, step)
             attempts += 1
             if try_publish(state, tid, base, spare):
                 return APPLIED, staleness, attempts, step
@@ -325,6 +353,19 @@ def make_update(after_failed_attempt: Any = retry_at_once,
             after_failed_attempt(state, tid, attempts, control)
             if load(control, STOP_FLAG, "monotonic") != 0:  # no retry publishes after the stop
                 return STOP, 0, attempts, lr
+
+    if sparse:
+        @njit(nogil=True)  # not cached: it takes the step rule
+        def update_sparse(state, tid, token, support, values, n_support, lr, control, rule,
+                          rule_state):
+            return publish(state, tid, token, support, values, n_support, lr, control, rule,
+                           rule_state)
+
+        return update_sparse
+
+    @njit(nogil=True)  # not cached: it takes the step rule
+    def update(state, tid, token, grad, lr, control, rule, rule_state):
+        return publish(state, tid, token, None, grad, 0, lr, control, rule, rule_state)
 
     return update
 
@@ -340,7 +381,14 @@ def read(state, tid, control):
     return state.pool[word & SLOT_MASK], word >> SLOT_BITS
 
 
+@njit(nogil=True, cache=True)
+def read_sparse(state, tid, control, support, n_support):
+    """The sparse path's read is the read: pin, no copy (the gradient reads the support)."""
+    return read(state, tid, control)
+
+
 update = make_update()
+update_sparse = make_update(sparse=True)
 
 
 @njit(nogil=True, cache=True)
@@ -405,6 +453,11 @@ def inspect(state: LeashedState) -> dict:
             "slots_used": int(state.meta[SLOTS_USED])}
 
 
+def whole_vector_written(n_params: int, n_support: int) -> int:
+    """Elements one applied update writes: a whole new version, on both paths."""
+    return n_params
+
+
 LEASHED = register_strategy(Strategy(
     name="leashed",
     summary="Leashed-SGD: lock-free, consistent; versioned vectors published by CAS.",
@@ -416,6 +469,9 @@ LEASHED = register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
+    read_sparse=read_sparse,
+    update_sparse=update_sparse,
+    written_per_update=whole_vector_written,
     retire=retire,
     final_params=final_params,
     peak_param_vectors=slots_used,
@@ -437,7 +493,8 @@ HOOK_SIGNATURES = {"after_failed_attempt": ("state", "tid", "attempts", "control
 def variant(name: str, summary: str, *, after_failed_attempt: Any = retry_at_once,
             gives_up: Any = beyond_persistence_bound, doc: str = "") -> Strategy:
     """Leashed-SGD with other hooks (see :func:`make_update`), everything else shared: its
-    state (``tp`` included), its read, retire, pool accounting and test gates. Register it
+    state (``tp`` included), its read, retire, pool accounting, test gates and sparse path
+    (the same hooks in ``update_sparse``). Register it
     with :func:`asgdbench.register_strategy`::
 
         register_strategy(leashed.variant(name="leashed-backoff", summary="...",
@@ -459,4 +516,6 @@ def variant(name: str, summary: str, *, after_failed_attempt: Any = retry_at_onc
     make_variant_state.__module__ = caller
     return dataclasses.replace(LEASHED, name=name, summary=summary, doc=doc or summary,
                                make_state=make_variant_state,
-                               update=make_update(after_failed_attempt, gives_up))
+                               update=make_update(after_failed_attempt, gives_up),
+                               update_sparse=make_update(after_failed_attempt, gives_up,
+                                                         sparse=True))

@@ -7,6 +7,12 @@
 
 τ is exact: both the read and the update count updates under the mutex.
 
+The sparse path (a sparse workload) is the same loop on the minibatch's support S: the read
+copies only ``params[S]`` into ``x_local`` under the mutex (its other coordinates are stale,
+and the gradient never reads them), and the update applies ``params[S] -= step * values``
+under the mutex. Both cost O(|S|), τ is exact as above, and one applied update writes |S|
+elements of the shared vector.
+
 The mutex is a pthread mutex, as the paper's ``std::mutex``: a waiting thread
 sleeps in the kernel, so a preempted lock holder stalls everyone behind it. A
 lock or unlock that fails (an errno) fails the run through the ERROR cell.
@@ -33,6 +39,8 @@ from asgdbench.primitives.steps import (
     new_step_copy_counter,
     rule_step,
     sgd_step_inplace,
+    sparse_copy_into,
+    sparse_step_inplace,
     take_step_copy,
     vectors_with_step_copies,
 )
@@ -62,12 +70,42 @@ def make_state(init_params: np.ndarray, n_threads: int) -> LockState:
     return LockState(init_params.copy(), local_copies, new_mutex(), np.zeros(1, dtype=np.int64))
 
 
+@njit(nogil=True, cache=True, inline="always")
+def copy_read(local, params, support, n_support):
+    """The read's copy: the whole vector (``support`` None, the dense path) or its support.
+    The branch is on a type, so each path compiles to its own copy only."""
+    if support is None:
+        copy_into(local, params)
+    else:
+        sparse_copy_into(local, params, support, n_support)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def apply_step(params, grad, support, n_support, step):
+    """The update's step: the whole gradient (``support`` None) or ``grad`` on the support."""
+    if support is None:
+        sgd_step_inplace(params, grad, step)
+    else:
+        sparse_step_inplace(params, support, grad, n_support, step)
+
+
 @njit(nogil=True, cache=True)
 def read(state, tid, control):
+    return read_locked(state, tid, control, None, 0)
+
+
+@njit(nogil=True, cache=True)
+def read_sparse(state, tid, control, support, n_support):
+    return read_locked(state, tid, control, support, n_support)
+
+
+@njit(nogil=True, cache=True)
+def read_locked(state, tid, control, support, n_support):
+    """The read of both paths: under the mutex, the copy and the version it is."""
     if mutex_lock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
         return state.local_copies[tid], NOT_READ
-    copy_into(state.local_copies[tid], state.params)
+    copy_read(state.local_copies[tid], state.params, support, n_support)
     version = state.updates[0]
     if mutex_unlock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
@@ -76,12 +114,21 @@ def read(state, tid, control):
 
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
 def update(state, tid, token, grad, lr, control, rule, rule_state):
-    return apply_locked(state.params, state.mutex, state.updates, tid, token, grad, lr, control, rule, rule_state)
+    return apply_locked(state.params, state.mutex, state.updates, tid, token, grad, None, 0, lr,
+                        control, rule, rule_state)
+
+
+@njit(nogil=True)  # not cached: it takes the step rule
+def update_sparse(state, tid, token, support, values, n_support, lr, control, rule, rule_state):
+    return apply_locked(state.params, state.mutex, state.updates, tid, token, values, support,
+                        n_support, lr, control, rule, rule_state)
 
 
 @njit(nogil=True)
-def apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, rule_state):
-    """The update of both variants: under the mutex, τ and the step, within the budget."""
+def apply_locked(params, mutex, updates, tid, token, grad, support, n_support, lr, control, rule,
+                 rule_state):
+    """The update of both variants and both paths: under the mutex, τ and the step, within
+    the budget (``support`` None: the dense step, else ``grad`` holds the support's values)."""
     if mutex_lock(mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
         return STOP, 0, 0, lr
@@ -89,7 +136,7 @@ def apply_locked(params, mutex, updates, tid, token, grad, lr, control, rule, ru
     if updates[0] < control[MAX_UPDATES]:
         staleness = updates[0] - token
         step = rule_step(rule, rule_state, lr, staleness, tid)
-        sgd_step_inplace(params, grad, step)
+        apply_step(params, grad, support, n_support, step)
         updates[0] += 1
         outcome = APPLIED
     if mutex_unlock(mutex) != 0:
@@ -104,12 +151,24 @@ def make_state_per_step(init_params: np.ndarray, n_threads: int) -> LockPerStepS
 
 @njit(nogil=True, cache=True)
 def read_per_step(state, tid, control):
+    return read_per_step_locked(state, tid, control, None, 0)
+
+
+@njit(nogil=True, cache=True)
+def read_per_step_sparse(state, tid, control, support, n_support):
+    return read_per_step_locked(state, tid, control, support, n_support)
+
+
+@njit(nogil=True, cache=True)
+def read_per_step_locked(state, tid, control, support, n_support):
+    """A fresh copy for this step (``np.empty``: on the sparse path only the support's pages
+    are written), filled under the mutex like ``read_locked``."""
     local = take_step_copy(state.params, state.copies)
     if mutex_lock(state.mutex) != 0:
         drop_step_copy(state.copies)  # no update follows a read that failed
         store(control, ERROR, 1, "seq_cst")
         return local, NOT_READ
-    copy_into(local, state.params)
+    copy_read(local, state.params, support, n_support)
     version = state.updates[0]
     if mutex_unlock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
@@ -118,9 +177,27 @@ def read_per_step(state, tid, control):
 
 @njit(nogil=True)  # not cached: it takes the step rule
 def update_per_step(state, tid, token, grad, lr, control, rule, rule_state):
-    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed before the lock
-    return apply_locked(state.params, state.mutex, state.updates, tid, token, grad, lr, control, rule, rule_state)
+    return apply_per_step(state, tid, token, grad, None, 0, lr, control, rule, rule_state)
 
+
+@njit(nogil=True)  # not cached: it takes the step rule
+def update_per_step_sparse(state, tid, token, support, values, n_support, lr, control, rule,
+                           rule_state):
+    return apply_per_step(state, tid, token, values, support, n_support, lr, control, rule,
+                          rule_state)
+
+
+@njit(nogil=True)
+def apply_per_step(state, tid, token, grad, support, n_support, lr, control, rule, rule_state):
+    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed before the lock
+    return apply_locked(state.params, state.mutex, state.updates, tid, token, grad, support,
+                        n_support, lr, control, rule, rule_state)
+
+
+def support_written(n_params: int, n_support: int) -> int:
+    """Elements one applied update writes: the support (the whole vector on the dense path,
+    where ``n_support`` is ``n_params``)."""
+    return n_support
 
 
 register_strategy(Strategy(
@@ -129,6 +206,9 @@ register_strategy(Strategy(
     make_state=make_state,
     read=read,
     update=update,
+    read_sparse=read_sparse,
+    update_sparse=update_sparse,
+    written_per_update=support_written,
     peak_param_vectors=lambda state, n_threads: 1 + n_threads,
     consistent=True,
     doc=__doc__,
@@ -140,6 +220,9 @@ register_strategy(Strategy(
     make_state=make_state_per_step,
     read=read_per_step,
     update=update_per_step,
+    read_sparse=read_per_step_sparse,
+    update_sparse=update_per_step_sparse,
+    written_per_update=support_written,
     peak_param_vectors=lambda state, n_threads: vectors_with_step_copies(state.copies,
                                                                    STEP_COPIES_PEAK),
     live_param_vectors=lambda state, n_threads: vectors_with_step_copies(state.copies,

@@ -333,6 +333,28 @@ def test_a_lost_race_drops_or_retries_as_the_bound_says(tp, outcome, attempts):
     m.assert_quiescent(applied=1 + (outcome == APPLIED))
 
 
+def test_a_dropped_attempt_keeps_its_spare_and_the_next_update_builds_in_it():
+    """tp=0: A loses its CAS and drops; its spare stays its own (not leaked, not freed), and
+    A's next update builds in that same slot: each dropped attempt costs no slot."""
+    m = Model(threads=2, tp=0)
+    A, B = range(2)
+    _, token = m.read(A)
+    m.board.arm(A, BEFORE_PUBLISH)
+    publisher = Actor(lambda: m.update(A, token), "A")
+    m.board.wait_parked(A, BEFORE_PUBLISH)
+    assert m.step(B)[0] == APPLIED
+    m.board.disarm(A)
+    m.board.release(A)
+    assert publisher.result() == (DROPPED, 0, 1, STEP)
+    kept = int(m.state.mine[A * LINE + leashed.SPARE])
+    assert kept != leashed.NO_SLOT and kept not in leashed.free_slots(m.state)
+    assert m.step(A) == (APPLIED, 0, 1, STEP)
+    assert m.latest() == (2, kept)  # published from the spare it kept
+    retire(m.state, A)
+    retire(m.state, B)
+    m.assert_quiescent(applied=2)
+
+
 def test_a_retry_recomputes_staleness_and_step_against_its_new_base():
     """With ``inverse``: A's first attempt builds on v0 (τ 0, full step); B publishes v1
     first; A's retry builds on v1, so its τ is 1 and it publishes with half the step."""
@@ -534,7 +556,7 @@ LEASHED_ORDERINGS = {
     "pin_latest": {("load", "acquire"): 3,  # latest, the slot's reference word, latest again
                    ("load", "monotonic"): 1},  # the stop flag, with an atomic load
     "update": {("store", "release"): 1,  # the stamp: written after the vector, seen before it
-               ("load", "monotonic"): 2},  # the budget, the stop flag before a retry
+               ("load", "monotonic"): 3},  # the budget, pin_latest's stop flag, the retry's
     "retire": {("store", "release"): 1},  # the spare's count back to 0
     "build_on_base": {("store", "release"): 1},  # the stamp, after the vector
     "try_publish": {("cmpxchg", "seq_cst"): 1,  # the publishing CAS on latest
@@ -543,6 +565,11 @@ LEASHED_ORDERINGS = {
     "pop_free": {("load", "seq_cst"): 2, ("cmpxchg", "seq_cst"): 1},
     "unpin": {("atomicrmw", "seq_cst"): 1},
 }
+
+
+# Counts that are exact, not a lower bound: every such load in the compiled code is one the
+# kernel needs (a plain load in place of any of them would leave the others to count).
+EXACT_ORDERINGS = {("update", "load", "monotonic")}
 
 
 @pytest.mark.parametrize("kernel", sorted(LEASHED_ORDERINGS))
@@ -560,8 +587,13 @@ def test_leashed_uses_the_memory_orderings_its_argument_needs(kernel):
     fresh(*args)
     seen = atomic_orderings(fresh, kernel)
     for (operation, ordering), count in LEASHED_ORDERINGS[kernel].items():
-        assert seen[operation, ordering] >= count, (
-            f"{kernel}: {seen[operation, ordering]} {operation} {ordering}, needs {count}: {seen}")
+        if (kernel, operation, ordering) in EXACT_ORDERINGS:
+            assert seen[operation, ordering] == count, (
+                f"{kernel}: {seen[operation, ordering]} {operation} {ordering}, not {count}: {seen}")
+        else:
+            assert seen[operation, ordering] >= count, (
+                f"{kernel}: {seen[operation, ordering]} {operation} {ordering}, needs {count}: "
+                f"{seen}")
 
 
 def test_a_cyclic_free_list_is_reported_not_walked_forever():
@@ -694,6 +726,61 @@ def test_a_variant_that_gives_up_at_once_drops_after_one_lost_cas_whatever_tp():
     retire(m.state, A)
     retire(m.state, B)
     m.assert_quiescent(applied=1)
+
+
+# Two variants of one plugin file whose gives_up hooks are lambdas: same module, same name
+# (<lambda>), same file. The compile cache must tell them apart (issue of the review).
+LAMBDA_HOOKS_PLUGIN = """
+from numba import njit
+from asgdbench import leashed
+
+drops = leashed.variant(name="drops-at-once", summary="test",
+                        gives_up=njit(nogil=True)(lambda state, attempts: attempts >= 1))
+never_drops = leashed.variant(name="never-drops", summary="test",
+                              gives_up=njit(nogil=True)(lambda state, attempts: False))
+"""
+
+
+@njit(nogil=True)
+def _update_through_the_cache(update, rule, state, tid, token, grad, lr, control, rule_state):
+    return update(state, tid, token, grad, lr, control, rule, rule_state)
+
+
+def test_two_lambda_hooks_of_one_plugin_file_compile_to_two_loops(tmp_path, monkeypatch):
+    """Each variant's update, compiled through the compile cache (as a run's loop is), gets a
+    key of its own and runs its own hook: one drops after a lost CAS, the other retries."""
+    import importlib.util
+
+    from asgdbench.engine import loop_cache
+
+    monkeypatch.setenv(loop_cache.ENV_VAR, str(tmp_path / "cache"))
+    (tmp_path / "lambda_hooks.py").write_text(LAMBDA_HOOKS_PLUGIN)
+    spec = importlib.util.spec_from_file_location("lambda_hooks", tmp_path / "lambda_hooks.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    keys = []
+    for variant, expected in ((plugin.drops, (DROPPED, 0, 1, STEP)),
+                              (plugin.never_drops, (APPLIED, 1, 2, STEP))):
+        m = Model(threads=2, tp=float("inf"))
+        kernels = {"update": variant.update, "rule": m.rule}
+        args = (m.state, 0, 0, m.grad, STEP, m.control, m.rule_state)
+        keys.append(loop_cache.cache_key(_update_through_the_cache, kernels, args))
+        loop = loop_cache.specialize(_update_through_the_cache, kernels, args)
+        m.update_kernel = lambda state, tid, token, grad, lr, control, rule, rule_state: loop(
+            state, tid, token, grad, lr, control, rule_state)
+        A, B = range(2)
+        _, token = m.read(A)
+        m.board.arm(A, BEFORE_PUBLISH)
+        publisher = Actor(lambda: m.update(A, token), "A")
+        m.board.wait_parked(A, BEFORE_PUBLISH)
+        assert m.step(B)[0] == APPLIED  # A's first CAS will be lost
+        m.board.disarm(A)
+        m.board.release(A)
+        assert publisher.result() == expected, variant.name
+        retire(m.state, A)
+        retire(m.state, B)
+        m.assert_quiescent(applied=1 + (expected[0] == APPLIED))
+    assert None not in keys and keys[0] != keys[1]
 
 
 def test_the_backoff_variant_is_consistent_with_more_threads_than_cores(back_off):

@@ -54,9 +54,9 @@ print(json.dumps({"hits": sum(loop.stats.cache_hits.values()),
 '''
 
 
-def _python(code: str, *args: str | Path, cache: Path,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **{loop_cache.ENV_VAR: str(cache)})
+def _python(code: str, *args: str | Path, cache: Path, timeout: float = 300,
+            **environ: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **{loop_cache.ENV_VAR: str(cache)}, **environ)
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=REPO)
 
@@ -92,6 +92,81 @@ def test_the_next_process_loads_the_loop_and_an_edited_plugin_recompiles(tmp_pat
     assert edited["misses"] == 1 and edited["hits"] == 0, "stale code loaded after an edit"
     assert edited["final"] == _probe_final(edited["lr"], 0.25)
     assert loop_cache.describe_cache(cache).entries == 2
+
+
+# The same rule, its factor a module constant computed at import from the environment: the
+# file never changes, so only the constant's value in the key can tell the runs apart.
+ENV_RULE_PLUGIN = '''
+import os
+from numba import njit
+from asgdbench import StepRule, register_step_rule
+
+FACTOR = float(os.environ["ASGDBENCH_TEST_FACTOR"])
+
+@njit(nogil=True)
+def step(lr, staleness, tid, rule_state):
+    return lr * FACTOR
+
+register_step_rule(StepRule(name="scaled", summary="test", step=step,
+                            make_state=lambda n_threads: ()))
+'''
+
+
+def test_a_kernel_reading_a_constant_computed_at_import_recompiles_when_it_changes(tmp_path):
+    cache, plugin = tmp_path / "cache", tmp_path / "scaled_by_env.py"
+    plugin.write_text(ENV_RULE_PLUGIN)
+    first = _report(_python(RUN_PROBE, plugin, cache=cache, ASGDBENCH_TEST_FACTOR="0.5"))
+    assert first["misses"] == 1 and first["final"] == _probe_final(first["lr"], 0.5)
+    again = _report(_python(RUN_PROBE, plugin, cache=cache, ASGDBENCH_TEST_FACTOR="0.5"))
+    assert again["hits"] == 1 and again["misses"] == 0, "a plain constant stopped the caching"
+    changed = _report(_python(RUN_PROBE, plugin, cache=cache, ASGDBENCH_TEST_FACTOR="0.25"))
+    assert changed["misses"] == 1 and changed["hits"] == 0, "stale constant loaded"
+    assert changed["final"] == _probe_final(changed["lr"], 0.25)
+    assert loop_cache.describe_cache(cache).entries == 2
+
+
+def test_a_kernel_is_named_by_its_code_line_and_the_globals_it_reads(tmp_path):
+    """Two lambdas of one file, or a name defined twice, share module, name and file: their
+    code and first line tell them apart. A global the key cannot see (an array, an object)
+    leaves the kernel unnamed (compiled in memory), a kernel global is named by identity."""
+    import importlib.util
+
+    (tmp_path / "sibling_kernels.py").write_text(
+        "from numba import njit\n\n@njit\ndef helper(x):\n    return x + 1\n")
+    (tmp_path / "twice.py").write_text(
+        "import numpy as np\nfrom numba import njit\nimport sibling_kernels\n"
+        "from sibling_kernels import helper\n\n"
+        "first = njit(lambda x: x >= 1)\nsecond = njit(lambda x: False)\n\n"
+        "@njit\ndef same(x):\n    return 1\nkept = same\n\n"
+        "@njit\ndef same(x):\n    return 1\n\n"
+        "TABLE = np.ones(3)\nclass Box:\n    pass\nBOX = Box()\n\n"
+        "@njit\ndef reads_table(x):\n    return TABLE[0]\n\n"
+        "@njit\ndef reads_box(x):\n    return BOX\n\n"
+        "@njit\ndef calls_helper(x):\n    return helper(x)\n\n"
+        "@njit\ndef calls_module(x):\n    return sibling_kernels.helper(x)\n\n"
+        "@njit\ndef recursive(x):\n    return 0 if x <= 0 else recursive(x - 1)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        spec = importlib.util.spec_from_file_location("twice", tmp_path / "twice.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("sibling_kernels", None)
+    identity = loop_cache.kernel_identity
+    assert None not in (identity(module.first), identity(module.second))
+    assert identity(module.first) != identity(module.second)
+    assert identity(module.kept) != identity(module.same)  # same code, another line
+    assert identity(module.reads_table) is None and identity(module.reads_box) is None
+    helped = identity(module.calls_helper)
+    assert helped is not None and "helper=(#" in helped
+    before = identity(module.calls_module)
+    assert before is not None and "sibling_kernels=module sibling_kernels:" in before
+    (tmp_path / "sibling_kernels.py").write_text(
+        "from numba import njit\n\n@njit\ndef helper(x):\n    return x + 2\n")
+    assert identity(module.calls_module) != before  # the sibling's file changed
+    assert identity(module.calls_helper) != helped  # its kernel's too
+    assert "recursive=(ancestor 0)" in identity(module.recursive)
 
 
 # A small template and kernel in a module of their own: the same machinery as the worker
@@ -220,7 +295,7 @@ def test_a_closure_kernel_is_named_by_its_source_and_its_cells():
             return 0 if x <= 0 else countdown(x - 1)
         return countdown
 
-    assert "countdown=(itself)" in loop_cache.kernel_identity(make_recursive())
+    assert "countdown=(ancestor 0)" in loop_cache.kernel_identity(make_recursive())
 
 
 def probe_gradient():

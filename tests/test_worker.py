@@ -301,3 +301,65 @@ def test_a_ctrl_c_that_something_swallows_still_stops_the_run(monkeypatch):
         pytest.fail(f"the run did not raise KeyboardInterrupt (other threads: {others})")
     assert time.monotonic() - begin < 15
     assert not [t for t in threading.enumerate() if t.name.startswith("asgdbench-worker")]
+
+
+# -- the sparse loop: the same contract on the sparse halves ------------------------------
+
+@njit(nogil=True)
+def _read_sparse_nothing(state, tid, control, support, n_support):
+    return state[0], NOT_READ
+
+
+@njit(nogil=True)
+def _update_sparse_counted(state, tid, token, support, values, n_support, lr, control, rule,
+                           rule_state):
+    state[1][0] += 1
+    return STOP, 0, 0, lr
+
+
+@njit(nogil=True)
+def _support_of_nothing(data, rows, work, support):
+    return 0
+
+
+@njit(nogil=True)
+def _no_sparse_gradient(params, data, rows, work, support, n_support, values):
+    return 0.0
+
+
+def sparse_loop_arguments(control: np.ndarray) -> tuple:
+    """``sparse_worker_loop``'s arguments for thread 0, state ``(params, calls)`` as above."""
+    constant = parse_step_spec("constant")
+    state = (np.zeros(4), np.zeros(2, np.int64))
+    return (_read_sparse_nothing, _update_sparse_counted, _retire_counted, _support_of_nothing,
+            _no_sparse_gradient, state, 0, np.zeros((4, 4)), 4, (np.zeros(1),),
+            np.zeros(4, np.int64), np.zeros(4), np.zeros(1, np.int64), thread_states(0, 1)[0],
+            0.1, constant.rule.step, constant.make_state(1), control,
+            LossLog.allocate(16).arrays(), ThreadTelemetry.allocate(1).arrays(),
+            np.zeros(2, np.int64))
+
+
+def test_a_sparse_read_that_returns_not_read_ends_the_loop_without_an_update():
+    from asgdbench.engine.worker import sparse_worker_loop
+
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    control[GO] = 1
+    arguments = sparse_loop_arguments(control)
+    loop = threading.Thread(target=sparse_worker_loop, args=arguments, daemon=True)
+    loop.start()
+    loop.join(20)
+    control[STOP_FLAG] = 1
+    loop.join(20)
+    assert arguments[5][1].tolist() == [0, 1], "update was called after NOT_READ, or no retire"
+
+
+def test_the_sparse_worker_loop_polls_the_stop_flag_with_an_atomic_load():
+    from conftest import atomic_orderings
+
+    from asgdbench.engine.worker import sparse_worker_loop
+
+    control = np.zeros(CONTROL_CELLS, np.int64)
+    control[STOP_FLAG] = 1
+    fresh = njit(nogil=True)(sparse_worker_loop.py_func)
+    fresh(*sparse_loop_arguments(control))
+    assert atomic_orderings(fresh, "sparse_worker_loop")["load", "monotonic"] >= 1

@@ -39,6 +39,7 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import marshal
 import os
 import platform
 import shutil
@@ -143,56 +144,140 @@ def _package_digest(module_name: str) -> str | None:
 
 
 _CONSTANT_CELLS = (bool, int, float, str)
-"""Closure cells the key can name by value (besides kernels, named by their identity)."""
+"""Closure cells and globals the key can name by value (besides kernels, named by their
+identity)."""
+_VERSIONED_PACKAGES = frozenset({"numpy", "numba", "llvmlite", "math", "builtins"})
+"""Packages whose versions are in the key: what a kernel takes from them is named by name."""
 
 
-def _cell_identity(name: str, value: Any, naming: frozenset[int]) -> str | None:
+def _code_digest(code: pytypes.CodeType) -> str:
+    """SHA-256 of a function's bytecode and constants (nested code included), not of where its
+    file is: marshal's version 2 writes no back-references, so the bytes are the same in
+    every process."""
+    return hashlib.sha256(marshal.dumps(code.replace(co_filename=""), 2)).hexdigest()[:KEY_CHARS]
+
+
+def _code_names(code: pytypes.CodeType) -> set[str]:
+    """The global (and attribute) names a function's code, nested code included, refers to."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, pytypes.CodeType):
+            names |= _code_names(constant)
+    return names
+
+
+def _top_package(module_name: str | None) -> str:
+    return (module_name or "").partition(".")[0]
+
+
+def _covered_by_source(value: Any, function: pytypes.FunctionType) -> bool:
+    """Whether the key already covers the source of ``value`` (a function or an object the
+    compiler resolves, such as a numba intrinsic): it is asgdbench's (the project digest), of
+    a package whose version is in the key, of the kernel's own file, or of the same outside
+    package as the kernel (its package digest)."""
+    if not isinstance(value, (pytypes.FunctionType, pytypes.BuiltinFunctionType)) \
+            and "__module__" not in getattr(value, "__dict__", {}):
+        return False  # an instance (an array): its class's module says nothing of its value
+    module = getattr(value, "__module__", None)
+    if not isinstance(module, str):
+        return False
+    top, own = _top_package(module), function.__module__ or ""
+    return (top == "asgdbench" or top in _VERSIONED_PACKAGES or module == own
+            or ("." in own and top == _top_package(own)))
+
+
+def _named(name: str, value: Any, naming: tuple[int, ...],
+           function: pytypes.FunctionType) -> str | None:
+    """``name=...`` for a closure cell or a global a kernel reads; None if the key cannot name
+    its value (then the loop is compiled in memory, never cached under a wrong key)."""
+    import numpy as np
+
     if type(value) in _CONSTANT_CELLS:
         return f"{name}={type(value).__name__}:{value!r}"
-    if id(value) in naming:  # a closure over itself (recursion): named by its own source
-        return f"{name}=(itself)"
-    identity = _identity(value, naming)
-    return None if identity is None else f"{name}=({identity})"
+    if isinstance(value, np.generic):  # a NumPy scalar (np.int32(1)): its dtype and value
+        return f"{name}={value.dtype}:{value.item()!r}"
+    if id(value) in naming:  # recursion: named by how far up the kernels being named it is
+        return f"{name}=(ancestor {len(naming) - 1 - naming.index(id(value))})"
+    if getattr(value, "py_func", None) is not None:  # a kernel
+        identity = _identity(value, naming)
+        return None if identity is None else f"{name}=({identity})"
+    if isinstance(value, pytypes.ModuleType):
+        if _top_package(value.__name__) in ("asgdbench", *_VERSIONED_PACKAGES):
+            return f"{name}=module {value.__name__}"
+        path = getattr(value, "__file__", None)
+        if not path or not os.path.isfile(path):
+            return None
+        return f"{name}=module {value.__name__}:{file_digest(path)}"
+    from numba.core import types
+
+    if isinstance(value, types.Type):  # a numba type (int64, an external function): its name
+        return f"{name}=numba type {value}"
+    if isinstance(value, type) or _covered_by_source(value, function):
+        return f"{name}={getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+    return None
 
 
 def kernel_identity(kernel: Any) -> str | None:
-    """What a kernel is, for the key: module, name and source digest; None if its source
-    cannot say what it computes (no source file).
+    """What a kernel is, for the key; None if the key cannot say what it computes.
 
-    A closure (a kernel a factory made, such as :func:`asgdbench.leashed.variant`'s
-    ``update``) is named by its source and its cells: each a kernel with an identity, or a
-    plain bool, int, float or str constant; None if any cell is something else (an array, an
-    object), whose value the key cannot see.
+    A kernel is named by its module, qualified name, first line, a digest of its bytecode and
+    constants, and its source file's digest (two lambdas of one file, or a name defined twice,
+    differ in the last three); then by the values it reads:
+
+    - a closure's cells (a kernel a factory made, such as :func:`asgdbench.leashed.variant`'s
+      ``update``), and the module globals its code names (a constant computed at import, a
+      kernel of a sibling module): each a kernel, named by its identity (one being named
+      already, by recursion, as ``(ancestor k)``: k levels up, 0 the kernel itself), a plain
+      bool, int, float or str, named by value, a module, named by its file's digest (by name
+      if it is asgdbench's or of a package whose version is in the key), or a class or a
+      function whose source the key covers, named by name;
+    - anything else (an array, an object, a function of another file) makes it None: the key
+      cannot see its value. A kernel without a source file is None too.
     """
-    return _identity(kernel, frozenset())
+    return _identity(kernel, ())
 
 
-def _identity(kernel: Any, naming: frozenset[int]) -> str | None:
-    """:func:`kernel_identity`; ``naming``: the closures whose cells are being named."""
+def _identity(kernel: Any, naming: tuple[int, ...]) -> str | None:
+    """:func:`kernel_identity`; ``naming``: the kernels whose values are being named, outermost
+    first."""
     function = getattr(kernel, "py_func", None)
     if function is None:
         return None
+    naming = (*naming, id(kernel))
+    code = function.__code__
     cells = ""
     if function.__closure__:
         parts = []
-        for name, cell in zip(function.__code__.co_freevars, function.__closure__):
+        for name, cell in zip(code.co_freevars, function.__closure__):
             try:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: nothing the key can name
                 return None
-            part = _cell_identity(name, value, naming | {id(kernel)})
+            part = _named(name, value, naming, function)
             if part is None:
                 return None
             parts.append(part)
         cells = "[" + ", ".join(parts) + "]"
-    path = function.__code__.co_filename
+    module_globals = function.__globals__
+    read = []
+    for name in sorted(_code_names(code)):
+        if name in module_globals and not name.startswith("__"):
+            part = _named(name, module_globals[name], naming, function)
+            if part is None:
+                return None
+            if part.startswith(f"{name}=(") and not part.startswith(f"{name}=(ancestor"):
+                # a kernel: its (long) identity, digested
+                part = f"{name}=(#{hashlib.sha256(part.encode()).hexdigest()[:KEY_CHARS]})"
+            read.append(part)
+    path = code.co_filename
     if not os.path.isfile(path):
         return None
     module = function.__module__ or ""
     digest = file_digest(path)
     if "." in module and not module.startswith("asgdbench."):  # an outside package
         digest += _package_digest(module) or ""
-    return f"{module}:{function.__qualname__}:{digest}{cells}"
+    return (f"{module}:{function.__qualname__}:{code.co_firstlineno}:{_code_digest(code)}:"
+            f"{digest}{cells}{{{', '.join(read)}}}")
 
 
 def cache_key(template: Any, kernels: Mapping[str, Any], args: tuple) -> str | None:

@@ -35,9 +35,17 @@ def check(workload: Workload, spec: StrategySpec, config: RunConfig) -> None:
     checks it (:func:`check_blas_threads`) with the rest of a configuration, before
     any data is loaded.
     """
+    check_sparse_path(workload, spec)
     check_batch_size(workload, config.batch_size)
     check_memory(workload, spec, config)
     check_threads_start(config.threads)
+
+
+def check_sparse_path(workload: Workload, spec: StrategySpec) -> None:
+    """A sparse workload runs only under a strategy with a sparse path (no densifying fallback)."""
+    if workload.sparse and not spec.strategy.has_sparse_path:
+        raise ConfigError(f"strategy {spec.name!r} has no sparse path (read_sparse/update_sparse); "
+                          f"workload {workload.name!r} is sparse")
 
 
 def check_batch_size(workload: Workload, batch_size: int) -> None:
@@ -86,7 +94,11 @@ def estimate_bytes(workload: Workload, spec: StrategySpec, config: RunConfig) ->
     one, two = (_nbytes(workload.make_workspace(batch)) for batch in (1, 2))
     workspace = one + (two - one) * (config.batch_size - 1)
     rows = config.batch_size * np.dtype(np.int64).itemsize
-    per_thread = workspace + rows + vector + _nbytes(ThreadTelemetry.allocate(1).__dict__)
+    gradient = vector  # a sparse run holds the support and its values instead
+    if workload.sparse:
+        gradient = int(workload.max_support(config.batch_size)) * (
+            np.dtype(np.int64).itemsize + workload.dtype.itemsize)
+    per_thread = workspace + rows + gradient + _nbytes(ThreadTelemetry.allocate(1).__dict__)
     log = _nbytes(LossLog.allocate().arrays())
     return vectors + config.threads * per_thread + log
 

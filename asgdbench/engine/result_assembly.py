@@ -54,7 +54,8 @@ def assemble_result(run: Any, stopped_by: str | None, start_ns: int, end_ns: int
                  strategy=strategy, state=run.state,
                  vector_bytes=run.workload.n_params * run.workload.dtype.itemsize,
                  live=run.live.summary(wall_s), step_spec=run.step_spec,
-                 rule_state=run.rule_state, monitor_lost_entries=monitor.lost_entries)
+                 rule_state=run.rule_state, monitor_lost_entries=monitor.lost_entries,
+                 n_params=run.workload.n_params)
     return RunResult(
         config=config,
         status=run_status(failure, monitor.event, stopped_by),

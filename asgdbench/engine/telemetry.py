@@ -37,10 +37,11 @@ if TYPE_CHECKING:
 
 # The layout of the per-thread counters the workers record (:mod:`asgdbench.engine.worker`),
 # declared here so that the measures below read them without importing numba.
-# Columns of the per-thread counter rows (a row is one cache line):
+# Columns of the per-thread counter rows (a row is two cache lines). SUPPORT_SUM: the
+# coordinates each computed gradient touched, summed (a dense gradient adds n_params).
 (COMPUTED, APPLIED_COUNT, DROPPED_COUNT, MERGED_COUNT, STALENESS_SUM, STALENESS_MAX,
- ATTEMPTS_SUM, LOG_LOST) = range(8)
-COUNTER_COLUMNS = 8
+ ATTEMPTS_SUM, LOG_LOST, SUPPORT_SUM) = range(9)
+COUNTER_COLUMNS = 16
 
 STALENESS_BINS = 4096  # the last bin collects everything at or above it
 ATTEMPT_BINS = 64
@@ -79,6 +80,8 @@ class RunEnd:
     rule_state: tuple
     monitor_lost_entries: int
     """Loss-log entries the monitor found overwritten before it read them."""
+    n_params: int = 0
+    """Parameters of the model (0: unknown, then the write-volume field is None)."""
 
     def total(self, column: int) -> int:
         """A per-thread counter summed over the threads."""
@@ -137,6 +140,22 @@ def step_summary(end: RunEnd) -> dict[str, Any]:
         # bin i: factors in [i, i + 1) * width; the last bin also holds everything above
         "factors": {f"{i * FACTOR_BIN_WIDTH:g}": int(counts[i]) for i in np.flatnonzero(counts)},
     }
+
+
+def mean_support(end: RunEnd) -> float | None:
+    """Coordinates one computed gradient touched, on average (dense: every parameter)."""
+    computed = end.total(COMPUTED)
+    return end.total(SUPPORT_SUM) / computed if computed else None
+
+
+def param_bytes_written_per_update(end: RunEnd) -> float | None:
+    """Bytes of parameter vectors one applied update writes: the strategy's
+    ``written_per_update(n_params, mean support)`` elements times the dtype's size."""
+    support = mean_support(end)
+    if support is None or end.strategy is None or end.n_params <= 0:
+        return None
+    itemsize = end.vector_bytes // end.n_params
+    return float(end.strategy.written_per_update(end.n_params, support)) * itemsize
 
 
 def _empty_staleness() -> dict[str, Any]:
@@ -231,6 +250,14 @@ TELEMETRY: tuple[Telemetry, ...] = (
               "live_param_vectors' mean times the bytes of one vector",
               lambda end: end.live.get("mean", end.peak_vectors)
               * end.vector_bytes),
+    Telemetry("mean_support", "coordinates",
+              "coordinates a gradient touched, mean over the gradients computed (the "
+              "minibatch's union support on a sparse workload; every parameter on a dense one)",
+              mean_support),
+    Telemetry("param_bytes_written_per_update", "bytes",
+              "parameter-vector bytes one applied update writes, as the strategy counts them "
+              "(the support in place; Leashed-SGD: a whole new vector per publish)",
+              param_bytes_written_per_update),
 )
 """Every telemetry field of a run's record, in the order ``to_dict`` writes them."""
 

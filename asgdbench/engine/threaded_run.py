@@ -30,7 +30,12 @@ from asgdbench.engine.monitor import (
 )
 from asgdbench.engine.result_assembly import assemble_result
 from asgdbench.engine.run_result import RunConfig, RunResult
-from asgdbench.engine.worker import LossLog, ThreadTelemetry, compiled_worker_loop
+from asgdbench.engine.worker import (
+    LossLog,
+    ThreadTelemetry,
+    compiled_sparse_worker_loop,
+    compiled_worker_loop,
+)
 from asgdbench.errors import PluginError
 from asgdbench.plugins.registry import describe_source
 from asgdbench.plugins.step_rules import (
@@ -49,13 +54,19 @@ UNLIMITED_UPDATES = 1 << 62
 
 @dataclass
 class _ThreadSetup:
-    """Everything one worker thread passes to :func:`worker_loop` besides shared state."""
+    """Everything one worker thread passes to :func:`worker_loop` besides shared state.
+
+    A sparse run gives each thread ``support`` and ``values`` buffers of
+    ``max_support(batch_size)`` elements instead of a whole gradient vector.
+    """
 
     grad: np.ndarray
     rows: np.ndarray
     work: tuple
     rng: np.ndarray
     timespec: np.ndarray
+    support: np.ndarray | None = None
+    values: np.ndarray | None = None
 
 
 class ThreadedRun:
@@ -71,20 +82,21 @@ class ThreadedRun:
                                            step_spec.name)
         self.poll_interval, self.stop_grace_s = poll_interval, stop_grace_s
         strategy = spec.strategy
-        self.kernels = {"read": strategy.read, "update": strategy.update,
-                        "retire": strategy.retire, "gradient": workload.gradient,
-                        "rule": step_spec.rule.step}
+        self.sparse = workload.sparse
+        if self.sparse:
+            self.kernels = {"read_sparse": strategy.read_sparse,
+                            "update_sparse": strategy.update_sparse, "retire": strategy.retire,
+                            "support": workload.support, "gradient": workload.gradient,
+                            "rule": step_spec.rule.step}
+        else:
+            self.kernels = {"read": strategy.read, "update": strategy.update,
+                            "retire": strategy.retire, "gradient": workload.gradient,
+                            "rule": step_spec.rule.step}
         self.loop: Any = None  # the compiled worker loop, once _compile has run
         self.init_params = workload.init_params(config.seed)
         self.state = strategy.make_state(self.init_params, config.threads, **spec.kwargs)
         rngs = thread_states(config.seed, config.threads)
-        self.setups = [
-            _ThreadSetup(np.zeros(workload.n_params, workload.dtype),
-                         np.zeros(config.batch_size, np.int64),
-                         workload.make_workspace(config.batch_size), rngs[tid],
-                         np.zeros(2, np.int64))
-            for tid in range(config.threads)
-        ]
+        self.setups = [self._setup(rngs[tid]) for tid in range(config.threads)]
         self.lr = workload.dtype.type(config.lr)  # so the update loops stay in the model's dtype
         self.control = np.zeros(CONTROL_CELLS, np.int64)
         self.control[MAX_UPDATES] = min(config.max_updates or UNLIMITED_UPDATES,
@@ -96,6 +108,18 @@ class ThreadedRun:
         self.trace: list[tuple[float, int, float]] = []
         self.errors: list[BaseException] = []
         self.stuck_threads = 0
+
+    def _setup(self, rng: np.ndarray) -> _ThreadSetup:
+        workload, batch = self.workload, self.config.batch_size
+        rows = np.zeros(batch, np.int64)
+        work = workload.make_workspace(batch)
+        if not self.sparse:
+            return _ThreadSetup(np.zeros(workload.n_params, workload.dtype), rows, work, rng,
+                                np.zeros(2, np.int64))
+        size = int(workload.max_support(batch))
+        return _ThreadSetup(np.zeros(0, workload.dtype), rows, work, rng, np.zeros(2, np.int64),
+                            support=np.zeros(size, np.int64),
+                            values=np.zeros(size, workload.dtype))
 
     # -- phases ------------------------------------------------------------------
 
@@ -165,7 +189,8 @@ class ThreadedRun:
 
     def compile_loop(self, control: np.ndarray, *, cache: bool = True) -> Any:
         """The worker loop specialised for this run's kernels (see :func:`worker_loop_for`)."""
-        return compiled_worker_loop(self.kernels, self._loop_args(0, control), cache=cache)
+        compile_for = compiled_sparse_worker_loop if self.sparse else compiled_worker_loop
+        return compile_for(self.kernels, self._loop_args(0, control), cache=cache)
 
     def _not_compiling(self, error: BaseException) -> PluginError:
         source = describe_source(strategy_source(self.spec.name)) \
@@ -180,6 +205,11 @@ class ThreadedRun:
     def _loop_args(self, tid: int, control: np.ndarray) -> tuple:
         """The compiled loop's arguments for thread ``tid`` (the kernels are bound in it)."""
         setup = self.setups[tid]
+        if self.sparse:
+            return (self.state, tid, self.workload.train_data, self.workload.n_samples,
+                    setup.work, setup.support, setup.values, setup.rows, setup.rng, self.lr,
+                    self.rule_state, control, self.log.arrays(), self.telemetry.arrays(),
+                    setup.timespec)
         return (self.state, tid, self.workload.train_data, self.workload.n_samples, setup.work,
                 setup.grad, setup.rows, setup.rng, self.lr, self.rule_state, control,
                 self.log.arrays(), self.telemetry.arrays(), setup.timespec)

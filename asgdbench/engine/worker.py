@@ -44,6 +44,7 @@ from asgdbench.engine.telemetry import (  # the counter layout, declared with th
     STALENESS_SUM,
     STEP_COLUMNS,
     STEP_SUM,
+    SUPPORT_SUM,
 )
 from asgdbench.primitives.atomics import cas, fetch_add, load, store
 from asgdbench.primitives.barrier import spin_wait_hint
@@ -172,10 +173,11 @@ def factor_bin(factor):
 
 
 @njit(nogil=True, cache=True)
-def _record(tid, loss, outcome, staleness, attempts, step, lr, telemetry, log, control,
-            timespec):
+def _record(tid, loss, outcome, staleness, attempts, step, lr, n_support, telemetry, log,
+            control, timespec):
     counters, staleness_hist, attempts_hist, steps, factors = telemetry
     counters[tid, COMPUTED] += 1
+    counters[tid, SUPPORT_SUM] += n_support
     if outcome == APPLIED:
         counters[tid, APPLIED_COUNT] += 1
         counters[tid, STALENESS_SUM] += staleness
@@ -219,13 +221,47 @@ def worker_loop(read, update, retire, gradient, state, tid, data, n_samples, wor
                                                     rule, rule_state)
         if outcome == STOP:
             break
-        _record(tid, loss, outcome, staleness, attempts, step, lr, telemetry, log, control,
-                timespec)
+        _record(tid, loss, outcome, staleness, attempts, step, lr, grad.shape[0], telemetry,
+                log, control, timespec)
+    retire(state, tid)
+
+
+# The loop of a sparse workload: the same template, on the sparse halves of the contract
+# (the workload's ``support`` and sparse ``gradient``, the strategy's ``read_sparse`` and
+# ``update_sparse``). Nothing in it is O(n_params): each step costs the minibatch's nnz.
+@njit(nogil=True)
+def sparse_worker_loop(read_sparse, update_sparse, retire, support, gradient, state, tid, data,
+                       n_samples, work, sup, values, rows, rng, lr, rule, rule_state, control,
+                       log, telemetry, timespec):
+    """Train until the stop flag is set or the strategy says STOP, on sparse gradients.
+
+    ``sup`` and ``values`` are the thread's buffers of ``max_support(batch_size)`` elements:
+    the minibatch's support and the partial derivatives aligned with it.
+    """
+    _wait_for_start(control)
+    while load(control, STOP_FLAG, "monotonic") == 0:
+        sample_batch(rng, n_samples, rows)
+        n_support = support(data, rows, work, sup)
+        params, token = read_sparse(state, tid, control, sup, n_support)
+        if token == NOT_READ:
+            break
+        loss = gradient(params, data, rows, work, sup, n_support, values)
+        outcome, staleness, attempts, step = update_sparse(state, tid, token, sup, values,
+                                                           n_support, lr, control, rule,
+                                                           rule_state)
+        if outcome == STOP:
+            break
+        _record(tid, loss, outcome, staleness, attempts, step, lr, n_support, telemetry, log,
+                control, timespec)
     retire(state, tid)
 
 
 KERNEL_PARAMETERS = ("read", "update", "retire", "gradient", "rule")
 """The parameters of :func:`worker_loop` that are kernels, bound when it is specialised."""
+
+SPARSE_KERNEL_PARAMETERS = ("read_sparse", "update_sparse", "retire", "support", "gradient",
+                            "rule")
+"""The parameters of :func:`sparse_worker_loop` that are kernels."""
 
 
 def compiled_worker_loop(kernels: dict[str, Any], args: tuple, *, cache: bool = True) -> Any:
@@ -239,4 +275,13 @@ def compiled_worker_loop(kernels: dict[str, Any], args: tuple, *, cache: bool = 
     from asgdbench.engine.loop_cache import specialize
 
     return specialize(worker_loop, kernels, args, cache=cache)
+
+
+def compiled_sparse_worker_loop(kernels: dict[str, Any], args: tuple, *,
+                                cache: bool = True) -> Any:
+    """:func:`sparse_worker_loop` compiled for ``kernels`` (one per name in
+    :data:`SPARSE_KERNEL_PARAMETERS`), as :func:`compiled_worker_loop` compiles the dense one."""
+    from asgdbench.engine.loop_cache import specialize
+
+    return specialize(sparse_worker_loop, kernels, args, cache=cache)
 

@@ -44,6 +44,11 @@ def _nothing_to_inspect(state: tuple) -> dict[str, Any]:
     return {}
 
 
+def _support_on_sparse(n_params: int, n_support: int) -> int:
+    """Elements an in-place update writes: the support (dense: ``n_support == n_params``)."""
+    return n_support
+
+
 def _at_most_a_pool(n_threads: int) -> int:
     """Leashed-SGD's bound, the largest of the built-ins: one vector per thread pair and one."""
     return 2 * n_threads + 1
@@ -88,6 +93,22 @@ class Strategy:
       (default ``2 * n_threads + 1``, Leashed-SGD's pool: an upper bound for
       every built-in).
 
+    The sparse path (for workloads whose gradient is a list of (coordinate, value) pairs;
+    both kernels or neither, and a strategy without them is refused on a sparse workload):
+
+    - ``read_sparse(state, tid, control, support, n_support) -> (params_view, token)``: a
+      vector holding, at ``support[:n_support]``, the values of the version ``token`` names
+      (whatever the shared vector holds, for an inconsistent strategy); other coordinates
+      unspecified;
+    - ``update_sparse(state, tid, token, support, values, n_support, lr, control, rule,
+      rule_state) -> (outcome, staleness, attempts, step)``: apply
+      ``x[support[k]] -= step * values[k]`` for ``k < n_support``, with ``update``'s outcome
+      codes, budget and stop-flag rules;
+    - ``written_per_update(n_params, n_support) -> int`` (plain Python): parameter-vector
+      elements one applied update writes (dense: ``n_support == n_params``; default
+      ``n_support``, an in-place update; a strategy that publishes a new vector per update
+      writes ``n_params``), for the telemetry field ``param_bytes_written_per_update``.
+
     What a strategy promises, so that checks hold it to exactly that:
     ``consistent`` (every read is a whole vector of the version its token
     names, and no update is lost), ``max_threads`` and ``max_updates`` (the
@@ -112,12 +133,22 @@ class Strategy:
     max_threads: int | None = None
     max_updates: int | None = None
     max_param_vectors: Callable[[int], int] = _at_most_a_pool
+    read_sparse: Any = None
+    """The sparse path's read (None: no sparse path)."""
+    update_sparse: Any = None
+    """The sparse path's update (None: no sparse path)."""
+    written_per_update: Callable[[int, int], int] = _support_on_sparse
     doc: str = field(default="", compare=False)
 
     def live_vectors_now(self, state: tuple, n_threads: int) -> int:
         """The live-vector sample the monitor records (see ``live_param_vectors``)."""
         count = (self.live_param_vectors or self.peak_param_vectors)(state, n_threads)
         return int(count)
+
+    @property
+    def has_sparse_path(self) -> bool:
+        """Whether the strategy can run a sparse workload (``read_sparse``/``update_sparse``)."""
+        return self.read_sparse is not None and self.update_sparse is not None
 
     def param(self, name: str) -> Param:
         return find_param(self.params, name, f"strategy {self.name!r}")
@@ -142,6 +173,13 @@ KERNEL_SIGNATURES = {
 }
 """The kernels' parameters, by name, as the harness calls them (checked at registration)."""
 
+SPARSE_KERNEL_SIGNATURES = {
+    "read_sparse": ("state", "tid", "control", "support", "n_support"),
+    "update_sparse": ("state", "tid", "token", "support", "values", "n_support", "lr",
+                      "control", "rule", "rule_state"),
+}
+"""The sparse path's kernels, by name (optional: both or neither, checked at registration)."""
+
 
 def signature_problem(kernel: str, function: Any,
                       expected: tuple[str, ...] | None = None) -> str | None:
@@ -156,7 +194,8 @@ def signature_problem(kernel: str, function: Any,
     if python is None:
         return f"{kernel} must be an @njit(nogil=True) kernel, not {type(function).__name__}"
     given = tuple(inspect.signature(python).parameters)
-    expected = KERNEL_SIGNATURES[kernel] if expected is None else expected
+    if expected is None:
+        expected = {**KERNEL_SIGNATURES, **SPARSE_KERNEL_SIGNATURES}[kernel]
     if given == expected:
         return None
     return (f"{kernel} has the wrong signature: expected {kernel}({', '.join(expected)}), "
@@ -172,6 +211,18 @@ def _check(strategy: Strategy, where: str) -> None:
         problem = signature_problem(kernel, getattr(strategy, kernel))
         if problem:
             fail(problem)
+    sparse = [kernel for kernel in SPARSE_KERNEL_SIGNATURES
+              if getattr(strategy, kernel) is not None]
+    if sparse and len(sparse) != len(SPARSE_KERNEL_SIGNATURES):
+        missing = sorted(set(SPARSE_KERNEL_SIGNATURES) - set(sparse))
+        fail(f"read_sparse and update_sparse come together (a sparse path needs both); "
+             f"{missing[0]} is missing")
+    for kernel in sparse:
+        problem = signature_problem(kernel, getattr(strategy, kernel))
+        if problem:
+            fail(problem)
+    if not callable(strategy.written_per_update):
+        fail("written_per_update must be a function (n_params, n_support) -> int")
     problem = make_state_problem(strategy.make_state, strategy.params,
                                  ("init_params", "n_threads"))
     if problem:

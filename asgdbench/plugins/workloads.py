@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,6 +39,16 @@ class Workload:
     ``@njit(nogil=True)`` kernel; ``evaluate(params)`` returns held-out metrics
     (``test_loss``, ``test_accuracy``) and ``training_loss(params)`` the loss the
     divergence rule compares against.
+
+    A *sparse* workload (``sparse=True``: each example touches a few coordinates) gives
+    ``support(train_data, rows, workspace, support) -> n_support``, which writes the
+    minibatch's union support (distinct coordinates) into ``support[:n_support]`` in
+    O(nnz), and a gradient with the sparse signature
+    ``gradient(params, train_data, rows, workspace, support, n_support, values) -> loss``,
+    which reads ``params`` only at the support and writes the partial derivatives into
+    ``values[:n_support]``; ``max_support(batch_size)`` is the most coordinates a minibatch
+    touches (the size of the per-thread ``support`` and ``values`` buffers). Both kernels
+    are checked by parameter name when the workload is built.
     """
 
     name: str
@@ -52,6 +63,46 @@ class Workload:
     training_loss: Callable[[np.ndarray], float]
     defaults: Defaults
     description: dict[str, Any] = field(default_factory=dict)
+    sparse: bool = False
+    support: Any = None
+    """Sparse workloads: the support kernel (see the class docstring); None when dense."""
+    max_support: Callable[[int], int] | None = None
+    """Sparse workloads: buffer size for a minibatch of ``batch_size`` rows; None when dense."""
+
+    def __post_init__(self) -> None:
+        problem = sparse_problem(self)
+        if problem:
+            raise PluginError(f"workload {self.name!r}: {problem}")
+
+
+SPARSE_KERNEL_SIGNATURES = {
+    "support": ("train_data", "rows", "workspace", "support"),
+    "gradient": ("params", "train_data", "rows", "workspace", "support", "n_support", "values"),
+}
+"""A sparse workload's kernels' parameters, by name, as the sparse worker loop calls them."""
+
+
+def sparse_problem(workload: Workload) -> str | None:
+    """Why a sparse workload could not run (a kernel missing or misnamed), in one line; None
+    if it can, or if it is dense."""
+    if not workload.sparse:
+        if workload.support is not None or workload.max_support is not None:
+            return "support and max_support are for sparse workloads (sparse=True)"
+        return None
+    if not callable(workload.max_support):
+        return "a sparse workload needs max_support(batch_size) -> int"
+    for kernel, expected in SPARSE_KERNEL_SIGNATURES.items():
+        function = getattr(workload, kernel)
+        python = getattr(function, "py_func", None)
+        if python is None:
+            return (f"a sparse workload's {kernel} must be an @njit(nogil=True) kernel, not "
+                    f"{type(function).__name__}")
+        given = tuple(inspect.signature(python).parameters)
+        if given != expected:
+            return (f"{kernel} has the wrong signature for a sparse workload: expected "
+                    f"{kernel}({', '.join(expected)}), given "
+                    f"{python.__name__}({', '.join(given)})")
+    return None
 
 
 @dataclass(frozen=True)
@@ -130,6 +181,7 @@ WORKLOAD_GROUPS: dict[str, str] = {
     "mlp": "multilayer perceptrons",
     "cnn": "cnn: the authors' small CNN (2 conv 3x3, 2 pool, 2 dense)",
     "lenet": "LeNet (2 conv 5x5, 2 pool, 2 dense)",
+    "sparse": "sparse: each example touches a few coordinates (HOGWILD!'s regime)",
     "check": "strategy checks",
     "other": "other",
 }

@@ -22,7 +22,7 @@ _FROM = {
     "protocol": ("APPLIED", "DROPPED", "MERGED", "STOP", "ERROR", "NOT_READ", "NEVER",
                  "STOP_FLAG", "MAX_UPDATES"),
     "steps": ("copy_into", "sgd_step_inplace", "sgd_step_into", "rule_step", "retire_nothing",
-              "in_type_of"),
+              "in_type_of", "sparse_step_inplace", "sparse_copy_into", "sparse_step_into"),
 }
 _EXPORTS = {name: module for module, names in _FROM.items() for name in names}
 

@@ -135,3 +135,34 @@ def rule_step(rule, rule_state, lr, staleness, tid):
     computes in (``lr / (tau + 1)`` is float64 in numba).
     """
     return in_type_of(rule(lr, staleness, tid, rule_state), lr)
+
+
+# -- the sparse path: a step touches only its support (issue 22) -----------------------------
+# ``support[:n_support]`` holds distinct coordinates and ``values[:n_support]`` the partial
+# derivatives aligned with them, as a sparse workload's ``support`` and ``gradient`` kernels
+# write them (asgdbench.plugins.workloads).
+
+@njit(nogil=True, cache=True, inline="always")
+def sparse_step_inplace(params, support, values, n_support, step):
+    """``params[support[k]] -= step * values[k]`` for ``k < n_support``: O(nnz), racy if shared
+    unguarded; bit for bit the dense step with a gradient that is 0 off the support."""
+    for k in range(n_support):
+        params[support[k]] -= step * values[k]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def sparse_copy_into(local, params, support, n_support):
+    """``local[j] = params[j]`` for ``j`` in the support (a consistent read under a lock); the
+    other coordinates of ``local`` are left as they were."""
+    for k in range(n_support):
+        local[support[k]] = params[support[k]]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def sparse_step_into(out, base, support, values, n_support, step):
+    """``out = base``, then the sparse step on ``out``: a new immutable version built from its
+    base (Leashed-SGD's publish). O(d) for the copy, whatever the support's size."""
+    for i in range(out.shape[0]):
+        out[i] = base[i]
+    for k in range(n_support):
+        out[support[k]] -= step * values[k]

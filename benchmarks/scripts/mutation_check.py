@@ -80,6 +80,11 @@ T_ATOMICS = "tests/test_atomics.py::"
 T_BARRIER = "tests/test_barrier.py::"
 T_WORKER = "tests/test_worker.py::"
 T_COPIES = "tests/test_step_copies.py::"
+T_SPARSE = "tests/test_sparse_strategies.py::"
+SPARSE_STRESS = T_SPARSE + "test_the_sparse_path_is_consistent_and_loses_no_update_with_more_threads_than_cores"
+SPARSE_READ_WAITS = T_SPARSE + "test_a_sparse_read_waits_for_the_lock_and_copies_the_support_its_holder_wrote"
+SPARSE_UPDATE_WAITS = T_SPARSE + "test_a_sparse_update_waits_for_the_lock_and_counts_tau_exactly"
+SYNC_SPARSE_ROUND = T_SPARSE + "test_a_sync_round_applies_the_mean_of_the_sparse_gradients"
 COPIES_STRESS = T_COPIES + "test_the_lock_variant_reads_whole_versions_and_loses_no_update[3]"
 READ_WAITS = T_COPIES + "test_a_read_waits_for_the_lock_and_copies_what_its_holder_wrote"
 ORDERINGS = T_LEASHED + "test_leashed_uses_the_memory_orderings_its_argument_needs"
@@ -97,6 +102,9 @@ TAKE_SPARE_AFTER_PIN = (
     "            if spare == NO_SLOT:\n                unpin(state, base & SLOT_MASK, 1)\n"
     "                return STOP, 0, attempts, lr\n")
 RECHECK = "                if load(state.latest, 0, \"acquire\") == word:"
+RETRY_STOP = ("            if load(control, STOP_FLAG, \"monotonic\") != 0:  # no retry publishes "
+              "after the stop\n                return STOP, 0, attempts, lr\n")
+HOOK_THEN_STOP = "            after_failed_attempt(state, tid, attempts, control)\n" + RETRY_STOP
 POP_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)"
 PUSH_TAG = "desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)"
 SAMPLE = ("        fetch_add(rule_state.histogram, tau, 1)  # add, then count: the count says it is in\n"
@@ -166,9 +174,29 @@ MUTATIONS = [
         "publish overwrites latest without checking it is still the base",
         T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"),
     one("stamp-relaxed", LEASHED,
-        "store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), \"release\")",
-        "store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), \"monotonic\")",
+        "grad, step)\n    store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), \"release\")",
+        "grad, step)\n    store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), \"monotonic\")",
         "the new vector's stamp is stored without release (same x86 code)", ORDERINGS),
+    # -- Leashed-SGD: the sparse path (the same loop and gates; its own read and build) --------
+    one("sparse-stamp-relaxed", LEASHED,
+        "n_support, step)\n    store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), "
+        "\"release\")",
+        "n_support, step)\n    store(state.refs, spare * LINE, pack((base >> SLOT_BITS) + 1, 1), "
+        "\"monotonic\")",
+        "the sparse build's stamp is stored without release (same x86 code)",
+        T_SPARSE + "test_the_sparse_build_releases_its_stamp_after_the_vector"),
+    one("leashed-sparse-read-unpinned", LEASHED, "    return read(state, tid, control)\n",
+        "    word = load(state.latest, 0, \"acquire\")\n"
+        "    return state.pool[word & SLOT_MASK], word >> SLOT_BITS\n",
+        "the sparse read takes latest's vector without pinning it: it can be recycled under it",
+        T_SPARSE + "test_a_sparse_read_pins_the_vector_so_no_publish_recycles_it",
+        SPARSE_STRESS + "[leashed]"),
+    one("sparse-publish-skips-the-base-copy", STEPS,
+        "    for i in range(out.shape[0]):\n        out[i] = base[i]\n", "",
+        "the sparse publish writes only the support into the spare: the rest is a recycled slot's",
+        T_SPARSE + "test_the_sparse_steps_touch_only_the_support_and_the_publish_copies_its_base",
+        T_SPARSE + "test_a_sparse_publish_that_loses_its_cas_retries_on_the_new_base",
+        SPARSE_STRESS + "[leashed]"),
     one("unpin-skipped-on-lost-race", LEASHED,
         "        return True\n    unpin(state, base_slot, 1)\n    return False\n",
         "        return True\n    return False\n",
@@ -197,10 +225,8 @@ MUTATIONS = [
         "the stop\n                return STOP, 0, attempts, lr\n", "",
         "a publisher that lost its race retries (and publishes) after the stop",
         T_LEASHED + "test_a_publisher_that_lost_its_race_does_not_retry_after_the_stop"),
-    one("stop-checked-before-the-hook", LEASHED,
-        "            after_failed_attempt(state, tid, attempts, control)\n"
-        "            if load(control, STOP_FLAG, \"monotonic\") != 0:",
-        "            if load(control, STOP_FLAG, \"monotonic\") != 0:",
+    one("stop-checked-before-the-hook", LEASHED, HOOK_THEN_STOP,
+        RETRY_STOP + "            after_failed_attempt(state, tid, attempts, control)\n",
         "the stop flag is checked before the after_failed_attempt hook: a stop during a "
         "backoff is missed and the retry publishes after it",
         T_LEASHED + "test_a_stop_during_the_backoff_ends_the_update_without_a_retry"),
@@ -308,16 +334,18 @@ MUTATIONS = [
         "        return STOP, 0, 0, lr\n", "",
         "the lock-based update takes no lock (and its unlock frees another thread's)",
         T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",
-        T_STRATEGIES + "test_no_update_is_lost_in_a_run[lock-16]"),
+        T_STRATEGIES + "test_no_update_is_lost_in_a_run[lock-16]",
+        SPARSE_UPDATE_WAITS + "[lock]", SPARSE_UPDATE_WAITS + "[lock-per-step-copy]",
+        SPARSE_STRESS + "[lock]"),
     Mutation("lock-read-unlocked", LOCK,
              ((LOCK_IN_READ, ""), (UNLOCK_IN_READ, "    return state.local_copies[tid], version\n")),
              "the lock-based read copies the vector without the lock: torn reads",
              (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",
-              READ_WAITS + "[lock]")),
+              READ_WAITS + "[lock]", SPARSE_READ_WAITS + "[lock]", SPARSE_STRESS + "[lock]")),
     Mutation("lock-version-after-unlock", LOCK,
-             (("    copy_into(state.local_copies[tid], state.params)\n"
+             (("    copy_read(state.local_copies[tid], state.params, support, n_support)\n"
                "    version = state.updates[0]\n",
-               "    copy_into(state.local_copies[tid], state.params)\n"),
+               "    copy_read(state.local_copies[tid], state.params, support, n_support)\n"),
               (UNLOCK_IN_READ, UNLOCK_IN_READ.replace("    return", "    version = state.updates[0]\n"
                                                                     "    return"))),
              "the read's version is read after the unlock: its token may name a later version",
@@ -333,15 +361,22 @@ MUTATIONS = [
                "        store(control, ERROR, 1, \"seq_cst\")\n    return local, version\n",
                "    version = state.updates[0]\n    return local, version\n")),
              "the per-step-copy lock reads without the lock: torn reads",
-             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]")),
+             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]",
+              SPARSE_READ_WAITS + "[lock-per-step-copy]")),
     Mutation("lock-per-step-copy-before-lock", LOCK,
              (("    local = take_step_copy(state.params, state.copies)\n",
                "    local = take_step_copy(state.params, state.copies)\n"
-               "    copy_into(local, state.params)\n"),
-              ("    copy_into(local, state.params)\n    version = state.updates[0]\n",
+               "    copy_read(local, state.params, support, n_support)\n"),
+              ("    copy_read(local, state.params, support, n_support)\n"
+               "    version = state.updates[0]\n",
                "    version = state.updates[0]\n")),
              "the per-step-copy lock copies before it takes the lock",
-             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]")),
+             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]",
+              SPARSE_READ_WAITS + "[lock-per-step-copy]")),
+    one("lock-sparse-read-copies-nothing", LOCK,
+        "        sparse_copy_into(local, params, support, n_support)\n", "        pass\n",
+        "the sparse read copies nothing: the gradient reads a stale local copy",
+        SPARSE_READ_WAITS + "[lock]", SPARSE_STRESS + "[lock]"),
     one("lock-per-step-copy-never-dropped", LOCK,
         "    drop_step_copy(state.copies)  # the gradient is computed: the copy is freed before "
         "the lock\n",
@@ -394,16 +429,32 @@ MUTATIONS = [
         "    barrier_wait(barriers, UPDATED, n_threads, control, NEVER, state.gates, tid)\n", "",
         "SYNC lets a thread into the next round while others still apply this one",
         T_STRATEGIES + "test_sync_rounds_are_whole_versions",
-        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run"),
+        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run", SPARSE_STRESS + "[sync]"),
     one("sync-first-barrier-deaf-to-stop", SYNC,
         "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, STOP_FLAG, state.gates, tid)",
         "barrier_wait(barriers, GRADIENTS_IN, n_threads, control, NEVER, state.gates, tid)",
         "a SYNC thread waits for gradients that threads which stopped will never send",
-        T_BARRIER + "test_sync_stops_mid_round_without_deadlock"),
+        T_BARRIER + "test_sync_stops_mid_round_without_deadlock",
+        T_SPARSE + "test_a_sparse_sync_round_stops_without_deadlock_when_a_thread_never_comes"),
     one("sync-every-thread-counts-the-round", SYNC, "    if tid == 0:\n        rounds[0] += 1\n",
         "    rounds[0] += 1\n", "every SYNC thread counts the round (racing plain adds)",
         T_STRATEGIES + "test_sync_rounds_are_whole_versions",
-        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run"),
+        T_STRATEGIES + "test_no_sync_round_is_lost_in_a_run", SYNC_SPARSE_ROUND),
+    one("sync-sparse-no-slice-check", SYNC, "            if lo <= i < hi:\n",
+        "            if True:\n",
+        "every SYNC thread applies every sparse entry, not only its slice's: m-fold, racing",
+        SYNC_SPARSE_ROUND),
+    one("sync-sparse-slice-edge-twice", SYNC, "            if lo <= i < hi:\n",
+        "            if lo <= i <= hi:\n",
+        "a sparse entry on a slice's upper edge is applied by two threads", SYNC_SPARSE_ROUND),
+    one("sync-sparse-own-gradient-only", SYNC,
+        "    for t in range(n_threads):  # every thread's entries that fall in this thread's slice\n",
+        "    for t in range(tid, tid + 1):\n",
+        "a SYNC thread applies only its own sparse gradient: the round is not the mean",
+        SYNC_SPARSE_ROUND),
+    one("sync-sparse-size-unpublished", SYNC, "    state.support_sizes[tid * LINE] = n_support\n",
+        "", "a SYNC thread publishes its support but not its size: its gradient is never applied",
+        SYNC_SPARSE_ROUND),
     # -- HOGWILD! ------------------------------------------------------------------------
     one("hogwild-budget-off-by-one", HOGWILD, "    if ticket >= control[MAX_UPDATES]:",
         "    if ticket > control[MAX_UPDATES]:", "HOGWILD! applies one update past its budget",
@@ -468,16 +519,35 @@ MUTATIONS = [
         T_BARRIER + "test_a_waiter_withdraws_cleanly_when_the_barrier_never_opens"),
     # -- the worker loop, the loss log and the monitor -----------------------------------
     one("worker-stop-flag-plain-load", WORKER,
-        "    while load(control, STOP_FLAG, \"monotonic\") == 0:\n        sample_batch",
-        "    while control[STOP_FLAG] == 0:\n        sample_batch",
+        "    while load(control, STOP_FLAG, \"monotonic\") == 0:\n        sample_batch(rng, n_samples, rows)\n        params, token = read(",
+        "    while control[STOP_FLAG] == 0:\n        sample_batch(rng, n_samples, rows)\n        params, token = read(",
         "the worker loop polls the stop flag with a plain load (a data race; same x86 code)",
         T_WORKER + "test_the_worker_loop_polls_the_stop_flag_with_an_atomic_load"),
-    one("worker-ignores-not-read", WORKER, "        if token == NOT_READ:\n            break\n", "",
+    one("worker-ignores-not-read", WORKER,
+        "        if token == NOT_READ:\n            break\n        loss = gradient(params, data, rows, work, grad)",
+        "        loss = gradient(params, data, rows, work, grad)",
         "the worker computes and updates after read said the run stopped",
         T_WORKER + "test_a_read_that_returns_not_read_ends_the_loop_without_an_update"),
-    one("worker-never-retires", WORKER, "    retire(state, tid)\n", "",
+    one("worker-never-retires", WORKER,
+        "                log, control, timespec)\n    retire(state, tid)\n",
+        "                log, control, timespec)\n",
         "a worker leaves without giving back what it holds (Leashed's spare)",
         T_WORKER + "test_a_read_that_returns_not_read_ends_the_loop_without_an_update"),
+    one("sparse-worker-stop-flag-plain-load", WORKER,
+        "    while load(control, STOP_FLAG, \"monotonic\") == 0:\n        sample_batch(rng, n_samples, rows)\n        n_support",
+        "    while control[STOP_FLAG] == 0:\n        sample_batch(rng, n_samples, rows)\n        n_support",
+        "the sparse worker loop polls the stop flag with a plain load",
+        T_WORKER + "test_the_sparse_worker_loop_polls_the_stop_flag_with_an_atomic_load"),
+    one("sparse-worker-ignores-not-read", WORKER,
+        "        if token == NOT_READ:\n            break\n        loss = gradient(params, data, rows, work, sup,",
+        "        loss = gradient(params, data, rows, work, sup,",
+        "the sparse worker computes and updates after read_sparse said the run stopped",
+        T_WORKER + "test_a_sparse_read_that_returns_not_read_ends_the_loop_without_an_update"),
+    one("sparse-worker-never-retires", WORKER,
+        "        _record(tid, loss, outcome, staleness, attempts, step, lr, n_support, telemetry, log,\n                control, timespec)\n    retire(state, tid)\n",
+        "        _record(tid, loss, outcome, staleness, attempts, step, lr, n_support, telemetry, log,\n                control, timespec)\n",
+        "a sparse worker leaves without giving back what it holds",
+        T_WORKER + "test_a_sparse_read_that_returns_not_read_ends_the_loop_without_an_update"),
     one("start-wait-ignores-stop", WORKER,
         "    while load(control, GO, \"acquire\") == 0 and load(control, STOP_FLAG, \"acquire\") == 0:",
         "    while load(control, GO, \"acquire\") == 0:",
@@ -507,6 +577,56 @@ MUTATIONS = [
         "        return lambda gates, point, tid: os_yield()",
         "a gate without a board still does something (a yield on every pass)",
         T_ATOMICS + "test_test_gates_compile_away_in_normal_runs"),
+]
+
+# -- Leashed-SGD: lines the review found no mutation touched (a block of its own) ---------
+KEEPS_SPARE = T_LEASHED + "test_a_dropped_attempt_keeps_its_spare_and_the_next_update_builds_in_it"
+LOST_RACE = T_LEASHED + "test_a_lost_race_drops_or_retries_as_the_bound_says"
+PIN_KEPT = T_LEASHED + "test_a_pin_is_only_kept_if_latest_still_names_it"
+MUTATIONS += [
+    one("budget-plain-load", LEASHED,
+        "limit = min(load(control, MAX_UPDATES, \"monotonic\"), MAX_VERSION)",
+        "limit = min(control[MAX_UPDATES], MAX_VERSION)",
+        "update reads the budget with a plain load (a data race; same x86 code)", ORDERINGS),
+    one("retry-stop-plain-load", LEASHED,
+        "            if load(control, STOP_FLAG, \"monotonic\") != 0:  # no retry",
+        "            if control[STOP_FLAG] != 0:  # no retry",
+        "the retry polls the stop flag with a plain load (a data race; same x86 code)",
+        ORDERINGS),
+    one("spare-kept-after-win", LEASHED,
+        "        state.mine[tid * LINE + SPARE] = NO_SLOT\n        unpin(state, base_slot, 2)",
+        "        unpin(state, base_slot, 2)",
+        "a publisher keeps the vector it published as its spare: it writes a published vector",
+        LOST_RACE),
+    one("take-spare-not-recorded", LEASHED, "    state.mine[tid * LINE + SPARE] = slot\n", "",
+        "take_spare does not record the slot it takes: a dropped attempt leaks it", KEEPS_SPARE),
+    one("take-spare-ignores-kept", LEASHED,
+        "    if slot != NO_SLOT:\n        return slot\n    slot = pop_free(state, tid)",
+        "    slot = pop_free(state, tid)",
+        "take_spare does not reuse a kept spare: each dropped attempt leaks a slot",
+        KEEPS_SPARE),
+    one("pin-keeps-a-stale-pin", LEASHED,
+        "                unpin(state, slot, 1)  # latest moved on meanwhile: pin the new one\n",
+        "", "a pin whose re-check failed is not dropped: the vector leaks", PIN_KEPT),
+    one("recycle-at-count-one", LEASHED, "    if before & COUNT_MASK == count:",
+        "    if before & COUNT_MASK == 1:",
+        "unpin recycles when one reference was left, not the ones it drops: a publish's "
+        "double unpin never recycles the old vector", LOST_RACE),
+    one("budget-keeps-base-pin", LEASHED,
+        "            if base_version >= limit:\n                unpin(state, base & SLOT_MASK, 1)\n",
+        "            if base_version >= limit:\n",
+        "an update stopped by the budget keeps its pin on the base",
+        T_LEASHED + "test_versions_stop_at_the_limit_instead_of_wrapping"),
+    one("read-no-held-store", LEASHED, "    state.mine[tid * LINE + HELD] = word & SLOT_MASK\n",
+        "", "read does not record the slot it pinned: the read pin is never dropped", PIN_KEPT),
+    one("pop-head-relaxed", LEASHED,
+        "        top = load(state.meta, FREE_TOP, \"seq_cst\")\n        head = top & SLOT_MASK",
+        "        top = load(state.meta, FREE_TOP, \"monotonic\")\n        head = top & SLOT_MASK",
+        "a pop loads the free list's head relaxed (same x86 code)", ORDERINGS),
+    one("read-pin-held-not-cleared", LEASHED, "        state.mine[tid * LINE + HELD] = NO_SLOT\n",
+        "", "drop_read_pin leaves HELD naming the slot it unpinned", PIN_KEPT, KEEPS_SPARE,
+        equivalent="read always rewrites HELD before the next update, a NOT_READ read ends the "
+                   "loop, and retire ignores HELD: the stale HELD is never read"),
 ]
 
 
