@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asgdbench.plugins.strategies import parse_spec
 from asgdbench.plugins.workloads import available_workloads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,10 +21,6 @@ for folder in (SCRIPTS, str(REPO)):  # the scripts import one another by module 
 
 import sparse_speed  # noqa: E402
 
-SPARSE_PATH = all(getattr(parse_spec(name).strategy, "read_sparse", None) is not None
-                  for name in ("seq", "hogwild", "leashed"))
-needs_sparse_path = pytest.mark.skipif(not SPARSE_PATH, reason="the strategies' sparse paths "
-                                                                "(issue 22) are not here")
 needs_zipf = pytest.mark.skipif("logreg-zipf" not in available_workloads(),
                                 reason="logreg-zipf (issue 22) is not registered")
 
@@ -65,7 +60,6 @@ def test_bytes_per_second_is_the_inverse_slope():
     assert sparse_speed.bytes_per_second(sizes, [1e-6] * 3) == math.inf
 
 
-@needs_sparse_path
 def test_the_sparse_driver_applies_one_update_per_step_on_the_support_only():
     supports = sparse_speed.draw_supports(500, 8, 4, "uniform")
     updates = sparse_speed.SparseUpdates("hogwild", 500, supports, lr=0.5)
@@ -79,7 +73,6 @@ def test_the_sparse_driver_applies_one_update_per_step_on_the_support_only():
     assert (updates.state.params[np.setdiff1d(np.arange(500), touched)] == 0).all()
 
 
-@needs_sparse_path
 def test_the_per_update_scan_runs_on_tiny_sizes():
     scan = sparse_speed.per_update_against_d((200, 2000), nnz=8, repeats=1, mode="zipf",
                                              steps_for=lambda d: 20)
@@ -97,7 +90,6 @@ def test_a_strategy_without_a_sparse_path_is_refused_by_name():
                                    sparse_speed.draw_supports(100, 4, 2, "uniform"))
 
 
-@needs_sparse_path
 @needs_zipf
 def test_the_epoch_comparison_runs_the_same_updates_on_both_sides():
     epoch = sparse_speed.seq_epoch(rounds=1, n_updates=500)
@@ -109,7 +101,6 @@ def test_the_epoch_comparison_runs_the_same_updates_on_both_sides():
     assert epoch["ratios"]["sklearn SGDClassifier"] == 1.0
 
 
-@needs_sparse_path
 @needs_zipf
 def test_the_kernel_epoch_is_seqs_sgd_replayed_in_numpy():
     from asgdbench.plugins.workloads import load_workload

@@ -223,7 +223,7 @@ class SparseUpdates:
     def __init__(self, strategy: str, n_params: int, supports: np.ndarray,
                  dtype: str = "float32", lr: float = 2.0 ** -10) -> None:
         spec = parse_spec(strategy)
-        if getattr(spec.strategy, "read_sparse", None) is None:
+        if not spec.strategy.has_sparse_path:
             raise ValueError(f"strategy {strategy!r} has no sparse path")
         constant = parse_step_spec(None)
         self.kernels = (spec.strategy.read_sparse, spec.strategy.update_sparse,
