@@ -54,7 +54,7 @@ _EXPORTS = {
     "check_strategy": "asgdbench.engine.checks",
     "check_step_rule": "asgdbench.engine.step_rule_checks",
     "check_workload": "asgdbench.engine.workload_checks",
-    "consistency_stress": "asgdbench.engine.checks",
+    "consistency_stress": "asgdbench.engine.consistency",
     # errors a user can cause
     "UserError": "asgdbench.errors",
     "ConfigError": "asgdbench.errors",

@@ -28,7 +28,7 @@ import platformdirs
 import pytest
 
 from asgdbench.errors import ConfigError, DataError, UserError
-from asgdbench.workloads import cifar10, datasets, download, idx_files
+from asgdbench.workloads import cifar10, datasets, download, fetching, idx_files
 from asgdbench.workloads.cifar10 import CIFAR10_MD5
 from asgdbench.workloads.datasets import (
     DATASETS,
@@ -459,7 +459,7 @@ def test_download_needs_a_mirror(tmp_path: pathlib.Path) -> None:
 @pytest.fixture(autouse=True)
 def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Downloads try each URL once: pooch's waits between retries would only slow the tests."""
-    monkeypatch.setattr(download, "DOWNLOAD_RETRIES", 0)
+    monkeypatch.setattr(fetching, "DOWNLOAD_RETRIES", 0)
 
 
 def test_download_retries_a_transient_failure(
@@ -478,7 +478,7 @@ def test_download_retries_a_transient_failure(
 
     (tmp_path / "www").mkdir()
     shutil.copy(payload.path, tmp_path / "www" / CIFAR_ARCHIVE)
-    monkeypatch.setattr(download, "DOWNLOAD_RETRIES", 1)
+    monkeypatch.setattr(fetching, "DOWNLOAD_RETRIES", 1)
     with serve(tmp_path / "www", FlakyHandler) as base:
         folder = download.download_cifar10(tmp_path / "dest", url=f"{base}/{CIFAR_ARCHIVE}",
                                            md5=payload.md5, timeout=5)

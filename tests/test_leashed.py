@@ -41,7 +41,7 @@ from asgdbench.algorithms.leashed import (
     retire,
     update,
 )
-from asgdbench.engine.checks import GRADIENT, STEP, UPDATE_VALUE
+from asgdbench.engine.consistency import GRADIENT, STEP, UPDATE_VALUE
 from asgdbench.engine.runner import UNLIMITED_UPDATES, run
 from asgdbench.errors import ConfigError
 from asgdbench.plugins.step_rules import parse_step_spec
@@ -472,7 +472,7 @@ def test_a_publisher_that_lost_its_race_does_not_retry_after_the_stop(tp):
 
 
 def test_the_persistence_bound_never_exceeds_tp_plus_one_attempts_under_stress():
-    from asgdbench.engine.checks import consistency_stress
+    from asgdbench.engine.consistency import consistency_stress
 
     report = consistency_stress("leashed:tp=2", 16, 20_000)
     assert report.max_attempts <= 3
@@ -784,7 +784,7 @@ def test_two_lambda_hooks_of_one_plugin_file_compile_to_two_loops(tmp_path, monk
 
 
 def test_the_backoff_variant_is_consistent_with_more_threads_than_cores(back_off):
-    from asgdbench.engine.checks import consistency_stress
+    from asgdbench.engine.consistency import consistency_stress
 
     report = consistency_stress("leashed-backoff", 16, 20_000)
     assert report.clean

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from asgdbench.engine import loop_cache
+from asgdbench.engine import compile_key, loop_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -153,7 +153,7 @@ def test_a_kernel_is_named_by_its_code_line_and_the_globals_it_reads(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("sibling_kernels", None)
-    identity = loop_cache.kernel_identity
+    identity = compile_key.kernel_identity
     assert None not in (identity(module.first), identity(module.second))
     assert identity(module.first) != identity(module.second)
     assert identity(module.kept) != identity(module.same)  # same code, another line
@@ -259,7 +259,7 @@ def test_the_key_covers_the_argument_types_and_the_kernels():
     values = np.arange(4.0)
 
     def key(kernel, args):
-        return loop_cache.cache_key(worker_loop, {"retire": kernel}, args)
+        return compile_key.cache_key(worker_loop, {"retire": kernel}, args)
 
     assert key(retire_nothing, (values,)) == key(retire_nothing, (values,))
     assert key(retire_nothing, (values,)) != key(retire_nothing, (values.astype(np.float32),))
@@ -281,13 +281,13 @@ def test_a_closure_kernel_is_named_by_its_source_and_its_cells():
             return x + k
         return add
 
-    one, two = loop_cache.kernel_identity(make(1)), loop_cache.kernel_identity(make(2))
+    one, two = compile_key.kernel_identity(make(1)), compile_key.kernel_identity(make(2))
     assert one is not None and two is not None and one != two
-    assert one == loop_cache.kernel_identity(make(1))  # the same values: the same identity
-    assert loop_cache.kernel_identity(make(1.0)) != one  # 1.0 is not 1: another type
-    assert loop_cache.kernel_identity(make(1, kernel=probe_gradient())) != one
-    assert loop_cache.kernel_identity(make(np.ones(1))) is None
-    assert loop_cache.kernel_identity(make(1, kernel=make(np.ones(1)))) is None
+    assert one == compile_key.kernel_identity(make(1))  # the same values: the same identity
+    assert compile_key.kernel_identity(make(1.0)) != one  # 1.0 is not 1: another type
+    assert compile_key.kernel_identity(make(1, kernel=probe_gradient())) != one
+    assert compile_key.kernel_identity(make(np.ones(1))) is None
+    assert compile_key.kernel_identity(make(1, kernel=make(np.ones(1)))) is None
 
     def make_recursive():
         @njit
@@ -295,7 +295,7 @@ def test_a_closure_kernel_is_named_by_its_source_and_its_cells():
             return 0 if x <= 0 else countdown(x - 1)
         return countdown
 
-    assert "countdown=(ancestor 0)" in loop_cache.kernel_identity(make_recursive())
+    assert "countdown=(ancestor 0)" in compile_key.kernel_identity(make_recursive())
 
 
 def probe_gradient():
@@ -406,7 +406,7 @@ def test_a_loop_of_closure_kernels_compiles_in_memory_once_per_process():
         return add
 
     template, add_one = njit(_apply_kernel), make(1.0)
-    assert loop_cache.kernel_identity(add_one) is None
+    assert compile_key.kernel_identity(add_one) is None
     first = loop_cache.specialize(template, {"kernel": add_one}, (np.zeros(1),))
     assert loop_cache.specialize(template, {"kernel": add_one}, (np.zeros(1),)) is first
     other = loop_cache.specialize(template, {"kernel": make(2.0)}, (np.zeros(1),))

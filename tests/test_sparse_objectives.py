@@ -1,11 +1,13 @@
 """The sparse kernels of asgdbench.workloads.sparse_objectives against central finite
-differences and against dense NumPy references computed from the same parameters; and the
-O(nnz) claim, checked by which coordinates a kernel reads and writes, not by timing."""
+differences and against dense NumPy references computed from the same parameters; the split
+kernels (support, then gradient) against the earlier one-pass ones; and the O(nnz) claim,
+checked by which coordinates a kernel reads and writes, not by timing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sparse_one_pass import one_pass_linear_gradient, one_pass_mf_gradient
 
 from asgdbench.workloads.sparse_data import CsrRows, inverse_counts
 from asgdbench.workloads.sparse_objectives import (
@@ -16,12 +18,17 @@ from asgdbench.workloads.sparse_objectives import (
     linear_gradient,
     linear_loss,
     linear_objective,
+    linear_support,
     logistic_gradient,
     max_row_nnz,
     mf_gradient,
     mf_objective,
     mf_squared_error,
+    mf_support,
     new_marks,
+    ratings_gradient,
+    ratings_support,
+    rows_support,
 )
 
 KERNELS = {LOGISTIC: logistic_gradient, HINGE: hinge_gradient}
@@ -53,9 +60,10 @@ def call(kind: int, params, rows: CsrRows, labels, inverse_frequency, reg, batch
     support = np.full(room, -1, dtype=np.int64)
     grad_values = np.full(room, np.nan)
     marks = new_marks(params.shape[0]) if marks is None else marks
-    n, loss = KERNELS[kind](params, rows.indptr, rows.indices, rows.values, labels,
-                            inverse_frequency, reg, np.asarray(batch, dtype=np.int64), marks,
-                            support, grad_values)
+    rows_batch = np.asarray(batch, dtype=np.int64)
+    n = linear_support(rows.indptr, rows.indices, rows_batch, marks, support)
+    loss = linear_gradient(kind, params, rows.indptr, rows.indices, rows.values, labels,
+                           inverse_frequency, reg, rows_batch, marks, support, n, grad_values)
     return support[:n], grad_values[:n], loss
 
 
@@ -230,8 +238,10 @@ def call_mf(problem, batch, rank: int = 3, n_users: int = 7, reg: float = 0.05, 
     support = np.full(room, -1, dtype=np.int64)
     grad_values = np.full(room, np.nan)
     marks = new_marks(params.shape[0]) if marks is None else marks
-    n, loss = mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users, rank,
-                          reg, np.asarray(batch, dtype=np.int64), marks, support, grad_values)
+    rows = np.asarray(batch, dtype=np.int64)
+    n = mf_support(users, items, n_users, rank, rows, marks, support)
+    loss = mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users, rank,
+                       reg, rows, marks, support, n, grad_values)
     return support[:n], grad_values[:n], loss
 
 
@@ -341,11 +351,13 @@ def test_linear_gradient_takes_float32_parameters() -> None:
     room = 64
     support = np.empty(room, dtype=np.int64)
     grad_values = np.empty(room, dtype=np.float32)
-    n, l32 = linear_gradient(LOGISTIC, params.astype(np.float32), rows.indptr, rows.indices,
-                             rows.values.astype(np.float32), labels.astype(np.float32),
-                             inverse_frequency.astype(np.float32), np.float32(0.1),
-                             np.array(batch, dtype=np.int64), new_marks(params.shape[0]),
-                             support, grad_values)
+    marks = new_marks(params.shape[0])
+    batch_rows = np.array(batch, dtype=np.int64)
+    n = linear_support(rows.indptr, rows.indices, batch_rows, marks, support)
+    l32 = linear_gradient(LOGISTIC, params.astype(np.float32), rows.indptr, rows.indices,
+                          rows.values.astype(np.float32), labels.astype(np.float32),
+                          inverse_frequency.astype(np.float32), np.float32(0.1), batch_rows,
+                          marks, support, n, grad_values)
     assert support[:n].tolist() == s64.tolist()
     np.testing.assert_allclose(grad_values[:n], v64, rtol=1e-5, atol=1e-6)
     assert l32 == pytest.approx(l64, rel=1e-5)
@@ -358,10 +370,104 @@ def test_mf_gradient_takes_float32_parameters() -> None:
     s64, v64, l64 = call_mf(problem, batch)
     support = np.empty(18, dtype=np.int64)
     grad_values = np.empty(18, dtype=np.float32)
-    n, l32 = mf_gradient(params.astype(np.float32), users, items, ratings.astype(np.float32),
-                         user_weight.astype(np.float32), item_weight.astype(np.float32), 7, 3,
-                         np.float32(0.05), np.array(batch, dtype=np.int64),
-                         new_marks(params.shape[0]), support, grad_values)
+    marks = new_marks(params.shape[0])
+    rows = np.array(batch, dtype=np.int64)
+    n = mf_support(users, items, 7, 3, rows, marks, support)
+    l32 = mf_gradient(params.astype(np.float32), users, items, ratings.astype(np.float32),
+                      user_weight.astype(np.float32), item_weight.astype(np.float32), 7, 3,
+                      np.float32(0.05), rows, marks, support, n, grad_values)
     assert support[:n].tolist() == s64.tolist()
     np.testing.assert_allclose(grad_values[:n], v64, rtol=1e-4, atol=1e-5)
     assert l32 == pytest.approx(l64, rel=1e-5)
+
+
+# --- the split: support, then gradient ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", [LOGISTIC, HINGE], ids=["logistic", "hinge"])
+def test_linear_split_equals_the_one_pass_kernel(kind: int, dtype) -> None:
+    """Support then gradient give the one-pass kernel's support in its order, and its values
+    and loss bit for bit, over minibatches with repeated rows, one after another on the same
+    marks (each call must leave them ready for the next)."""
+    rows, labels, inverse_frequency, params = linear_problem(seed=7, n_rows=60, n_features=50)
+    values, labels, inverse_frequency, params = (a.astype(dtype) for a in (
+        rows.values, labels, inverse_frequency, params))
+    rng = np.random.default_rng(8)
+    split_marks, one_pass_marks = new_marks(50), new_marks(50)
+    for size in (1, 2, 5, 17, 60, 200):
+        batch = rng.integers(0, 60, size).astype(np.int64)
+        room = int(np.sum(np.diff(rows.indptr)[batch]))
+        split = [np.full(room, -1, np.int64), np.full(room, np.nan, dtype)]
+        reference = [np.full(room, -1, np.int64), np.full(room, np.nan, dtype)]
+        n = linear_support(rows.indptr, rows.indices, batch, split_marks, split[0])
+        assert np.array_equal(split_marks[split[0][:n]], np.arange(n))  # j's slot, for gradient
+        assert np.count_nonzero(split_marks >= 0) == n
+        loss = linear_gradient(kind, params, rows.indptr, rows.indices, values, labels,
+                               inverse_frequency, dtype(0.2), batch, split_marks, split[0], n,
+                               split[1])
+        n_ref, loss_ref = one_pass_linear_gradient(
+            kind, params, rows.indptr, rows.indices, values, labels, inverse_frequency,
+            dtype(0.2), batch, one_pass_marks, reference[0], reference[1])
+        assert n == n_ref
+        assert np.array_equal(split[0][:n], reference[0][:n])
+        np.testing.assert_array_equal(split[1][:n], reference[1][:n])
+        assert loss == loss_ref
+        assert np.all(split_marks == -1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mf_split_equals_the_one_pass_kernel(dtype) -> None:
+    users, items, ratings, user_weight, item_weight, params = mf_problem(seed=9, n_ratings=40)
+    ratings, user_weight, item_weight, params = (a.astype(dtype) for a in (
+        ratings, user_weight, item_weight, params))
+    rng = np.random.default_rng(10)
+    split_marks, one_pass_marks = new_marks(params.shape[0]), new_marks(params.shape[0])
+    for size in (1, 3, 8, 40, 100):
+        batch = rng.integers(0, 40, size).astype(np.int64)
+        room = 2 * 3 * size
+        split = [np.full(room, -1, np.int64), np.full(room, np.nan, dtype)]
+        reference = [np.full(room, -1, np.int64), np.full(room, np.nan, dtype)]
+        n = mf_support(users, items, 7, 3, batch, split_marks, split[0])
+        assert np.array_equal(split_marks[split[0][:n]], np.arange(n))
+        assert np.count_nonzero(split_marks >= 0) == n
+        loss = mf_gradient(params, users, items, ratings, user_weight, item_weight, 7, 3,
+                           dtype(0.05), batch, split_marks, split[0], n, split[1])
+        n_ref, loss_ref = one_pass_mf_gradient(params, users, items, ratings, user_weight,
+                                               item_weight, 7, 3, dtype(0.05), batch,
+                                               one_pass_marks, reference[0], reference[1])
+        assert n == n_ref
+        assert np.array_equal(split[0][:n], reference[0][:n])
+        np.testing.assert_array_equal(split[1][:n], reference[1][:n])
+        assert loss == loss_ref
+        assert np.all(split_marks == -1)
+
+
+def test_workload_kernels_unpack_their_train_data() -> None:
+    """The workload-facing kernels (train data and workspace as tuples) compute what the
+    kernels they wrap compute from the same arrays."""
+    rows, labels, inverse_frequency, params = linear_problem(seed=11)
+    batch = np.array([0, 4, 4, 9], dtype=np.int64)
+    train_data = (rows.indptr, rows.indices, rows.values, labels, inverse_frequency, 0.1)
+    for kind, kernel in KERNELS.items():
+        support, values = np.empty(24, np.int64), np.empty(24)
+        workspace = (new_marks(params.shape[0]),)
+        n = rows_support(train_data, batch, workspace, support)
+        loss = kernel(params, train_data, batch, workspace, support, n, values)
+        want_support, want_values, want_loss = call(kind, params, rows, labels,
+                                                    inverse_frequency, 0.1, batch)
+        assert support[:n].tolist() == want_support.tolist()
+        np.testing.assert_array_equal(values[:n], want_values)
+        assert loss == want_loss and np.all(workspace[0] == -1)
+    problem = mf_problem(seed=12)
+    users, items, ratings, user_weight, item_weight, params = problem
+    batch = np.array([1, 2, 2, 20], dtype=np.int64)
+    train_data = (users, items, ratings, user_weight, item_weight, 7, 3, 0.05)
+    support, values = np.empty(24, np.int64), np.empty(24)
+    workspace = (new_marks(params.shape[0]),)
+    n = ratings_support(train_data, batch, workspace, support)
+    loss = ratings_gradient(params, train_data, batch, workspace, support, n, values)
+    want_support, want_values, want_loss = call_mf(problem, batch)
+    assert support[:n].tolist() == want_support.tolist()
+    np.testing.assert_array_equal(values[:n], want_values)
+    assert loss == want_loss and np.all(workspace[0] == -1)

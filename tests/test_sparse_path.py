@@ -17,7 +17,7 @@ from conftest import run_watched
 from numba import njit
 
 import asgdbench
-from asgdbench.engine.checks import consistency_stress
+from asgdbench.engine.consistency import consistency_stress
 from asgdbench.errors import ConfigError, PluginError
 from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import Strategy, get_strategy, register_strategy

@@ -20,7 +20,7 @@ from numba import njit
 
 from asgdbench.algorithms import leashed, sync
 from asgdbench.algorithms.leashed import BEFORE_PUBLISH, SLOT_BITS, SLOT_MASK
-from asgdbench.engine.checks import GRADIENT, STEP, UPDATE_VALUE
+from asgdbench.engine.consistency import GRADIENT, STEP, UPDATE_VALUE
 from asgdbench.errors import PluginError
 from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import get_strategy, register_strategy, signature_problem

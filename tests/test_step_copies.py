@@ -14,7 +14,8 @@ from numba import njit, objmode
 from numba.core.runtime import _nrt_python, rtsys
 
 from asgdbench.algorithms.lock import read_per_step, update_per_step
-from asgdbench.engine.checks import check_strategy, consistency_stress
+from asgdbench.engine.checks import check_strategy
+from asgdbench.engine.consistency import consistency_stress
 from asgdbench.plugins.strategies import get_strategy
 from asgdbench.primitives.atomics import mutex_lock, mutex_unlock
 from asgdbench.primitives.gates import Actor, GateBoard, gate

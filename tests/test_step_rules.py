@@ -21,7 +21,7 @@ from conftest import probe_run, run_watched
 from numba import njit
 
 from asgdbench.algorithms.step_rules import tail
-from asgdbench.engine.checks import consistency_stress
+from asgdbench.engine.consistency import consistency_stress
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.errors import ConfigError, PluginError
 from asgdbench.plugins.files import load_plugin_file

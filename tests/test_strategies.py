@@ -6,7 +6,7 @@ version v is a known constant:
 - the consistency probe workload through the real runner: the final vector
   after an exact update budget is a closed form, so a lost update is a wrong
   number; its gradient kernel counts torn reads;
-- :func:`asgdbench.engine.checks.consistency_stress`: every read is checked against
+- :func:`asgdbench.engine.consistency.consistency_stress`: every read is checked against
   the version its token names, and again after holding it, so a reader handed
   a recycled or rewritten vector is caught.
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import assert_probe_exact, probe_run, run_watched
 
-from asgdbench.engine.checks import consistency_stress
+from asgdbench.engine.consistency import consistency_stress
 from asgdbench.plugins.strategies import available_strategies
 from asgdbench.plugins.workloads import load_workload
 from asgdbench.primitives.rng import sample_batch, thread_states

@@ -1,8 +1,8 @@
-"""Fetching the data sets that are files (MNIST, Fashion-MNIST, CIFAR-10) into the data folder.
+"""Fetching the data sets that are files into the data folder: MNIST, Fashion-MNIST, CIFAR-10
+here, RCV1 and MovieLens-100K in :mod:`.sparse_files`; ``asgdbench download NAME``.
 
-pooch does the transfer, the checksum, the retries and the progress bar; a
-download is staged next to its target and moved into place only once verified,
-so nothing half-written is ever left. Every failure is a one-line ``DataError``.
+Every download goes through :mod:`.fetching` (pooch, a staging folder, checksums): nothing
+half-written is ever left. Every failure is a one-line ``DataError``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import pathlib
 import shutil
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 from asgdbench.errors import ConfigError, DataError, one_line
 from asgdbench.workloads.cifar10 import (
@@ -24,13 +23,8 @@ from asgdbench.workloads.cifar10 import (
     CIFAR10_URL,
     read_cifar10_batch,
 )
-from asgdbench.workloads.data_folder import (
-    DATA_ENV_VAR,
-    check_sha256,
-    gunzip,
-    read_bytes,
-    resolve_data_dir,
-)
+from asgdbench.workloads.data_folder import check_sha256, gunzip, read_bytes, resolve_data_dir
+from asgdbench.workloads.fetching import StagingFolder, fetch, move_into_place, new_folder
 from asgdbench.workloads.idx_files import (
     FASHION_MNIST,
     MNIST,
@@ -38,10 +32,7 @@ from asgdbench.workloads.idx_files import (
     IdxSource,
     read_verified,
 )
-
-DOWNLOAD_RETRIES = 2
-"""Further attempts per URL after a failed or corrupt transfer (pooch waits 1 s, 2 s, ... between);
-read when a download starts, so tests can set it to 0."""
+from asgdbench.workloads.sparse_files import download_movielens, download_rcv1
 
 
 def download(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = False
@@ -78,7 +69,7 @@ def download_idx_set(source: IdxSource, data_dir: str | os.PathLike | None,
     """
     if not mirrors:
         raise ConfigError(f"no {source.title} mirrors given; pass at least one base URL")
-    with _new_folder(resolve_data_dir(data_dir) / source.name, source.title) as folder:
+    with new_folder(resolve_data_dir(data_dir) / source.name, source.title) as folder:
         _download_idx_files(source, folder, mirrors, timeout, retries, progress)
     return folder
 
@@ -89,12 +80,12 @@ def _download_idx_files(source: IdxSource, folder: pathlib.Path, mirrors: Sequen
         target = folder / file_name
         if _is_intact(target, source):
             continue
-        with _staging(folder) as staging:
+        with StagingFolder(folder) as staging:
             problems: list[str] = []
             for mirror in mirrors:
                 url = (mirror if mirror.endswith("/") else f"{mirror}/") + file_name
                 try:
-                    fetched = _fetch(url, staging, None, timeout, retries, progress)
+                    fetched = fetch(url, staging, None, timeout, retries, progress)
                     raw = gunzip(read_bytes(fetched, source.title), url)
                     check_sha256(raw, file_name.removesuffix(".gz"), url, source.sha256)
                 except DataError as err:
@@ -102,7 +93,7 @@ def _download_idx_files(source: IdxSource, folder: pathlib.Path, mirrors: Sequen
                     shutil.rmtree(staging, ignore_errors=True)  # the next mirror starts afresh
                     staging.mkdir()
                     continue
-                _move_into_place(fetched, target)
+                move_into_place(fetched, target)
                 break
             else:
                 raise DataError(
@@ -119,7 +110,7 @@ def download_cifar10(data_dir: str | os.PathLike | None = None, url: str = CIFAR
     Returns the folder holding the batch files. Nothing is fetched if they are
     already there and readable; the 170 MB archive is not kept once unpacked.
     """
-    with _new_folder(resolve_data_dir(data_dir) / "cifar10", "CIFAR-10") as root:
+    with new_folder(resolve_data_dir(data_dir) / "cifar10", "CIFAR-10") as root:
         return _download_cifar10_into(root, url, md5, timeout, retries, progress)
 
 
@@ -128,16 +119,16 @@ def _download_cifar10_into(root: pathlib.Path, url: str, md5: str, timeout: floa
     target = root / CIFAR10_FOLDER
     if _cifar10_is_intact(target):
         return target
-    with _staging(root) as staging:
+    with StagingFolder(root) as staging:
         try:
-            archive = _fetch(url, staging, f"md5:{md5}", timeout, retries, progress)
+            archive = fetch(url, staging, f"md5:{md5}", timeout, retries, progress)
         except DataError as err:
             raise DataError(f"could not download CIFAR-10 ({err}); check the network connection, "
                             f"or unpack cifar-10-binary.tar.gz into {root}") from err
         unpacked = _unpack_cifar10(archive, staging / "unpacked")
         if target.exists():
             shutil.rmtree(target)
-        _move_into_place(unpacked, target)
+        move_into_place(unpacked, target)
     return target
 
 
@@ -173,76 +164,6 @@ def _cifar10_is_intact(folder: pathlib.Path) -> bool:
     return True
 
 
-def _fetch(url: str, staging: pathlib.Path, known_hash: str | None, timeout: float, retries: int | None,
-           progress: bool) -> pathlib.Path:
-    """Download ``url`` into ``staging`` with pooch (hash check, retries); network errors as DataError."""
-    import pooch  # only when downloading
-    import requests
-
-    if retries is None:
-        retries = DOWNLOAD_RETRIES
-    pooch.get_logger().setLevel("WARNING")
-    file_name = url.rsplit("/", 1)[-1]
-    fetcher = pooch.create(path=staging, base_url="", registry={file_name: known_hash},
-                           urls={file_name: url}, retry_if_failed=retries)
-    try:
-        return pathlib.Path(fetcher.fetch(
-            file_name, downloader=pooch.HTTPDownloader(progressbar=progress, timeout=timeout)))
-    except (ValueError, OSError, requests.RequestException) as err:
-        # pooch reports a checksum mismatch as ValueError; requests its HTTP and connection errors
-        raise DataError(f"{url}: {one_line(err)}") from err
-
-
-class _staging:
-    """A fresh hidden folder inside ``folder`` for one download, removed whatever happens.
-
-    Downloads land there first, on the same file system as their target, so
-    the final move is a rename; an error or Ctrl-C leaves nothing behind.
-    """
-
-    def __init__(self, folder: pathlib.Path) -> None:
-        self.path = folder / f".download-{os.getpid()}"
-
-    def __enter__(self) -> pathlib.Path:
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir()
-        return self.path
-
-    def __exit__(self, *exc_info: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-@contextmanager
-def _new_folder(folder: pathlib.Path, title: str) -> Iterator[pathlib.Path]:
-    """``folder``, created if need be; if the block fails, the folders it created go again.
-
-    A failed download (no network, a bad checksum, Ctrl-C) leaves the data
-    folder as it found it, not with an empty ``mnist/`` in it.
-    """
-    created = [parent for parent in [folder, *folder.parents] if not parent.exists()]
-    _make_folder(folder, title)
-    try:
-        yield folder
-    except BaseException:
-        for path in created:  # deepest first
-            try:
-                path.rmdir()  # only if empty: never removes anything the user had
-            except OSError:
-                break
-        raise
-
-
-def _make_folder(folder: pathlib.Path, title: str) -> pathlib.Path:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(
-            f"cannot create the {title} folder {folder} ({one_line(err)}); "
-            f"pass another folder or set {DATA_ENV_VAR}"
-        ) from err
-    return folder
-
-
 def _is_intact(path: pathlib.Path, source: IdxSource) -> bool:
     """Whether a file is already there with the published content, so need not be downloaded."""
     try:
@@ -252,18 +173,10 @@ def _is_intact(path: pathlib.Path, source: IdxSource) -> bool:
     return True
 
 
-def _move_into_place(source: pathlib.Path, target: pathlib.Path) -> None:
-    """Rename a verified download to its final name (same file system: atomic)."""
-    try:
-        os.replace(source, target)
-    except OSError as err:
-        raise DataError(
-            f"cannot write {target} ({one_line(err)}); check the folder's permissions and free space"
-        ) from err
-
-
 DOWNLOADS: dict[str, Callable[..., pathlib.Path]] = {
     "cifar10": download_cifar10,
     "fashion-mnist": download_fashion_mnist,
     "mnist": download_mnist,
+    "movielens-100k": download_movielens,
+    "rcv1": download_rcv1,
 }

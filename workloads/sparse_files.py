@@ -1,7 +1,8 @@
 """The sparse data sets that are files: RCV1 (binary CCAT task) and MovieLens-100K.
 
 Both are fetched into the data folder by the project's download machinery
-(:mod:`asgdbench.workloads.download`: pooch, staging, checksums, nothing half-written) and
+(:mod:`asgdbench.workloads.fetching`: pooch, staging, checksums, nothing half-written;
+``asgdbench download rcv1``, ``asgdbench download movielens-100k``) and
 read from there; every problem is a one-line :class:`DataError` that says how to fix it.
 
 RCV1 comes as scikit-learn's ``fetch_rcv1`` gets it: five svmlight vector files and the
@@ -23,7 +24,7 @@ import numpy as np
 
 from asgdbench.errors import ConfigError, DataError, one_line
 from asgdbench.workloads.data_folder import DATA_ENV_VAR, check_sha256, read_bytes, resolve_data_dir
-from asgdbench.workloads.download import _fetch, _move_into_place, _new_folder, _staging
+from asgdbench.workloads.fetching import StagingFolder, fetch, move_into_place, new_folder
 from asgdbench.workloads.sparse_data import (
     RCV1_N_FEATURES,
     CsrRows,
@@ -112,20 +113,20 @@ def download_rcv1(data_dir: str | os.PathLike | None = None, source: Rcv1Source 
                   timeout: float = 60.0, *, retries: int | None = None,
                   progress: bool = False) -> pathlib.Path:
     """Fetch RCV1's six files into <data_dir>/rcv1/ (intact ones are kept); that folder."""
-    with _new_folder(resolve_data_dir(data_dir) / RCV1_FOLDER, "RCV1") as folder:
+    with new_folder(resolve_data_dir(data_dir) / RCV1_FOLDER, "RCV1") as folder:
         for remote in source.files:
             target = folder / remote.name
             if file_sha256(target) == remote.sha256:
                 continue
-            with _staging(folder) as staging:
+            with StagingFolder(folder) as staging:
                 try:
-                    fetched = _fetch(remote.url, staging, f"sha256:{remote.sha256}", timeout,
+                    fetched = fetch(remote.url, staging, f"sha256:{remote.sha256}", timeout,
                                      retries, progress)
                 except DataError as err:
                     raise DataError(f"could not download RCV1's {remote.name} ({err}); check the "
                                     f"network connection, or copy scikit-learn's RCV1 files "
                                     f"into {folder}") from err
-                _move_into_place(fetched, target)
+                move_into_place(fetched, target)
     return folder
 
 
@@ -211,13 +212,13 @@ def download_movielens(data_dir: str | os.PathLike | None = None, url: str = MOV
                        retries: int | None = None, progress: bool = False) -> pathlib.Path:
     """Fetch GroupLens's ``ml-100k.zip``, check its ``u.data`` and keep only that file in
     <data_dir>/movielens-100k/; that folder. Nothing is fetched if ``u.data`` is intact."""
-    with _new_folder(resolve_data_dir(data_dir) / MOVIELENS_FOLDER, "MovieLens-100K") as folder:
+    with new_folder(resolve_data_dir(data_dir) / MOVIELENS_FOLDER, "MovieLens-100K") as folder:
         target = folder / "u.data"
         if file_sha256(target) == sha256:
             return folder
-        with _staging(folder) as staging:
+        with StagingFolder(folder) as staging:
             try:
-                archive = _fetch(url, staging, None, timeout, retries, progress)
+                archive = fetch(url, staging, None, timeout, retries, progress)
             except DataError as err:
                 raise DataError(f"could not download MovieLens-100K ({err}); check the network "
                                 f"connection, or copy ml-100k/u.data into {folder}") from err
@@ -225,7 +226,7 @@ def download_movielens(data_dir: str | os.PathLike | None = None, url: str = MOV
             check_sha256(raw, "u.data", f"{url} ({MOVIELENS_MEMBER})", {"u.data": sha256})
             unpacked = staging / "u.data"
             unpacked.write_bytes(raw)
-            _move_into_place(unpacked, target)
+            move_into_place(unpacked, target)
     return folder
 
 

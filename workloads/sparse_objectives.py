@@ -15,13 +15,19 @@ stays on its own support. Matrix factorization of ratings ``M``, rank ``r``, wit
 with ``c_u``, ``c_i`` the user's and item's training ratings and ``N`` all of them; averaged
 over the ratings this is the squared error plus ``(reg / 2) * (||L||^2 + ||R||^2)``.
 
-A kernel returns the minibatch mean ``(1 / B) sum_b f_rows[b]`` and its gradient, which is
-zero outside the union of the rows' supports: ``support[:n]`` lists those coordinates (in
-first-touched order) and ``grad_values[:n]`` their partial derivatives. It reads ``params``
-only there, and touches the ``marks`` workspace (one int64 per parameter, all negative
-between calls: ``marks[j]`` is ``j``'s slot in ``support`` while the kernel runs) only
-there, restoring -1: the cost is O(nnz of the minibatch), whatever the number of parameters.
-``support`` and ``grad_values`` need room for the minibatch's nnz (for MF, ``2 * r * B``).
+Each objective has two kernels, run one after the other on a minibatch (the sparse
+workload's ``support`` and ``gradient``, see :class:`asgdbench.plugins.workloads.Workload`):
+the *support* kernel lists the union of the rows' supports in ``support[:n]`` (first-touched
+order, each coordinate once) and marks each listed coordinate ``j`` with its slot
+(``marks[j]``: a workspace of one int64 per parameter, all negative between minibatches);
+the *gradient* kernel then returns the minibatch mean ``(1 / B) sum_b f_rows[b]`` and writes
+its partial derivatives into ``grad_values[:n]``, aligned with ``support``, finding each
+coordinate's slot by its mark, and restores the marks to -1. The gradient is zero outside
+the support; the kernels read ``params`` and touch ``marks`` only there, so the cost is
+O(nnz of the minibatch), whatever the number of parameters. ``support`` and ``grad_values``
+need room for the minibatch's nnz (at most ``B * max_row_nnz``; for MF, ``2 * r * B``).
+Splitting the pass lets a strategy read the support's coordinates (under a lock, from a
+pinned version) before the gradient is computed from them.
 """
 
 from __future__ import annotations
@@ -74,10 +80,29 @@ def _loss_and_slope(loss_kind, y, z):
 
 
 @njit(nogil=True, cache=True)
-def linear_gradient(loss_kind, params, indptr, indices, values, labels, inverse_frequency,
-                    reg, rows, marks, support, grad_values):
-    """``(n_support, loss)`` of the linear objective for the minibatch ``rows`` (see the module)."""
+def linear_support(indptr, indices, rows, marks, support):
+    """The union of the ``rows``' columns into ``support[:n]`` in first-touched order, each
+    column ``j`` marked with its slot (``marks[j]``, left for :func:`linear_gradient`); n."""
     n_support = 0
+    for b in range(rows.shape[0]):
+        row = rows[b]
+        for k in range(indptr[row], indptr[row + 1]):
+            j = indices[k]
+            if marks[j] < 0:
+                marks[j] = n_support
+                support[n_support] = j
+                n_support += 1
+    return n_support
+
+
+@njit(nogil=True, cache=True)
+def linear_gradient(loss_kind, params, indptr, indices, values, labels, inverse_frequency,
+                    reg, rows, marks, support, n_support, grad_values):
+    """The minibatch loss of the linear objective (see the module), its partial derivatives
+    in ``grad_values[:n_support]``, on the support and marks :func:`linear_support` left;
+    the marks are restored."""
+    for slot in range(n_support):
+        grad_values[slot] = 0.0
     total = 0.0
     scale = 1.0 / rows.shape[0]
     for b in range(rows.shape[0]):
@@ -87,34 +112,39 @@ def linear_gradient(loss_kind, params, indptr, indices, values, labels, inverse_
         total += loss
         for k in range(indptr[row], indptr[row + 1]):
             j = indices[k]
-            slot = marks[j]  # j's place in the support; a new one if absent (written out:
-            if slot < 0:  # as a helper, even inlined, it made the kernel three times slower)
-                slot = n_support
-                marks[j] = slot
-                support[slot] = j
-                grad_values[slot] = 0.0
-                n_support += 1
             penalty = reg * inverse_frequency[j]
             total += 0.5 * penalty * params[j] * params[j]
-            grad_values[slot] += scale * (slope * values[k] + penalty * params[j])
+            grad_values[marks[j]] += scale * (slope * values[k] + penalty * params[j])
     _unmark(marks, support, n_support)
-    return n_support, total * scale
+    return total * scale
+
+
+# The workload-facing kernels (asgdbench.plugins.workloads.Workload, sparse): ``train_data``
+# is ``(indptr, indices, values, labels, inverse_frequency, reg)`` for a linear model and
+# ``(users, items, ratings, user_weight, item_weight, n_users, rank, reg)`` for matrix
+# factorization; the workspace is ``(marks,)``, one per thread.
 
 
 @njit(nogil=True, cache=True)
-def logistic_gradient(params, indptr, indices, values, labels, inverse_frequency, reg, rows,
-                      marks, support, grad_values):
+def rows_support(train_data, rows, workspace, support):
+    """:func:`linear_support` of a linear workload's minibatch."""
+    return linear_support(train_data[0], train_data[1], rows, workspace[0], support)
+
+
+@njit(nogil=True, cache=True)
+def logistic_gradient(params, train_data, rows, workspace, support, n_support, values):
     """:func:`linear_gradient` with the logistic loss log(1 + exp(-y x.w))."""
-    return linear_gradient(LOGISTIC, params, indptr, indices, values, labels, inverse_frequency,
-                           reg, rows, marks, support, grad_values)
+    indptr, indices, x, labels, inverse_frequency, reg = train_data
+    return linear_gradient(LOGISTIC, params, indptr, indices, x, labels, inverse_frequency,
+                           reg, rows, workspace[0], support, n_support, values)
 
 
 @njit(nogil=True, cache=True)
-def hinge_gradient(params, indptr, indices, values, labels, inverse_frequency, reg, rows,
-                   marks, support, grad_values):
+def hinge_gradient(params, train_data, rows, workspace, support, n_support, values):
     """:func:`linear_gradient` with the hinge loss max(0, 1 - y x.w) of the sparse SVM."""
-    return linear_gradient(HINGE, params, indptr, indices, values, labels, inverse_frequency,
-                           reg, rows, marks, support, grad_values)
+    indptr, indices, x, labels, inverse_frequency, reg = train_data
+    return linear_gradient(HINGE, params, indptr, indices, x, labels, inverse_frequency,
+                           reg, rows, workspace[0], support, n_support, values)
 
 
 @njit(nogil=True, cache=True)
@@ -155,14 +185,36 @@ def linear_accuracy(params, indptr, indices, values, labels):
 
 
 @njit(nogil=True, cache=True)
-def mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users, rank, reg,
-                rows, marks, support, grad_values):
-    """``(n_support, loss)`` of matrix factorization for the ratings ``rows`` (see the module).
-
-    ``user_weight[u]`` is ``N / c_u`` and ``item_weight[i]`` is ``N / c_i``. Each rating
-    touches the ``rank`` coordinates of its user's row of L and its item's row of R.
-    """
+def mf_support(users, items, n_users, rank, rows, marks, support):
+    """The ``rank`` coordinates of each rating's user row of L and item row of R, each once,
+    into ``support[:n]`` (first-touched order), marked with their slots; n."""
     n_support = 0
+    for b in range(rows.shape[0]):
+        k = rows[b]
+        left = users[k] * rank
+        right = (n_users + items[k]) * rank
+        for c in range(rank):
+            if marks[left + c] < 0:
+                marks[left + c] = n_support
+                support[n_support] = left + c
+                n_support += 1
+            if marks[right + c] < 0:
+                marks[right + c] = n_support
+                support[n_support] = right + c
+                n_support += 1
+    return n_support
+
+
+@njit(nogil=True, cache=True)
+def mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users, rank, reg,
+                rows, marks, support, n_support, grad_values):
+    """The minibatch loss of matrix factorization (see the module), its partial derivatives
+    in ``grad_values[:n_support]``, on the support and marks :func:`mf_support` left.
+
+    ``user_weight[u]`` is ``N / c_u`` and ``item_weight[i]`` is ``N / c_i``.
+    """
+    for slot in range(n_support):
+        grad_values[slot] = 0.0
     total = 0.0
     scale = 1.0 / rows.shape[0]
     for b in range(rows.shape[0]):
@@ -179,24 +231,25 @@ def mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users
             lu = params[left + c]
             ri = params[right + c]
             total += 0.5 * (penalty_left * lu * lu + penalty_right * ri * ri)
-            slot = marks[left + c]
-            if slot < 0:
-                slot = n_support
-                marks[left + c] = slot
-                support[slot] = left + c
-                grad_values[slot] = 0.0
-                n_support += 1
-            grad_values[slot] += scale * (2.0 * error * ri + penalty_left * lu)
-            slot = marks[right + c]
-            if slot < 0:
-                slot = n_support
-                marks[right + c] = slot
-                support[slot] = right + c
-                grad_values[slot] = 0.0
-                n_support += 1
-            grad_values[slot] += scale * (2.0 * error * lu + penalty_right * ri)
+            grad_values[marks[left + c]] += scale * (2.0 * error * ri + penalty_left * lu)
+            grad_values[marks[right + c]] += scale * (2.0 * error * lu + penalty_right * ri)
     _unmark(marks, support, n_support)
-    return n_support, total * scale
+    return total * scale
+
+
+@njit(nogil=True, cache=True)
+def ratings_support(train_data, rows, workspace, support):
+    """:func:`mf_support` of a matrix factorization workload's minibatch."""
+    return mf_support(train_data[0], train_data[1], train_data[5], train_data[6], rows,
+                      workspace[0], support)
+
+
+@njit(nogil=True, cache=True)
+def ratings_gradient(params, train_data, rows, workspace, support, n_support, values):
+    """:func:`mf_gradient` of a matrix factorization workload's minibatch."""
+    users, items, ratings, user_weight, item_weight, n_users, rank, reg = train_data
+    return mf_gradient(params, users, items, ratings, user_weight, item_weight, n_users, rank,
+                       reg, rows, workspace[0], support, n_support, values)
 
 
 @njit(nogil=True, cache=True)

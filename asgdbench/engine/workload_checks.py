@@ -16,7 +16,9 @@
   says how long it took.
 
 A workload without a target loss (the consistency probe) is not trained to one: its gradient
-and its run are reported, not judged.
+and its run are reported, not judged. A sparse workload's two kernels are checked through
+:func:`dense_gradient` (support, gradient on it, scattered into a whole vector): its gradient
+must then be zero off the support, which the finite differences see too.
 """
 
 from __future__ import annotations
@@ -80,6 +82,26 @@ def check_workload(name: str | WorkloadSpec, data_dir: str | None = None, *,
     return checks
 
 
+def dense_gradient(workload: Workload):
+    """The workload's gradient as ``(params, train_data, rows, workspace, grad) -> loss`` with
+    a whole ``grad`` vector: the kernel itself for a dense workload; for a sparse one, its
+    support and gradient kernels, the values scattered into ``grad`` (zero off the support)."""
+    if not workload.sparse:
+        return workload.gradient
+
+    def gradient(params, train_data, rows, workspace, grad):
+        room = int(workload.max_support(rows.shape[0]))
+        support = np.empty(room, np.int64)
+        values = np.empty(room, workload.dtype)
+        n = int(workload.support(train_data, rows, workspace, support))
+        loss = workload.gradient(params, train_data, rows, workspace, support, n, values)
+        grad[:] = 0
+        grad[support[:n]] = values[:n]
+        return loss
+
+    return gradient
+
+
 def _shapes(workload: Workload, batch_size: int, seed: int) -> tuple[Check, tuple]:
     """The params, gradient and data shapes; on success also (params, rows, grad)."""
     n = workload.n_params
@@ -101,7 +123,7 @@ def _shapes(workload: Workload, batch_size: int, seed: int) -> tuple[Check, tupl
     rows[-1] = workload.n_samples - 1  # the sampler reaches the last sample: so must the data
     grad = np.full(n, np.nan, dtype=workload.dtype)
     work = workload.make_workspace(batch_size)
-    loss = float(workload.gradient(params, workload.train_data, rows, work, grad))
+    loss = float(dense_gradient(workload)(params, workload.train_data, rows, work, grad))
     if not math.isfinite(loss):
         problems.append(f"the loss is {loss}")
     if not np.all(np.isfinite(grad)):
@@ -122,7 +144,7 @@ def _finite_differences(workload: Workload, params: np.ndarray, rows: np.ndarray
     scratch = np.empty_like(grad)
 
     def loss(at: np.ndarray) -> float:
-        return float(workload.gradient(at, workload.train_data, rows, work, scratch))
+        return float(dense_gradient(workload)(at, workload.train_data, rows, work, scratch))
 
     magnitude = np.abs(grad)
     largest = np.argsort(magnitude)[::-1][:max(1, coordinates // 2)]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from asgdbench.errors import ConfigError, PluginError
-from asgdbench.plugins.registry import Registry
+from asgdbench.plugins.registry import NAME, Registry
 
 ENTRY_POINT_GROUP = "asgdbench.workloads"
 
@@ -173,9 +173,41 @@ def _defined_in(spec: WorkloadSpec) -> str:
 WORKLOADS: Registry[WorkloadSpec] = Registry(
     "workload", ENTRY_POINT_GROUP, _check, defined_in=_defined_in,
     builtins=lambda: [importlib.import_module(f"asgdbench.workloads.{name}")
-                      for name in ("catalog", "probe")],
+                      for name in ("catalog", "probe", "sparse_catalog")],
     builtin_prefix="asgdbench.workloads.",
 )
+
+
+@dataclass(frozen=True)
+class WorkloadFamily:
+    """Workloads named ``PREFIX:ARGUMENT``, made when asked for (``svmlight:PATH``: the
+    user's own data file), so that a name can carry what no fixed catalogue can list.
+
+    ``make(name, argument) -> WorkloadSpec`` builds the spec without loading anything (its
+    ``build`` loads, and fails with one line on a missing or bad file); ``asgdbench list``
+    shows the family as ``PREFIX:<argument>`` with ``argument`` naming what goes there.
+    """
+
+    prefix: str
+    argument: str
+    make: Callable[[str, str], WorkloadSpec]
+
+
+WORKLOAD_FAMILIES: dict[str, WorkloadFamily] = {}
+"""The registered :class:`WorkloadFamily` objects by prefix."""
+
+
+def register_workload_family(family: WorkloadFamily) -> WorkloadFamily:
+    """Add a family; its prefix must be a valid workload name, taken neither by a workload nor
+    by another family (a second registration of the same family is fine)."""
+    if not NAME.match(family.prefix):
+        raise PluginError(f"workload family {family.prefix!r}: its prefix must be letters, "
+                          f"digits, - and _")
+    previous = WORKLOAD_FAMILIES.get(family.prefix)
+    if previous is not None and previous != family:
+        raise PluginError(f"workload family {family.prefix!r} is already registered")
+    WORKLOAD_FAMILIES[family.prefix] = family
+    return family
 
 WORKLOAD_GROUPS: dict[str, str] = {
     "mlp": "multilayer perceptrons",
@@ -192,6 +224,9 @@ def workloads_by_group() -> dict[str, list[WorkloadSpec]]:
     """Registered workloads by group, groups in :data:`WORKLOAD_GROUPS` order, names sorted."""
     groups: dict[str, list[WorkloadSpec]] = {}
     workloads = available_workloads()
+    for family in WORKLOAD_FAMILIES.values():  # listed by their pattern, PREFIX:<argument>
+        pattern = f"{family.prefix}:<{family.argument}>"
+        workloads[pattern] = family.make(pattern, f"<{family.argument}>")
     for group in [*WORKLOAD_GROUPS, *sorted({s.group for s in workloads.values()})]:
         members = [spec for spec in workloads.values() if spec.group == group]
         if members and group not in groups:
@@ -215,7 +250,19 @@ def available_workloads() -> dict[str, WorkloadSpec]:
 
 
 def get_workload(name: str) -> WorkloadSpec:
-    return WORKLOADS.get(name)
+    """The named workload; a name ``PREFIX:ARGUMENT`` is made by its :class:`WorkloadFamily`."""
+    prefix, colon, argument = name.partition(":")
+    if not colon:
+        return WORKLOADS.get(name)
+    WORKLOADS.discover()
+    family = WORKLOAD_FAMILIES.get(prefix)
+    if family is None:
+        raise ConfigError(f"unknown workload family {prefix!r} in {name!r} (families: "
+                          f"{', '.join(f'{p}:<{f.argument}>' for p, f in WORKLOAD_FAMILIES.items())})")
+    if not argument:
+        raise ConfigError(f"workload {name!r} needs its {family.argument} after the colon "
+                          f"({prefix}:<{family.argument}>)")
+    return family.make(name, argument)
 
 
 def load_workload(name: str, data_dir: str | None = None, dtype: str = "float32") -> Workload:
