@@ -29,7 +29,14 @@ from asgdbench.study import claim_statistics as cs
 from asgdbench.study import claims, grid
 from asgdbench.study.claims import CLAIMS, HOGWILD, LEASHED, LOCK, VERDICTS, Context
 from asgdbench.study.cli import main
-from asgdbench.study.reproduce import MANIFEST, judge, make_plan, parse_claims, plan_seeds
+from asgdbench.study.reproduce import (
+    MANIFEST,
+    judge,
+    make_plan,
+    parse_claims,
+    plan_seeds,
+    split_by_regime,
+)
 
 TINY = claims.Scale("tiny", 1, (1.0, 4.0), 1, 0.01, (WORKLOAD,), "seconds (tests only)",
                     sparse_workloads=("logreg-zipf",))
@@ -216,6 +223,13 @@ def test_claim_6_plans_plain_hogwild_lock_and_leashed_on_its_own_workloads():
     # without claim 6 the sparse workloads are not planned at all
     dense_only = make_plan(scale, (1, 5), [WORKLOAD], cores=2)
     assert set(dense_only.cells) == {WORKLOAD} and dense_only.sparse_workloads == ()
+
+
+def test_workloads_named_replace_their_own_regimes_defaults():
+    quick = claims.SCALES["quick"]
+    assert split_by_regime([WORKLOAD, "mf-synthetic"], quick) == ((WORKLOAD,), ("mf-synthetic",))
+    assert split_by_regime([WORKLOAD], quick) == ((WORKLOAD,), quick.sparse_workloads)
+    assert split_by_regime(["logreg-zipf"], quick) == ((), ("logreg-zipf",))
 
 
 def test_a_sparse_workload_not_registered_is_not_testable_and_stops_nothing_else():
