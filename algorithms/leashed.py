@@ -73,6 +73,32 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
+from asgdbench.algorithms.leashed_pool import (
+    COUNT_BITS,
+    COUNT_MASK,
+    FREE_TOP,
+    HELD,
+    LINE,
+    MAX_THREADS,
+    MAX_VERSION,
+    NO_SLOT,
+    POP_LOADED,
+    SLOT_BITS,
+    SLOT_MASK,
+    SLOTS_USED,
+    SPARE,
+    final_params,
+    free_slots,
+    inspect,
+    latest_slot,
+    latest_version,
+    live_slots,
+    pack,
+    pop_free,
+    push_free,
+    slots_used,
+    unpin,
+)
 from asgdbench.errors import PluginError
 from asgdbench.plugins.strategies import Param, Strategy, register_strategy, signature_problem
 from asgdbench.primitives.atomics import cas, fetch_add, load, store
@@ -89,34 +115,30 @@ from asgdbench.primitives.protocol import (
 )
 from asgdbench.primitives.steps import rule_step, sgd_step_into, sparse_step_into
 
-SLOT_BITS = 16
-SLOT_MASK = (1 << SLOT_BITS) - 1
-COUNT_BITS = 16
-COUNT_MASK = (1 << COUNT_BITS) - 1
-MAX_VERSION = (1 << (63 - SLOT_BITS)) - 1
-"""The highest version a vector can carry: both packed words keep 47 bits for it."""
-MAX_THREADS = (SLOT_MASK - 1) // 2
-"""2m + 1 slots must fit the slot field, and m + 1 references the count field."""
-LINE = 8  # int64 cells per cache line: each contended word gets a line
-NO_SLOT = -1
+__all__ = [  # the public kernels and words variants build on (asgdbench.leashed)
+    "BEFORE_PUBLISH", "COUNT_BITS", "COUNT_MASK", "FREE_TOP", "HELD", "HOOK_SIGNATURES", "LINE",
+    "LEASHED", "LeashedState", "MAX_THREADS", "MAX_VERSION", "NEVER_GIVE_UP", "NOT_PINNED",
+    "NO_SLOT", "PERSISTENCE", "PIN_CHECKED", "PIN_LOADED_LATEST", "PIN_PINNED", "POP_LOADED",
+    "SLOTS_USED", "SLOT_BITS", "SLOT_MASK", "SPARE", "TAKING_SPARE", "beyond_persistence_bound",
+    "build_on_base", "build_sparse_on_base", "drop_read_pin", "final_params", "free_slots",
+    "inspect", "latest_slot", "latest_version", "live_slots", "make_state", "make_update", "pack",
+    "pin_latest", "pop_free", "push_free", "read", "read_sparse", "retire", "retry_at_once",
+    "slots_used", "take_spare", "try_publish", "unpin", "update", "update_sparse", "variant",
+    "whole_vector_written",
+]
+
 NOT_PINNED = -1
 NEVER_GIVE_UP = -1  # tp=inf
 
 # cells of ``meta``
-FREE_TOP = 0  # free-list head: tag << 16 | (slot + 1), 0 when empty
-SLOTS_USED = 8  # slots ever handed out: the pool's high-water mark
 PERSISTENCE = 16  # tp, or NEVER_GIVE_UP
 
-# cells of a thread's line in ``mine``, written only by that thread
-SPARE = 0  # the slot this thread builds its next version in, or NO_SLOT
-HELD = 1  # the slot its last read pinned
 
 # test-only gate points (see asgdbench.primitives.gates)
 PIN_LOADED_LATEST = 1  # pin: latest loaded, its slot not yet pinned
 PIN_PINNED = 2  # pin: slot pinned, latest not yet checked again
 PIN_CHECKED = 6  # pin: the slot's word checked (live, right version), the pin's CAS not yet tried
 BEFORE_PUBLISH = 3  # try_publish: new vector written and stamped, CAS not yet tried
-POP_LOADED = 4  # free list: head and its successor loaded, CAS not yet tried
 TAKING_SPARE = 5  # take_spare: about to take its spare slot
 
 
@@ -139,12 +161,6 @@ class LeashedState(NamedTuple):
     """None in every run (the gate points compile to nothing); a GateBoard's array in tests."""
 
 
-@njit(nogil=True, cache=True, inline="always")
-def pack(version, low):
-    """A ``latest`` word (``low`` = slot) or a reference word (``low`` = count)."""
-    return (version << SLOT_BITS) | low
-
-
 def make_state(init_params: np.ndarray, n_threads: int, tp: float = math.inf) -> LeashedState:
     if n_threads > MAX_THREADS:
         raise ValueError(f"leashed supports at most {MAX_THREADS} threads")
@@ -161,45 +177,6 @@ def make_state(init_params: np.ndarray, n_threads: int, tp: float = math.inf) ->
     meta[SLOTS_USED] = 1
     meta[PERSISTENCE] = NEVER_GIVE_UP if tp == math.inf else int(tp)
     return LeashedState(pool, latest, refs, next_free, mine, meta, gates=None)
-
-
-# -- the free list: a Treiber stack whose head carries an ABA tag --------------
-# The tag counts pushes and pops (47 bits: it never wraps in practice): a pop's
-# CAS succeeds only if no other push or pop happened since it read the head.
-
-@njit(nogil=True, cache=True)
-def push_free(state, slot):
-    while True:  # lock-free: a failed CAS means another push or pop succeeded
-        top = load(state.meta, FREE_TOP, "seq_cst")
-        store(state.next_free, slot, (top & SLOT_MASK) - 1, "seq_cst")
-        desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (slot + 1)
-        if cas(state.meta, FREE_TOP, top, desired) == top:
-            return
-
-
-@njit(nogil=True, cache=True)
-def pop_free(state, tid):
-    """A slot off the free list, or NO_SLOT when it is empty."""
-    while True:  # lock-free: a failed CAS means another push or pop succeeded
-        top = load(state.meta, FREE_TOP, "seq_cst")
-        head = top & SLOT_MASK
-        if head == 0:
-            return NO_SLOT
-        after = load(state.next_free, head - 1, "seq_cst")
-        gate(state.gates, POP_LOADED, tid)
-        desired = (((top >> SLOT_BITS) + 1) << SLOT_BITS) | (after + 1)
-        if cas(state.meta, FREE_TOP, top, desired) == top:
-            return head - 1
-
-
-# -- reference counting --------------------------------------------------------
-
-@njit(nogil=True, cache=True)
-def unpin(state, slot, count):
-    """Drop ``count`` references to ``slot``; whoever drops the last one recycles it."""
-    before = fetch_add(state.refs, slot * LINE, -count)
-    if before & COUNT_MASK == count:
-        push_free(state, slot)
 
 
 # -- the composable steps of an update (public: variants build on them) ---------
@@ -403,55 +380,6 @@ def retire(state, tid):
 
 
 # -- after the run (plain Python) ------------------------------------------------
-
-def free_slots(state: LeashedState) -> list[int]:
-    """The slots on the free list, top first; call only when no thread runs.
-
-    Raises RuntimeError if the list is longer than the pool (a cycle: corrupt).
-    """
-    slots, slot = [], (int(state.meta[FREE_TOP]) & SLOT_MASK) - 1
-    while slot != NO_SLOT:
-        if len(slots) >= state.pool.shape[0]:
-            raise RuntimeError("leashed free list is longer than the pool: it has a cycle")
-        slots.append(slot)
-        slot = int(state.next_free[slot])
-    return slots
-
-
-def latest_slot(state: LeashedState) -> int:
-    return int(state.latest[0]) & SLOT_MASK
-
-
-def latest_version(state: LeashedState) -> int:
-    return int(state.latest[0]) >> SLOT_BITS
-
-
-def final_params(state: LeashedState) -> np.ndarray:
-    return state.pool[latest_slot(state)]
-
-
-def slots_used(state: LeashedState, n_threads: int) -> int:
-    """Slots ever handed out: the peak number of live parameter vectors."""
-    return int(state.meta[SLOTS_USED])
-
-
-def live_slots(state: LeashedState, n_threads: int) -> int:
-    """Vectors alive now: slots with a reference (latest, pinned) or held as a thread's spare.
-
-    Called while the threads run (the monitor samples it), so the words are
-    read racily: a sample, never used for a decision.
-    """
-    used = min(int(state.meta[SLOTS_USED]), state.pool.shape[0])
-    referenced = np.flatnonzero(state.refs[:used * LINE:LINE] & COUNT_MASK)
-    spares = state.mine[SPARE::LINE]
-    return len(set(referenced.tolist()) | set(spares[spares >= 0].tolist()))
-
-
-def inspect(state: LeashedState) -> dict:
-    """The pool after a run: every slot but the latest should be free again."""
-    return {"latest_version": latest_version(state), "free_slots": len(free_slots(state)),
-            "slots_used": int(state.meta[SLOTS_USED])}
-
 
 def whole_vector_written(n_params: int, n_support: int) -> int:
     """Elements one applied update writes: a whole new version, on both paths."""

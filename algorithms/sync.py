@@ -184,6 +184,10 @@ register_strategy(Strategy(
     update_sparse=update_sparse,
     written_per_update=sparse_entries_written,
     peak_param_vectors=lambda state, n_threads: 1 + n_threads,  # the vector and m gradients
+    # the memory check's bound: the vector, m gradients, and the sparse round's m support rows
+    # (int64: two float32 vectors each) and m value rows, reserved with np.empty (untouched,
+    # so never committed, on the dense path)
+    max_param_vectors=lambda n_threads: 4 * n_threads + 1,
     consistent=True,
     doc=__doc__,
 ))

@@ -26,7 +26,7 @@ from asgdbench.plugins.workloads import (
     workloads_by_group,
 )
 from asgdbench.primitives.rng import sample_batch, thread_states
-from asgdbench.workloads import download, sparse_catalog
+from asgdbench.workloads import download, sparse_catalog, sparse_files
 from asgdbench.workloads.sparse_data import planted_factors, zipf_classification
 
 SPARSE = ("logreg-rcv1", "logreg-zipf", "mf-movielens", "mf-synthetic", "svm-zipf")
@@ -313,7 +313,7 @@ def test_download_command_fetches_movielens(no_proxies: None, tmp_path: pathlib.
     sha256 = hashlib.sha256(raw).hexdigest()
     with serve(served) as base:
         monkeypatch.setitem(download.DOWNLOADS, "movielens-100k", functools.partial(
-            download.download_movielens, url=f"{base}/ml-100k.zip", sha256=sha256, timeout=5,
+            sparse_files.download_movielens, url=f"{base}/ml-100k.zip", sha256=sha256, timeout=5,
             retries=0))
         code = main(["download", "movielens-100k", "--data-dir", str(tmp_path / "data")])
     assert code == 0

@@ -32,7 +32,6 @@ from asgdbench.workloads.idx_files import (
     IdxSource,
     read_verified,
 )
-from asgdbench.workloads.sparse_files import download_movielens, download_rcv1
 
 
 def download(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = False
@@ -177,6 +176,14 @@ DOWNLOADS: dict[str, Callable[..., pathlib.Path]] = {
     "cifar10": download_cifar10,
     "fashion-mnist": download_fashion_mnist,
     "mnist": download_mnist,
-    "movielens-100k": download_movielens,
-    "rcv1": download_rcv1,
+    "movielens-100k": lambda *args, **kwargs: _sparse_files().download_movielens(*args, **kwargs),
+    "rcv1": lambda *args, **kwargs: _sparse_files().download_rcv1(*args, **kwargs),
 }
+
+
+def _sparse_files():
+    """The sparse data sets' module, imported when one is fetched: it loads numba and SciPy,
+    which `asgdbench --help`, `list` and `report` must not (tests/test_loop_cache.py)."""
+    from asgdbench.workloads import sparse_files
+
+    return sparse_files

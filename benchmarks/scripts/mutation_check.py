@@ -62,6 +62,7 @@ def one(name, path, old, new, why, *killers, equivalent=""):
 
 
 LEASHED = "asgdbench/algorithms/leashed.py"
+LEASHED_POOL = "asgdbench/algorithms/leashed_pool.py"
 TAIL = "asgdbench/algorithms/step_rules/tail.py"
 LOCK = "asgdbench/algorithms/lock.py"
 SYNC = "asgdbench/algorithms/sync.py"
@@ -258,16 +259,16 @@ MUTATIONS = [
         "store(state.refs, slot * LINE, stamp & ~COUNT_MASK, \"release\")",
         "store(state.refs, slot * LINE, stamp & ~COUNT_MASK, \"monotonic\")",
         "a retired spare's count is reset without release (same x86 code)", ORDERINGS),
-    Mutation("free-list-no-aba-tag", LEASHED,
+    Mutation("free-list-no-aba-tag", LEASHED_POOL,
              ((POP_TAG, "desired = after + 1"), (PUSH_TAG, "desired = slot + 1")),
              "the free-list head carries no tag: ABA on pop",
              (T_LEASHED + "test_free_list_pop_survives_aba",)),
-    one("free-list-tag-on-push-only", LEASHED, POP_TAG,
+    one("free-list-tag-on-push-only", LEASHED_POOL, POP_TAG,
         "desired = (top & ~SLOT_MASK) | (after + 1)", "a pop does not bump the head's tag",
         T_LEASHED + "test_free_list_pop_survives_aba",
         equivalent="a head can come back only by a push, which bumps the tag, so a stale pop's "
                    "CAS still fails"),
-    one("push-next-relaxed", LEASHED,
+    one("push-next-relaxed", LEASHED_POOL,
         "store(state.next_free, slot, (top & SLOT_MASK) - 1, \"seq_cst\")",
         "store(state.next_free, slot, (top & SLOT_MASK) - 1, \"monotonic\")",
         "push stores the new head's successor relaxed",
@@ -608,7 +609,7 @@ MUTATIONS += [
     one("pin-keeps-a-stale-pin", LEASHED,
         "                unpin(state, slot, 1)  # latest moved on meanwhile: pin the new one\n",
         "", "a pin whose re-check failed is not dropped: the vector leaks", PIN_KEPT),
-    one("recycle-at-count-one", LEASHED, "    if before & COUNT_MASK == count:",
+    one("recycle-at-count-one", LEASHED_POOL, "    if before & COUNT_MASK == count:",
         "    if before & COUNT_MASK == 1:",
         "unpin recycles when one reference was left, not the ones it drops: a publish's "
         "double unpin never recycles the old vector", LOST_RACE),
@@ -619,7 +620,7 @@ MUTATIONS += [
         T_LEASHED + "test_versions_stop_at_the_limit_instead_of_wrapping"),
     one("read-no-held-store", LEASHED, "    state.mine[tid * LINE + HELD] = word & SLOT_MASK\n",
         "", "read does not record the slot it pinned: the read pin is never dropped", PIN_KEPT),
-    one("pop-head-relaxed", LEASHED,
+    one("pop-head-relaxed", LEASHED_POOL,
         "        top = load(state.meta, FREE_TOP, \"seq_cst\")\n        head = top & SLOT_MASK",
         "        top = load(state.meta, FREE_TOP, \"monotonic\")\n        head = top & SLOT_MASK",
         "a pop loads the free list's head relaxed (same x86 code)", ORDERINGS),
