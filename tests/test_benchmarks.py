@@ -35,9 +35,11 @@ def test_discovery_imports_bench_modules_only():
     before = set(sys.modules)
     names = {bench.name for bench in disc_benchmarks(str(REPO / "benchmarks"))}
     imported = {name for name in set(sys.modules) - before if name.startswith("benchmarks.")}
-    assert {name.split(".")[0] for name in names} == {"bench_kernels", "bench_training"}
+    assert {name.split(".")[0] for name in names} == {"bench_kernels", "bench_training",
+                                                       "bench_sparse"}
     assert not any("scripts" in name for name in imported)
-    assert len(names) == 13  # 8 for the scale grid, 1 for the cnn-fashion grid, 3 publish, 1 per-update
+    # 8 for the scale grid, 1 for the cnn-fashion grid, 3 publish, 1 per-update, 2 logreg-zipf
+    assert len(names) == 15
 
 
 @pytest.mark.parametrize("cls", BENCHMARK_CLASSES, ids=lambda cls: cls.__name__)

@@ -24,13 +24,24 @@ from claim_records import LR, WORKLOAD, record
 
 from asgdbench.engine.monitor import LiveVectorSampler
 from asgdbench.engine.run_result import RunResult
+from asgdbench.plugins.workloads import available_workloads
 from asgdbench.study import claim_statistics as cs
 from asgdbench.study import claims, grid
 from asgdbench.study.claims import CLAIMS, HOGWILD, LEASHED, LOCK, VERDICTS, Context
 from asgdbench.study.cli import main
-from asgdbench.study.reproduce import MANIFEST, make_plan, parse_claims, plan_seeds
+from asgdbench.study.reproduce import (
+    MANIFEST,
+    judge,
+    make_plan,
+    parse_claims,
+    plan_seeds,
+    split_by_regime,
+)
 
-TINY = claims.Scale("tiny", 1, (1.0, 4.0), 1, 0.01, (WORKLOAD,), "seconds (tests only)")
+TINY = claims.Scale("tiny", 1, (1.0, 4.0), 1, 0.01, (WORKLOAD,), "seconds (tests only)",
+                    sparse_workloads=("logreg-zipf",))
+SPARSE_HERE = "logreg-zipf" in available_workloads()
+"""Whether the sparse workloads are registered (issue 22): claim 6 runs, or reads not testable."""
 
 
 def test_the_live_vector_mean_weighs_each_count_by_how_long_it_lasted():
@@ -42,6 +53,10 @@ def test_the_live_vector_mean_weighs_each_count_by_how_long_it_lasted():
     assert summary["mean"] == pytest.approx(6.5 / 3.5)
     assert summary["max"] == 3 and summary["samples"] == 3
     assert LiveVectorSampler.empty().summary(1.0) == {}
+    constant = LiveVectorSampler.empty()
+    for seconds in (0.026, 0.225, 0.257, 0.307):  # summed as is, 3.0000000000000004
+        constant.sample(seconds, 3)
+    assert constant.summary(end_s=1.147)["mean"] == 3 == constant.summary(1.147)["max"]
 
 
 def test_quick_plans_fit_two_cores_and_share_runs_between_claims():
@@ -193,6 +208,68 @@ def test_report_of_an_unfinished_reproduce_folder_says_it_is_incomplete(capsys, 
     assert f"--resume --out {out}" in err and "verdict" in stdout
 
 
+# -- claim 6: the sparse regime, on its own workloads -------------------------------------
+
+def test_claim_6_plans_plain_hogwild_lock_and_leashed_on_its_own_workloads():
+    scale = dataclasses.replace(claims.SCALES["quick"], sparse_workloads=("mlp-mnist", WORKLOAD))
+    plan = make_plan(scale, claims.CLAIM_NUMBERS, [WORKLOAD], cores=2)
+    assert plan.workloads_of(6) == ("mlp-mnist",)  # quick: the first sparse workload only
+    assert plan.workloads_of(1) == (WORKLOAD,)
+    sparse = plan.cells["mlp-mnist"]
+    assert {c.strategy for c in sparse} == {claims.SPARSE_HOGWILD, claims.SPARSE_LOCK, LEASHED}
+    assert len(sparse) == 3 * scale.seeds and {c.threads for c in sparse} == {2}
+    assert [c.seed for c in sparse] == sorted(c.seed for c in sparse)  # rounds of one seed
+    assert "claim 6 runs on mlp-mnist only at quick scale (to fit its budget)" in plan.notes
+    # without claim 6 the sparse workloads are not planned at all
+    dense_only = make_plan(scale, (1, 5), [WORKLOAD], cores=2)
+    assert set(dense_only.cells) == {WORKLOAD} and dense_only.sparse_workloads == ()
+
+
+def test_workloads_named_replace_their_own_regimes_defaults():
+    quick = claims.SCALES["quick"]
+    assert split_by_regime([WORKLOAD, "mf-synthetic"], quick) == ((WORKLOAD,), ("mf-synthetic",))
+    assert split_by_regime([WORKLOAD], quick) == ((WORKLOAD,), quick.sparse_workloads)
+    assert split_by_regime(["logreg-zipf"], quick) == ((), ("logreg-zipf",))
+
+
+def test_a_sparse_workload_not_registered_is_not_testable_and_stops_nothing_else():
+    scale = dataclasses.replace(TINY, sparse_workloads=("no-such-sparse",))
+    plan = make_plan(scale, (1, 6), [WORKLOAD], cores=2)
+    assert set(plan.cells) == {WORKLOAD} and "no-such-sparse" in plan.missing
+    assert any("'no-such-sparse' is not registered" in note for note in plan.notes)
+    verdicts = judge(plan, [])
+    six = [v for v in verdicts if v.claim == 6]
+    assert [(v.workload, v.verdict) for v in six] == [("no-such-sparse", claims.NOT_TESTABLE)]
+    assert "cannot run here: not registered" in six[0].reason
+
+
+def test_reproduce_claim_6_alone_runs_only_its_workloads_and_writes_its_section(
+        capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    scale = dataclasses.replace(PLANNED, name="regime", planned_seeds=None,
+                                sparse_workloads=(WORKLOAD, "no-such-sparse"))
+    monkeypatch.setitem(claims.SCALES, "regime", scale)
+    monkeypatch.setattr(grid, "run_cell", fake_runs(spread=0.05))
+    out = tmp_path / "regime"
+    code, stdout, err = run_cli(capsys, "reproduce", "--scale", "regime", "--claims", "6",
+                                "--out", out)
+    assert code == 0, err
+    runs = [RunResult.from_dict(json.loads(line))
+            for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert {r.config.strategy for r in runs} == {claims.SPARSE_HOGWILD, claims.SPARSE_LOCK,
+                                                 LEASHED}
+    assert len(runs) == 3 * scale.seeds  # no dense claim, no dense workload
+    parsed = parse_report(out)
+    assert list(parsed.verdicts) == [6] and parsed.figures[6] == 1
+    assert parsed.verdicts[6][1] == claims.NOT_TESTABLE  # no-such-sparse
+    assert parsed.verdicts[6][0] in VERDICTS
+    markdown = (out / "report.md").read_text()
+    assert "no-such-sparse: not run here (not registered in this asgdbench)" in markdown
+    assert manifest_of(out)["sparse_workloads"] == [WORKLOAD, "no-such-sparse"]
+    code, _, _ = run_cli(capsys, "report", out)  # the plan, sparse workloads too, read back
+    assert code == 0 and (out / "report.md").read_text() == markdown
+
+
 # -- a tiny real run through the command line --------------------------------------------
 
 class _ReportParser(HTMLParser):
@@ -261,8 +338,11 @@ def test_a_real_run_writes_every_claim_section_figure_and_verdict(tiny_folder):
     numbers = [claim.number for claim in CLAIMS]
     assert sorted(parsed.verdicts) == numbers
     for number in numbers:
-        assert parsed.figures[number] >= 1, f"claim {number} has no embedded figure"
+        if number != 6 or SPARSE_HERE:  # claim 6 without its workload: no runs, no figure
+            assert parsed.figures[number] >= 1, f"claim {number} has no embedded figure"
         assert len(parsed.verdicts[number]) == 1 and parsed.verdicts[number][0] in VERDICTS
+    if not SPARSE_HERE:
+        assert parsed.verdicts[6] == [claims.NOT_TESTABLE]
     assert parsed.external == []  # self-contained: nothing to fetch
     markdown = (tiny_folder / "report.md").read_text()
     assert "load average (1 min, when each run ended" in markdown
@@ -277,8 +357,10 @@ def test_a_real_run_writes_every_claim_section_figure_and_verdict(tiny_folder):
 def test_live_vector_samples_agree_with_what_each_strategy_holds(tiny_folder):
     runs = [RunResult.from_dict(json.loads(line))
             for line in (tiny_folder / "runs.jsonl").read_text().splitlines()]
-    positions = sorted(run.grid_order["position"] for run in runs)
-    assert positions == list(range(len(runs)))  # each run says where it stood in the plan
+    for workload in {run.config.workload for run in runs}:  # claim 6 runs on its own
+        mine = [run for run in runs if run.config.workload == workload]
+        positions = sorted(run.grid_order["position"] for run in mine)
+        assert positions == list(range(len(mine)))  # where it stood in its workload's plan
     assert all(run.grid_order["round"] == run.config.seed for run in runs)
     for run in runs:
         live = run.live_param_vectors
@@ -301,7 +383,7 @@ def test_report_dir_renders_the_same_report_again(tiny_folder, tiny_scale, capsy
     assert code == 0
     assert (copy / "report.md").read_text() == before
     assert "| 1. Time to convergence" in out
-    assert parse_report(copy).verdicts.keys() == {1, 2, 3, 4, 5}
+    assert parse_report(copy).verdicts.keys() == {1, 2, 3, 4, 5, 6}
 
 
 def test_resume_does_exactly_the_missing_runs(tiny_folder, tiny_scale, capsys, tmp_path):
@@ -312,12 +394,14 @@ def test_resume_does_exactly_the_missing_runs(tiny_folder, tiny_scale, capsys, t
     (copy / "runs.jsonl").write_text("".join(kept))
     code, _, err = run_cli(capsys, "reproduce", "--scale", "tiny", "--out", copy, "--resume")
     assert code == 0
-    assert "3 of 13 runs to do" in err
+    plan = make_plan(TINY, claims.CLAIM_NUMBERS, [WORKLOAD],
+                     cores=json.loads((copy / MANIFEST).read_text())["cores"])
+    planned = {c.key() for cells in plan.cells.values() for c in cells}
+    assert len(plan.cells[WORKLOAD]) == 13  # the dense claims' runs: claim 6 adds its own
+    assert f"3 of {len(lines)} runs to do" in err and len(lines) == len(planned)
     after = (copy / "runs.jsonl").read_text().splitlines(keepends=True)
     assert after[:len(kept)] == kept  # finished runs untouched
     keys = Counter(RunResult.from_dict(json.loads(line)).config.key() for line in after)
-    planned = {c.key() for c in make_plan(TINY, claims.CLAIM_NUMBERS, [WORKLOAD], cores=json.loads(
-        (copy / MANIFEST).read_text())["cores"]).cells[WORKLOAD]}
     assert set(keys) == planned and max(keys.values()) == 1
 
 

@@ -18,7 +18,7 @@ from scipy import stats
 
 from asgdbench.study import claim_statistics as cs
 from asgdbench.study import claims
-from asgdbench.study.claim_runs import HOGWILD, LEASHED, LOCK
+from asgdbench.study.claim_runs import HOGWILD, LEASHED, LOCK, SPARSE_HOGWILD, SPARSE_LOCK
 from asgdbench.study.verdicts import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -284,6 +284,116 @@ def test_claim_5_fewer_updates_at_zero_staleness_contradicts_it():
 
 def test_claim_5_without_a_core_per_thread_is_not_testable():
     assert judged(5, staleness_runs({}, {}), cores=1).verdict == NOT_TESTABLE
+
+
+# -- claim 6 ---------------------------------------------------------------------------------
+
+def regime_runs(hogwild, rival, threads=(2,), count=5, rivals=(SPARSE_LOCK, LEASHED)):
+    """``hogwild(seed, m)`` and ``rival(seed, m)`` give each run's time (None: timed out)."""
+    runs = []
+    for m in threads:
+        for label, time_of in ((SPARSE_HOGWILD, hogwild), *((r, rival) for r in rivals)):
+            for seed in range(count):
+                time = time_of(seed, m)
+                runs.append(record(label, m, seed, time=time or 1.0, converged=time is not None,
+                                   max_time=10.0))
+    return runs
+
+
+def test_claim_6_equally_fast_is_no_slower_which_a_margin_of_zero_could_never_show():
+    verdict = judged(6, regime_runs(lambda s, m: jitter(s), lambda s, m: jitter(s)), cores=2)
+    assert verdict.verdict == SUPPORTED
+    assert set(parts(verdict)) == {f"HOGWILD! no slower than {SPARSE_LOCK} at 2 threads",
+                                   f"HOGWILD! no slower than {LEASHED} at 2 threads"}
+    # 10 % slower is within the margin (claim 1's 20 %): still no slower
+    slower = judged(6, regime_runs(lambda s, m: 1.1 * jitter(s) * (1 + 0.002 * s),
+                                   lambda s, m: jitter(s)), cores=2)
+    assert slower.verdict == SUPPORTED
+    assert "below 1.2" in slower.reason
+
+
+def test_claim_6_hogwild_half_again_as_slow_is_contradicted_at_the_adjusted_level():
+    runs = regime_runs(lambda s, m: 1.5 * jitter(s) * (1 + 0.002 * s), lambda s, m: jitter(s),
+                       count=10)
+    verdict = judged(6, runs, cores=2)
+    assert verdict.verdict == CONTRADICTED
+    assert "95.0% level too" in verdict.reason  # 2 intervals: Bonferroni on the contradiction
+    ratio = next(row[5] for row in verdict.rows if row[1] == SPARSE_LOCK.label)
+    assert 1.45 < float(ratio.split()[0]) < 1.55
+
+
+def test_claim_6_noise_around_the_margin_is_inconclusive_and_says_what_could_be_detected():
+    noise = [0.6, 1.7, 0.9, 1.4, 0.7]
+    verdict = judged(6, regime_runs(lambda s, m: 1.2 * noise[s],
+                                    lambda s, m: noise[(s + 2) % 5]), cores=2)
+    assert verdict.verdict == INCONCLUSIVE
+    assert "smallest effect detectable at 80 % power" in verdict.reason
+
+
+def test_claim_6_a_rival_that_never_reached_epsilon_bounds_the_ratio_and_both_are_left_out():
+    def rival(seed, m):
+        return None if seed in (0, 1) else jitter(seed)
+
+    def hogwild(seed, m):
+        return None if seed == 0 else jitter(seed)
+    verdict = judged(6, regime_runs(hogwild, rival, count=7), cores=2)
+    assert verdict.verdict == SUPPORTED
+    assert "1 with one run censored" in verdict.reason
+    assert "1 with both censored, left out" in verdict.reason
+    # HOGWILD! censored against a rival that converged: only a lower bound, never "no slower"
+    late = judged(6, regime_runs(lambda s, m: None, lambda s, m: 9.0 + 0.1 * s), cores=2)
+    assert late.verdict == INCONCLUSIVE
+
+
+@pytest.mark.parametrize("runs, cores, fragment", [
+    (lambda: regime_runs(lambda s, m: None, lambda s, m: None), 2, "timed out"),
+    (lambda: regime_runs(lambda s, m: 1.0, lambda s, m: 1.0), 1, "on >= 2 cores"),
+    (lambda: regime_runs(lambda s, m: 1.0, lambda s, m: 1.0, rivals=(LEASHED,)), 2,
+     f"no {SPARSE_LOCK} runs at 2 threads"),
+    (lambda: regime_runs(lambda s, m: 1.0, lambda s, m: 1.0, count=4), 2, "needs >= 5 seed"),
+])
+def test_claim_6_not_testable_says_what_it_needs(runs, cores, fragment):
+    verdict = judged(6, runs(), cores=cores)
+    assert verdict.verdict == NOT_TESTABLE
+    assert fragment in verdict.reason
+
+
+def test_claim_6_on_a_workload_that_is_not_here_is_not_testable_and_names_it():
+    missing = claims.Context(2, {}, missing={WORKLOAD: "not registered in this asgdbench"})
+    verdict = claims.get_claim(6).judge([], WORKLOAD, missing)
+    assert verdict.verdict == NOT_TESTABLE
+    assert f"workload {WORKLOAD!r} cannot run here: not registered" in verdict.reason
+
+
+def test_claim_6_reads_hogwild_and_lock_plain_not_the_authors_copy_per_step_variants():
+    # the per-step-copy baselines of claims 1-5 copy all d coordinates: not the sparse regime
+    runs = regime_runs(lambda s, m: jitter(s), lambda s, m: jitter(s))
+    copies = [record(label, 2, s, time=100.0) for label in (LOCK, HOGWILD) for s in range(5)]
+    assert judged(6, runs + copies, cores=2).verdict == SUPPORTED
+    assert judged(6, copies, cores=2).verdict == NOT_TESTABLE
+
+
+def test_claim_6_reports_the_bytes_each_update_wrote():
+    runs = regime_runs(lambda s, m: jitter(s), lambda s, m: jitter(s))
+    for run in runs:  # the sparse path's telemetry: the support's bytes, or all d for Leashed
+        run.param_bytes_written_per_update = 4e5 if run.config.strategy == LEASHED else 300.0
+    rows = {row[1]: row[4] for row in judged(6, runs, cores=2).rows}
+    assert rows == {SPARSE_HOGWILD.label: "300", SPARSE_LOCK.label: "300",
+                    LEASHED.label: "4e+05"}
+
+
+def test_claim_6_at_exactly_the_margin_is_supported_at_most_5_percent_of_the_time():
+    # a true ratio of 1.2 is the margin: "no slower" must be shown no more often than its
+    # one-sided 5 % (each part), so the claim (both parts at once) at most that
+    rng = np.random.default_rng(13)
+    supported = []
+    for _ in range(200):
+        times = {(label, s): float(np.exp(0.15 * rng.standard_normal()))
+                 * (1.2 if label == SPARSE_HOGWILD else 1.0)
+                 for label in (SPARSE_HOGWILD, SPARSE_LOCK, LEASHED) for s in range(10)}
+        runs = [record(label, 2, s, time=t, max_time=100.0) for (label, s), t in times.items()]
+        supported.append(judged(6, runs, cores=2).verdict == SUPPORTED)
+    assert np.mean(supported) <= 0.06  # Monte Carlo error about 1.5 %
 
 
 # -- combining ---------------------------------------------------------------------------------

@@ -160,10 +160,13 @@ class LiveVectorSampler:
             weighted += count * (stop - start)
         span = max(end_s, self.points[-1][0]) - self.points[0][0]
         weighted += last_count * (span - (self.points[-1][0] - self.points[0][0]))
-        mean = weighted / span if span > 0 else float(last_count)
+        counts = [count for _, count in self.points]
+        # a weighted mean lies between the counts it weighs; rounding may push it past them
+        mean = (min(max(weighted / span, min(counts)), max(counts)) if span > 0
+                else float(last_count))
         step = max(1, -(-len(self.points) // trace_limit))
         trace = [list(point) for point in self.points[::step]]
         if trace[-1] != list(self.points[-1]):
             trace.append(list(self.points[-1]))
-        return {"mean": mean, "max": max(count for _, count in self.points),
+        return {"mean": mean, "max": max(counts),
                 "samples": len(self.points), "trace": trace}

@@ -23,6 +23,8 @@ from asgdbench.study.claims import (
     LEASHED,
     LEASHED_TP,
     LOCK,
+    SPARSE_HOGWILD,
+    SPARSE_LOCK,
     Context,
     dropped_share,
     failures_per_update,
@@ -32,14 +34,17 @@ from asgdbench.study.claims import (
 )
 
 STRATEGY_COLOURS = {LOCK: "C0", HOGWILD: "C1", LEASHED: "C2", LEASHED_TP[0]: "C3",
-                    LEASHED_TP[1]: "C4"}
+                    LEASHED_TP[1]: "C4", SPARSE_LOCK: "C0", SPARSE_HOGWILD: "C1"}
 
 
 def claim_figure(plt: ModuleType, number: int, results: Sequence[RunResult], workload: str,
                  context: Context):
     """The figure of claim ``number`` on ``workload``, or None when no panel has data."""
     runs = [r for r in results if r.config.workload == workload and r.status != "error"]
-    draw = {1: _speed, 2: _stability, 3: _memory, 4: _contention, 5: _staleness}[number]
+    if workload in context.missing:
+        return None
+    draw = {1: _speed, 2: _stability, 3: _memory, 4: _contention, 5: _staleness,
+            6: _regime}[number]
     return draw(plt, runs, workload, context)
 
 
@@ -52,11 +57,16 @@ def _spans_decades(values: Sequence[float]) -> bool:
     return bool(positive) and max(positive) >= 10 * min(positive)
 
 
-def _speed(plt, runs, workload, context):
+def _regime(plt, runs, workload, context):
+    """Claim 6: claim 1's figure for the sparse regime's strategies."""
+    return _speed(plt, runs, workload, context, (SPARSE_LOCK, SPARSE_HOGWILD, LEASHED))
+
+
+def _speed(plt, runs, workload, context, strategies=(LOCK, HOGWILD, LEASHED)):
     lr = context.base_lr[workload]
     series = {label: sorted({r.config.threads for r in runs if is_run_of(r, label)
                              and math.isclose(r.config.lr, lr)})
-              for label in (LOCK, HOGWILD, LEASHED)}
+              for label in strategies}
     series = {label: counts for label, counts in series.items() if counts}
     if not series:
         return None

@@ -107,6 +107,9 @@ def experiment_lines(plan: Plan, results: Sequence[RunResult], number: int) -> l
     claim = get_claim(number)
     lines = []
     for workload in plan.workloads_of(number):
+        if workload in plan.missing:
+            lines.append(f"{workload}: not run here ({plan.missing[workload]})")
+            continue
         for part in claim.plan(plan.scale, plan.cores):
             lrs = ", ".join(f"{plan.base_lr[workload] * factor:g}" for factor in part.lr_factors)
             target = {r.config.target_loss for r in results if r.config.workload == workload}

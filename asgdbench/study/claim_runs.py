@@ -7,8 +7,8 @@ judges in :mod:`~asgdbench.study.claim_judges` build on them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from asgdbench.engine.choice import CONSTANT, Choice
 from asgdbench.engine.run_result import RunResult
@@ -20,6 +20,11 @@ LEASHED = Choice("leashed", (("tp", math.inf),))
 LEASHED_TP = tuple(Choice("leashed", (("tp", tp),)) for tp in (0, 1, math.inf))
 """Leashed-SGD at the persistence bounds the paper compares (tp: retries before a drop)."""
 BASELINES = (LOCK, HOGWILD)
+SPARSE_HOGWILD, SPARSE_LOCK = Choice("hogwild"), Choice("lock")
+"""Claim 6's HOGWILD! and lock: the plain ones, whose sparse paths read and write only the
+support (a copy per step, as the authors' variants make, would cost O(d) and hide the regime)."""
+SPARSE_RIVALS = (SPARSE_LOCK, LEASHED)
+"""What claim 6 holds HOGWILD! against: lock-based AsyncSGD and Leashed-SGD (tp=inf)."""
 MIN_SEEDS = MIN_PAIRS
 CLOCK_RESOLUTION_S = 1e-6
 """A time to ε below this reads as this: log ratios need times > 0."""
@@ -32,6 +37,9 @@ class Context:
     cores: int
     base_lr: dict[str, float]
     min_seeds: int = MIN_SEEDS
+    missing: Mapping[str, str] = field(default_factory=dict)
+    """Workloads a claim names that cannot run here (not registered: claim 6's sparse ones
+    before they exist), each with the reason: their verdicts are "not testable here"."""
 
 
 # -- reading the runs -------------------------------------------------------------------
@@ -93,6 +101,12 @@ def mean_live_bytes(result: RunResult) -> float:
     if result.mean_live_param_bytes is not None:
         return float(result.mean_live_param_bytes)
     return float(result.peak_param_bytes)
+
+
+def bytes_written_per_update(result: RunResult) -> float:
+    """Parameter bytes one applied update wrote (NaN for a run recorded before the field)."""
+    value = getattr(result, "param_bytes_written_per_update", None)
+    return math.nan if value is None else float(value)
 
 
 def staleness_figure(result: RunResult, name: str) -> float:

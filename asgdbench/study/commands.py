@@ -200,12 +200,15 @@ def reproduce_command(args: argparse.Namespace) -> int:
     for name in args.workloads or []:
         get_workload(name)  # an unknown name fails here, before anything runs
     plots.require_matplotlib()
-    workloads = tuple(args.workloads or reproduce.default_workloads(scale, data_dir_of(args)))
-    if not workloads:
+    dense, sparse = reproduce.split_by_regime(args.workloads or (), scale)
+    wants_dense = any(claims_module.get_claim(n).regime == "dense" for n in claims)
+    workloads = dense or (reproduce.default_workloads(scale, data_dir_of(args))
+                          if wants_dense else ())
+    if wants_dense and not workloads:
         raise UserError(f"none of the {scale.name} scale's workloads "
                         f"({', '.join(scale.workloads)}) can load here; name some with --workloads")
     cores = reproduce.physical_cores()
-    plan = reproduce.make_plan(scale, claims, workloads, cores)
+    plan = reproduce.make_plan(scale, claims, workloads, cores, sparse_workloads=sparse)
     store = open_for_writing(args, args.out or new_results_folder(), append=args.resume)
     if store.partial_line is not None:
         note(f"dropped line {store.partial_line} of {store.runs_path}, a run cut off while "
@@ -216,7 +219,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
     keys = {result.config.key() for result in finished}
     todo, total = reproduce.count_pending(plan, keys)
     print(f"asgdbench: {todo} of {total} runs to do for claims {','.join(map(str, claims))} "
-          f"({scale.name} scale) on {', '.join(workloads)}; {cores} physical cores, so thread "
+          f"({scale.name} scale) on {', '.join((*workloads, *plan.sparse_workloads))}; "
+          f"{cores} physical cores, so thread "
           f"counts {', '.join(map(str, claims_module.parallel_threads(cores, scale)))} get a "
           f"core each; results go to {store.folder}", file=sys.stderr)
     try:
@@ -246,7 +250,8 @@ def _plan_more_seeds(store: ResultStore, plan: reproduce.Plan, loaded: dict,
                 f"(at most {scale.planned_seeds} at {scale.name} scale)")
     note(planning)
     bigger = reproduce.make_plan(scale.with_seeds(max(seeds, scale.seeds)), plan.claims,
-                                 plan.workloads, plan.cores, plan.base_lr)
+                                 plan.workloads, plan.cores, plan.base_lr,
+                                 plan.sparse_workloads)
     bigger = dataclasses.replace(bigger, notes=bigger.notes + (planning,))
     reproduce.write_manifest(store, bigger)
     keys = store.finished_keys()  # load_runs above already warned about this folder

@@ -29,7 +29,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,20 +82,29 @@ class Plan:
     cells: dict[str, list[RunConfig]]
     """Per workload, every run to do, claims' shared runs once."""
     notes: tuple[str, ...] = ()
+    sparse_workloads: tuple[str, ...] = ()
+    """The workloads of the sparse-regime claims (6), registered here or not."""
+    missing: dict[str, str] = field(default_factory=dict)
+    """Sparse workloads that cannot run here (not registered), with the reason: no runs,
+    their verdicts read "not testable here"."""
 
     @property
     def context(self) -> Context:
-        return Context(self.cores, self.base_lr)
+        return Context(self.cores, self.base_lr, missing=self.missing)
 
     def workloads_of(self, number: int) -> tuple[str, ...]:
-        """The workloads claim ``number`` runs on (quick: claim 2 on the first only)."""
+        """The workloads claim ``number`` runs on: its regime's (quick: claims 2 and 6 on the
+        first only)."""
+        workloads = (self.sparse_workloads if get_claim(number).regime == "sparse"
+                     else self.workloads)
         if number in self.scale.first_workload_only:
-            return self.workloads[:1]
-        return self.workloads
+            return workloads[:1]
+        return workloads
 
     def manifest(self) -> dict[str, Any]:
         data = {"scale": self.scale.name, "seeds": self.scale.seeds, "claims": list(self.claims),
-                "workloads": list(self.workloads), "cores": self.cores,
+                "workloads": list(self.workloads),
+                "sparse_workloads": list(self.sparse_workloads), "cores": self.cores,
                 "base_lr": self.base_lr, "notes": list(self.notes),
                 "order": grid.INTERLEAVED, "order_seed": grid.DEFAULT_ORDER_SEED}
         if self.scale.name not in SCALES:  # a scale of a script's own: written out in full
@@ -146,6 +155,21 @@ def get_scale(name: str) -> Scale:
     return SCALES[name]
 
 
+def is_sparse_workload(name: str) -> bool:
+    """Whether a registered workload belongs to the sparse regime (its group is ``sparse``)."""
+    return get_workload(name).group == "sparse"
+
+
+def split_by_regime(names: Sequence[str], scale: Scale) -> tuple[tuple[str, ...],
+                                                                 tuple[str, ...]]:
+    """``--workloads`` as (dense, sparse): each replaces its regime's defaults where it names
+    any (the dense ones' defaults are then whichever load, see :func:`default_workloads`),
+    so ``--claims 6 --workloads logreg-zipf`` runs claim 6 on logreg-zipf alone."""
+    sparse = tuple(name for name in names if is_sparse_workload(name))
+    dense = tuple(name for name in names if name not in sparse)
+    return dense, sparse or scale.sparse_workloads
+
+
 def default_workloads(scale: Scale, data_dir: str | None) -> tuple[str, ...]:
     """The scale's workloads whose data is here (a download-free one always is)."""
     present = []
@@ -159,21 +183,44 @@ def default_workloads(scale: Scale, data_dir: str | None) -> tuple[str, ...]:
 
 
 def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cores: int,
-              base_lr: dict[str, float] | None = None) -> Plan:
-    """Every run the claims need on every workload, each once; ``base_lr`` defaults to the workloads'."""
+              base_lr: dict[str, float] | None = None,
+              sparse_workloads: Sequence[str] | None = None) -> Plan:
+    """Every run the claims need on every workload of their regime, each once; ``base_lr``
+    defaults to the workloads'; ``sparse_workloads`` to the scale's.
+
+    A sparse workload that is not registered here is kept, with no runs, as missing (its
+    claims read "not testable here" there): the sparse regime must not stop the dense claims.
+    """
     base_lr = dict(base_lr or {})
+    sparse = tuple(scale.sparse_workloads if sparse_workloads is None else sparse_workloads)
     limit = blas.thread_limit()
-    cells, notes = {}, []
-    for name in workloads:
-        spec = get_workload(name)
+    cells, notes, missing = {}, [], {}
+    wanted = [number for number in claims if get_claim(number).regime == "sparse"]
+    regimes = [(name, "dense") for name in workloads]
+    regimes += [(name, "sparse") for name in sparse if wanted and name not in workloads]
+    for name, regime in regimes:
+        if regime == "sparse":
+            try:
+                spec = get_workload(name)
+            except UserError as error:  # the registry's line lists every workload: too long
+                missing[name] = ("not registered in this asgdbench" if "unknown" in str(error)
+                                 else str(error))
+                notes.append(f"claim {','.join(map(str, wanted))}: workload {name!r} is "
+                             f"{missing[name]}, so not testable on it")
+                continue
+        else:
+            spec = get_workload(name)
         base_lr.setdefault(name, spec.defaults.lr)
         max_time = (scale.max_time_s if scale.max_time_s is not None
                     else spec.defaults.max_time * scale.max_time_factor)
         target_loss = WORKLOAD_DEFAULT if scale.target_loss is None else scale.target_loss
         configs: dict[tuple, RunConfig] = {}
         for number in claims:
-            if number in scale.first_workload_only and name != workloads[0]:
-                notes.append(f"claim {number} runs on {workloads[0]} only at {scale.name} scale "
+            own = sparse if get_claim(number).regime == "sparse" else tuple(workloads)
+            if name not in own:
+                continue
+            if number in scale.first_workload_only and name != own[0]:
+                notes.append(f"claim {number} runs on {own[0]} only at {scale.name} scale "
                              f"(to fit its budget)")
                 continue
             for part in get_claim(number).plan(scale, cores):
@@ -191,7 +238,7 @@ def make_plan(scale: Scale, claims: Sequence[int], workloads: Sequence[str], cor
         # (other jobs) falls on every strategy alike, and seeds pair runs of one round
         cells[name] = grid.order_cells(list(configs.values()))
     return Plan(scale, tuple(claims), tuple(workloads), cores, base_lr, cells,
-                tuple(dict.fromkeys(notes)))
+                tuple(dict.fromkeys(notes)), sparse if wanted else (), missing)
 
 
 def write_manifest(store: ResultStore, plan: Plan) -> None:
@@ -216,7 +263,7 @@ def read_plan(folder: str | os.PathLike, scale: Scale | None = None) -> Plan:
         if "seeds" in data:
             scale = scale.with_seeds(int(data["seeds"]))
         plan = make_plan(scale, data["claims"], data["workloads"], int(data["cores"]),
-                         data["base_lr"])
+                         data["base_lr"], data.get("sparse_workloads"))
         extra = tuple(note for note in data.get("notes", []) if note not in plan.notes)
         return replace(plan, notes=plan.notes + extra)
     except (OSError, ValueError, KeyError, TypeError) as error:
