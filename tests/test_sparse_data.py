@@ -22,16 +22,8 @@ import pytest
 from test_datasets import no_proxies, serve  # noqa: F401  (a fixture, and the local server)
 
 from asgdbench.errors import ConfigError, DataError
-from asgdbench.workloads import sparse_data, sparse_files
-from asgdbench.workloads.sparse_data import (
-    MAX_FEATURES,
-    CsrRows,
-    SparseDataset,
-    load_svmlight,
-    planted_factors,
-    planted_low_rank,
-    zipf_classification,
-)
+from asgdbench.workloads import sparse_files, synthetic_sparse
+from asgdbench.workloads.sparse_data import MAX_FEATURES, CsrRows, SparseDataset, load_svmlight
 from asgdbench.workloads.sparse_files import (
     MOVIELENS_MEMBER,
     Rcv1Source,
@@ -42,6 +34,11 @@ from asgdbench.workloads.sparse_files import (
     load_rcv1,
 )
 from asgdbench.workloads.sparse_objectives import mf_squared_error
+from asgdbench.workloads.synthetic_sparse import (
+    planted_factors,
+    planted_low_rank,
+    zipf_classification,
+)
 
 SMALL_ZIPF = dict(n_train=400, n_test=100, n_features=300, nnz_per_example=12.0)
 
@@ -109,7 +106,7 @@ def test_zipf_is_kept_in_the_cache_folder(own_cache: pathlib.Path,
     def refuse(**_: object) -> None:
         raise AssertionError("generated again instead of read from the cache")
 
-    monkeypatch.setattr(sparse_data, "_generate_zipf", refuse)
+    monkeypatch.setattr(synthetic_sparse, "_generate_zipf", refuse)
     again = zipf_classification(1, **SMALL_ZIPF)
     assert np.array_equal(first.train.values, again.train.values)
     assert np.array_equal(first.y_test, again.y_test)
@@ -163,11 +160,11 @@ def test_zipf_steep_exponent_ends() -> None:
     steep = dict(SMALL_ZIPF, n_features=2000, nnz_per_example=200.0, zipf_exponent=4.0)
     data = zipf_classification(0, **steep)
     assert_well_formed(data)
-    assert data.train.nnz + data.test.nnz == sparse_data._generate_zipf(
+    assert data.train.nnz + data.test.nnz == synthetic_sparse._generate_zipf(
         0, **{**steep, "separator_density": 0.1, "label_noise": 0.05})["indices"].shape[0]
-    assert sparse_data._generate_zipf(0, **{**steep, "separator_density": 0.1,
+    assert synthetic_sparse._generate_zipf(0, **{**steep, "separator_density": 0.1,
                                             "label_noise": 0.05})["rows_out_of_draws"] > 0
-    assert sparse_data._generate_zipf(0, **{**SMALL_ZIPF, "zipf_exponent": 1.0,
+    assert synthetic_sparse._generate_zipf(0, **{**SMALL_ZIPF, "zipf_exponent": 1.0,
                                             "separator_density": 0.1,
                                             "label_noise": 0.05})["rows_out_of_draws"] == 0
 

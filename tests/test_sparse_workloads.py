@@ -27,7 +27,7 @@ from asgdbench.plugins.workloads import (
 )
 from asgdbench.primitives.rng import sample_batch, thread_states
 from asgdbench.workloads import download, sparse_catalog, sparse_files
-from asgdbench.workloads.sparse_data import planted_factors, zipf_classification
+from asgdbench.workloads.synthetic_sparse import planted_factors, zipf_classification
 
 SPARSE = ("logreg-rcv1", "logreg-zipf", "mf-movielens", "mf-synthetic", "svm-zipf")
 SHARED_DATA = pathlib.Path("/work/shared/data")

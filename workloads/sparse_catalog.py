@@ -5,7 +5,7 @@ Each is a sparse :class:`~asgdbench.plugins.workloads.Workload`: its ``support``
 touches only the coordinates its examples hold, as in the HOGWILD! paper (Niu et al., 2011).
 
 - ``logreg-zipf``, ``svm-zipf``: logistic regression and the sparse SVM (hinge loss) on
-  RCV1-like synthetic rows (:func:`.sparse_data.zipf_classification`); no download, the
+  RCV1-like synthetic rows (:func:`.synthetic_sparse.zipf_classification`); no download, the
   sparse default.
 - ``logreg-rcv1``: logistic regression on RCV1's CCAT task, split as Niu et al. split it.
 - ``svmlight:PATH`` and ``svmlight-hinge:PATH``: the user's own LIBSVM/svmlight file (a
@@ -41,10 +41,9 @@ from asgdbench.workloads.sparse_data import (
     SparseDataset,
     inverse_counts,
     load_svmlight,
-    planted_low_rank,
-    zipf_classification,
 )
 from asgdbench.workloads.sparse_files import load_movielens, load_rcv1
+from asgdbench.workloads.synthetic_sparse import planted_low_rank, zipf_classification
 
 TRAINING_LOSS_SAMPLES = 10_000
 """Rows (ratings) of the training set the divergence baseline is computed on."""
