@@ -79,6 +79,22 @@ def _disagrees(params, value):
     return False
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _is_version(first, token, closed_form, seen):
+    """Whether a whole vector whose components are all ``first`` is version ``token``: the
+    closed form ``-lr * c * token`` (constant rule), else the first read of that version
+    recorded in ``seen`` (recorded now if none was; NaN: none yet)."""
+    if closed_form:
+        return first == -UPDATE_VALUE * token
+    if 0 <= token < seen.shape[0]:
+        recorded = seen[token]
+        if np.isnan(recorded):
+            seen[token] = first
+        elif recorded != first:
+            return False
+    return True
+
+
 @njit(nogil=True)  # the template: consistency_stress runs it specialised, cached on disk
 def _probe_worker(read, update, retire, rule, rule_state, state, tid, control, grad, lr,
                   hold_spins, check_version, closed_form, seen, tallies, step_sums):
@@ -94,14 +110,8 @@ def _probe_worker(read, update, retire, rule, rule_state, state, tid, control, g
         first = params[0]
         if _disagrees(params, first):
             tallies[tid, TORN] += 1
-        elif check_version and closed_form and first != -UPDATE_VALUE * token:
+        elif check_version and not _is_version(first, token, closed_form, seen):
             tallies[tid, WRONG_VERSION] += 1
-        elif check_version and not closed_form and 0 <= token < seen.shape[0]:
-            recorded = seen[token]
-            if np.isnan(recorded):
-                seen[token] = first
-            elif recorded != first:
-                tallies[tid, WRONG_VERSION] += 1
         for _ in range(hold_spins):
             cpu_pause()
         if _disagrees(params, first):
@@ -163,14 +173,8 @@ def _sparse_probe_worker(read_sparse, update_sparse, retire, rule, rule_state, s
             first = params[support[0]]
             if _disagrees_on(params, support, n_support, first):
                 tallies[tid, TORN] += 1
-            elif check_version and closed_form and first != -UPDATE_VALUE * token:
+            elif check_version and not _is_version(first, token, closed_form, seen):
                 tallies[tid, WRONG_VERSION] += 1
-            elif check_version and not closed_form and 0 <= token < seen.shape[0]:
-                recorded = seen[token]
-                if np.isnan(recorded):
-                    seen[token] = first
-                elif recorded != first:
-                    tallies[tid, WRONG_VERSION] += 1
             for _ in range(hold_spins):
                 cpu_pause()
             if _disagrees_on(params, support, n_support, first):
