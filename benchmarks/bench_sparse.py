@@ -4,7 +4,8 @@ HOGWILD!'s home ground (issue 22): a sparse workload whose updates touch about 7
 coordinates, where HOGWILD!'s sparse path writes only those and Leashed-SGD's publish copies
 the whole vector. One :func:`~asgdbench.engine.runner.run` per cell, in ``setup_cache``, as
 :mod:`benchmarks.bench_training` runs its grid (whose helpers this shares); each cell also
-tracks the parameter bytes one update wrote. Without ``logreg-zipf`` registered (an
+tracks the parameter bytes one update wrote (declared with the metric in
+:mod:`asgdbench.engine.telemetry`). Without ``logreg-zipf`` registered (an
 asgdbench before issue 22) every cell is skipped (``n/a``), not failed.
 """
 
@@ -15,7 +16,13 @@ from typing import Any
 from asgdbench.errors import UserError
 from asgdbench.plugins.workloads import get_workload, load_workload
 from benchmarks import runs_with
-from benchmarks.bench_training import RUN_OVERHEAD_S, Cell, _or_nan, _TrainingGrid, train_cells
+from benchmarks.bench_training import (
+    RUN_OVERHEAD_S,
+    Cell,
+    _OneWorkloadTimeToTarget,
+    _with_tracks,
+    train_cells,
+)
 
 SPARSE_WORKLOAD = "logreg-zipf"
 SPARSE_STRATEGIES = ("seq", "hogwild", "lock", "leashed:tp=inf")
@@ -33,7 +40,8 @@ def sparse_timeout(cells: list[Cell]) -> float:
     return len(cells) * (max_time + RUN_OVERHEAD_S)
 
 
-class SparseTimeToTarget(_TrainingGrid):
+@_with_tracks("sparse")  # the bytes one update wrote, declared with the metric
+class SparseTimeToTarget(_OneWorkloadTimeToTarget):
     """Time to target on ``logreg-zipf``: seq, hogwild, lock and Leashed-SGD, 1-8 threads."""
 
     params = [[SPARSE_WORKLOAD], list(SPARSE_STRATEGIES), list(SPARSE_THREADS)]
@@ -46,21 +54,3 @@ class SparseTimeToTarget(_TrainingGrid):
         return train_cells(SPARSE_CELLS)
 
     setup_cache.timeout = sparse_timeout(SPARSE_CELLS)
-
-    def setup(self, results, workload, strategy, threads) -> None:
-        if isinstance(results, str):
-            raise NotImplementedError(results)
-        super().setup(results, workload, strategy, threads)
-
-    def track_time_to_target(self, results, workload, strategy, threads) -> float:
-        """Seconds from the start barrier until the target was reached; NaN if never."""
-        return _or_nan(self.result["time_to_target_s"])
-
-    track_time_to_target.unit = "seconds"
-
-    def track_param_bytes_written_per_update(self, results, workload, strategy,
-                                             threads) -> float:
-        """Parameter bytes one applied update wrote: the support's, or the whole vector's."""
-        return _or_nan(self.result.get("param_bytes_written_per_update"))
-
-    track_param_bytes_written_per_update.unit = "bytes"

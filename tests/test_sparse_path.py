@@ -25,6 +25,7 @@ from asgdbench.plugins.workloads import Defaults, Workload, get_workload
 from asgdbench.primitives import sparse_copy_into, sparse_step_inplace, sparse_step_into
 from asgdbench.primitives.protocol import APPLIED, CONTROL_CELLS, MAX_UPDATES, STOP
 from asgdbench.workloads import probe
+from asgdbench.workloads.sparse_objectives import rows_support
 
 PLUGINS = Path(__file__).parent / "plugins"
 PROBE_LR = get_workload("probe-sparse").defaults.lr
@@ -226,21 +227,6 @@ def dense_gradient(params, data, rows, work, grad):
 
 
 @njit(nogil=True, cache=True)
-def sparse_support(train_data, rows, workspace, support):
-    indptr, indices = train_data[0], train_data[1]
-    marks = workspace[0]
-    n_support = 0
-    for row in rows:
-        for p in range(indptr[row], indptr[row + 1]):
-            j = indices[p]
-            if marks[j] < 0:
-                marks[j] = n_support
-                support[n_support] = j
-                n_support += 1
-    return n_support
-
-
-@njit(nogil=True, cache=True)
 def sparse_gradient(params, train_data, rows, workspace, support, n_support, values):
     indptr, indices, data, labels = train_data
     marks = workspace[0]
@@ -260,7 +246,7 @@ def _small_workload(sparse: bool, sentinel: float = 0.0) -> Workload:
     train_data = _small_problem()
     init = np.zeros(N_FEATURES)
     init[list(UNTOUCHED)] = sentinel
-    extra = dict(sparse=True, support=sparse_support,
+    extra = dict(sparse=True, support=rows_support,
                  max_support=lambda batch: min(N_FEATURES, 5 * batch)) if sparse else {}
     return Workload(
         name="small-logreg", gradient=sparse_gradient if sparse else dense_gradient,

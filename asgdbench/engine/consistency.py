@@ -95,6 +95,18 @@ def _is_version(first, token, closed_form, seen):
     return True
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _tally(tallies, step_sums, tid, outcome, attempts, step):
+    """Count one update's outcome in this thread's row (both probe workers)."""
+    tallies[tid, COMPUTED] += 1
+    if outcome == APPLIED:
+        tallies[tid, APPLIED_COUNT] += 1
+        step_sums[tid, 0] += step
+    elif outcome == DROPPED:
+        tallies[tid, DROPPED_COUNT] += 1
+    tallies[tid, MAX_ATTEMPTS] = max(tallies[tid, MAX_ATTEMPTS], attempts)
+
+
 @njit(nogil=True)  # the template: consistency_stress runs it specialised, cached on disk
 def _probe_worker(read, update, retire, rule, rule_state, state, tid, control, grad, lr,
                   hold_spins, check_version, closed_form, seen, tallies, step_sums):
@@ -120,13 +132,7 @@ def _probe_worker(read, update, retire, rule, rule_state, state, tid, control, g
                                                     rule_state)
         if outcome == STOP:
             break
-        tallies[tid, COMPUTED] += 1
-        if outcome == APPLIED:
-            tallies[tid, APPLIED_COUNT] += 1
-            step_sums[tid, 0] += step
-        elif outcome == DROPPED:
-            tallies[tid, DROPPED_COUNT] += 1
-        tallies[tid, MAX_ATTEMPTS] = max(tallies[tid, MAX_ATTEMPTS], attempts)
+        _tally(tallies, step_sums, tid, outcome, attempts, step)
     retire(state, tid)
 
 
@@ -184,16 +190,10 @@ def _sparse_probe_worker(read_sparse, update_sparse, retire, rule, rule_state, s
                                                            rule_state)
         if outcome == STOP:
             break
-        tallies[tid, COMPUTED] += 1
-        if outcome == APPLIED:
-            tallies[tid, APPLIED_COUNT] += 1
-            step_sums[tid, 0] += step
-        elif outcome == DROPPED:
-            tallies[tid, DROPPED_COUNT] += 1
+        _tally(tallies, step_sums, tid, outcome, attempts, step)
         if n_fixed == 0 and (outcome == APPLIED or outcome == MERGED):
             for k in range(n_support):  # a merged gradient's share is set by _report's caller
                 coordinate_steps[tid, support[k]] += step
-        tallies[tid, MAX_ATTEMPTS] = max(tallies[tid, MAX_ATTEMPTS], attempts)
     retire(state, tid)
 
 

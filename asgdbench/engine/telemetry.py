@@ -168,8 +168,9 @@ def _empty_staleness() -> dict[str, Any]:
 class Track:
     """An asv ``track_<name>`` benchmark of each grid cell's one run.
 
-    ``group`` is the benchmark class: ``execution`` (a missing value is NaN, asv's ``n/a``)
-    or ``contention`` (a cell whose run lacks every contention figure is skipped).
+    ``group`` is the benchmark class: ``execution`` (a missing value is NaN, asv's ``n/a``),
+    ``contention`` (a cell whose run lacks every contention figure is skipped) or ``sparse``
+    (the sparse regime's grid, :mod:`benchmarks.bench_sparse`).
     """
 
     name: str
@@ -257,7 +258,11 @@ TELEMETRY: tuple[Telemetry, ...] = (
     Telemetry("param_bytes_written_per_update", "bytes",
               "parameter-vector bytes one applied update writes, as the strategy counts them "
               "(the support in place; Leashed-SGD: a whole new vector per publish)",
-              param_bytes_written_per_update),
+              param_bytes_written_per_update,
+              tracks=(Track("param_bytes_written_per_update", "bytes",
+                            "Parameter bytes one applied update wrote: the support's, or the "
+                            "whole vector's.",
+                            lambda run: run.param_bytes_written_per_update, group="sparse"),)),
 )
 """Every telemetry field of a run's record, in the order ``to_dict`` writes them."""
 
