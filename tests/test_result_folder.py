@@ -1,9 +1,10 @@
-"""A result folder under faults: a second writer, duplicated runs, SIGKILL, a full disk.
+"""A result folder under faults: a second writer, duplicated runs, SIGKILL, Ctrl-C, a full disk.
 
 What a user who leaves sweeps running overnight relies on: one process writes a
 folder at a time (the second is refused, naming the first; a killed writer's
 lock is not left behind), a run found twice counts once, a process killed at any
-moment loses no run it had finished and leaves a folder that reads and resumes,
+moment loses no run it had finished and leaves a folder that reads and resumes, a
+Ctrl-C while a run is being saved waits until its line is whole,
 and a disk that fills up stops the grid with one line, keeping every run saved.
 Grids are tiny: a few hundred updates of mlp-digits per run.
 """
@@ -250,6 +251,55 @@ def test_a_whole_last_run_without_its_newline_is_kept(four_runs, tmp_path):
         assert store.partial_line is None
         assert (out / "runs.jsonl").read_bytes() == whole
         assert len(store.load()) == 4
+
+
+# -- Ctrl-C inside an append --------------------------------------------------------------
+
+@pytest.mark.parametrize("moment", ["write", "fsync"])
+def test_a_ctrl_c_inside_an_append_is_raised_once_the_line_is_whole(
+        four_runs, tmp_path, monkeypatch, moment):
+    """The CI failure this mends: a Ctrl-C during the sync took back a line already written."""
+    [first, *_] = ResultStore(four_runs).load()
+    real = getattr(os, moment)
+
+    def interrupted(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # its handler runs at the next bytecode
+        time.sleep(0.01)
+        return real(*args)
+
+    out = tmp_path / "results"
+    with ResultStore.open_for_writing(out, append=False) as store:
+        monkeypatch.setattr(os, moment, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.append(first)
+        monkeypatch.undo()
+        assert [result.config.key() for result in store.load()] == [first.config.key()]
+        assert store.partial_line is None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_halfway_through_a_line_keeps_that_run_and_exits_130(tmp_path):
+    out = tmp_path / "results"
+    env = {**os.environ, "ASGDBENCH_TEST_APPEND_PAUSE_S": "1"}  # appends pause halfway
+    log = tmp_path / "stderr.txt"
+    process = subprocess.Popen([sys.executable, "-m", "asgdbench", *GRID, "--out", str(out)],
+                               cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        runs_file = out / "runs.jsonl"
+        wait_for(lambda: runs_file.exists() and runs_file.stat().st_size > 0
+                 and not runs_file.read_bytes().endswith(b"\n"), "a half-written line", process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130, log.read_text()
+    finally:
+        process.kill()
+    stderr = log.read_text()
+    assert "Traceback" not in stderr
+    assert "1 finished run(s) are kept" in stderr.splitlines()[-1], stderr
+    data = runs_file.read_bytes()
+    assert data.endswith(b"\n") and data.count(b"\n") == 1  # the interrupted run, whole
+    assert len(ResultStore(out).load()) == 1
 
 
 # -- a full disk ---------------------------------------------------------------------------

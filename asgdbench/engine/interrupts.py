@@ -52,6 +52,31 @@ def interrupts_kept() -> Iterator[None]:
         _INTERRUPTED.clear()
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, then raise it: for a write that must finish whole.
+
+    A finished run's line is written and synced inside such a block, so that a
+    Ctrl-C arriving halfway through neither cuts the line off nor has it taken
+    back; the interrupt is raised as soon as the line is safe.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach only the main thread
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            previous(*held[0])
+
+
 def raise_if_interrupted() -> None:
     """Raise the KeyboardInterrupt of a Ctrl-C that something swallowed.
 

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
+from asgdbench.engine.interrupts import interrupts_deferred
 from asgdbench.engine.run_result import RunConfig, RunResult
 from asgdbench.errors import UserError
 from asgdbench.study.report import Row
@@ -129,6 +130,8 @@ class ResultStore:
     def append(self, result: RunResult) -> None:
         """Add one finished run to ``runs.jsonl`` and sync it to disk, or leave the file as it was.
 
+        A Ctrl-C during the append waits until the line is written and synced.
+
         Raises :class:`ResultNotSaved` when the system refuses the write or the
         sync (no space left, an I/O error), after cutting off what part of the
         line got written.
@@ -141,19 +144,18 @@ class ResultStore:
             raise ResultNotSaved(self._not_saved(result, error)) from error
         try:
             size_before = os.fstat(descriptor).st_size
-            try:
-                _write_line(descriptor, line)
-                os.fsync(descriptor)
-                if created:  # the new file's name, too, must survive a power cut
-                    _sync_folder(self.folder)
-            except BaseException as error:
+            with interrupts_deferred():  # a Ctrl-C now is raised once the line is safe
                 try:
-                    os.ftruncate(descriptor, size_before)  # frees space: works on a full disk
-                except OSError:
-                    pass  # left as a cut-short last line, which reading tolerates
-                if isinstance(error, OSError):
+                    _write_line(descriptor, line)
+                    os.fsync(descriptor)
+                    if created:  # the new file's name, too, must survive a power cut
+                        _sync_folder(self.folder)
+                except OSError as error:
+                    try:
+                        os.ftruncate(descriptor, size_before)  # frees space: works on a full disk
+                    except OSError:
+                        pass  # left as a cut-short last line, which reading tolerates
                     raise ResultNotSaved(self._not_saved(result, error)) from error
-                raise
         finally:
             os.close(descriptor)
 

@@ -73,6 +73,7 @@ WORKER = "asgdbench/engine/worker.py"
 MONITOR = "asgdbench/engine/monitor.py"
 GATES = "asgdbench/primitives/gates.py"
 STEPS = "asgdbench/primitives/steps.py"
+INTERRUPTS = "asgdbench/engine/interrupts.py"
 
 T_LEASHED = "tests/test_leashed.py::"
 T_RULES = "tests/test_step_rules.py::"
@@ -628,6 +629,17 @@ MUTATIONS += [
         "", "drop_read_pin leaves HELD naming the slot it unpinned", PIN_KEPT, KEEPS_SPARE,
         equivalent="read always rewrites HELD before the next update, a NOT_READ read ends the "
                    "loop, and retire ignores HELD: the stale HELD is never read"),
+    one("append-not-deferring-ctrl-c", INTERRUPTS,
+        "    if threading.current_thread() is not threading.main_thread():\n        yield  # signals",
+        "    if True:\n        yield  # signals",
+        "a Ctrl-C during an append cuts the finished run's line off",
+        "tests/test_result_folder.py::test_a_ctrl_c_inside_an_append_is_raised_once_the_line_is_whole",
+        "tests/test_result_folder.py::test_ctrl_c_halfway_through_a_line_keeps_that_run_and_exits_130"),
+    one("deferred-ctrl-c-dropped", INTERRUPTS, "        if held:\n            previous(*held[0])",
+        "        pass",
+        "a Ctrl-C held during an append is never raised: the grid goes on",
+        "tests/test_result_folder.py::test_a_ctrl_c_inside_an_append_is_raised_once_the_line_is_whole",
+        "tests/test_result_folder.py::test_ctrl_c_halfway_through_a_line_keeps_that_run_and_exits_130"),
 ]
 
 
