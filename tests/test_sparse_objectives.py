@@ -395,14 +395,19 @@ def test_linear_split_equals_the_one_pass_kernel(kind: int, dtype) -> None:
         rows.values, labels, inverse_frequency, params))
     rng = np.random.default_rng(8)
     split_marks, one_pass_marks = new_marks(50), new_marks(50)
-    for size in (1, 2, 5, 17, 60, 200):
+    for size in (1, 1, 1, 2, 5, 1, 17, 60, 200, 1):
         batch = rng.integers(0, 60, size).astype(np.int64)
         room = int(np.sum(np.diff(rows.indptr)[batch]))
         split = [np.full(room, -1, np.int64), np.full(room, np.nan, dtype)]
         reference = [np.full(room, -1, np.int64), np.full(room, np.nan, dtype)]
         n = linear_support(rows.indptr, rows.indices, batch, split_marks, split[0])
-        assert np.array_equal(split_marks[split[0][:n]], np.arange(n))  # j's slot, for gradient
-        assert np.count_nonzero(split_marks >= 0) == n
+        if size > 1:
+            assert np.array_equal(split_marks[split[0][:n]], np.arange(n))  # j's slot
+            assert np.count_nonzero(split_marks >= 0) == n
+        else:  # one row: its columns in order, no marks
+            assert np.all(split_marks == -1)
+            row = batch[0]
+            assert np.array_equal(split[0][:n], rows.indices[rows.indptr[row]:rows.indptr[row + 1]])
         loss = linear_gradient(kind, params, rows.indptr, rows.indices, values, labels,
                                inverse_frequency, dtype(0.2), batch, split_marks, split[0], n,
                                split[1])
