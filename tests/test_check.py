@@ -69,6 +69,16 @@ def test_the_check_command_names_the_failing_property_and_exits_1(capsys):
     assert "FAIL  exact update budget" in out and "FAILED" in out.splitlines()[-1]
 
 
+def test_check_sync_passes_at_a_thread_count_that_is_not_a_power_of_two(capsys):
+    """Its merged means round there (1/3 is inexact): the check allows that rounding, dense
+    and sparse, instead of reporting a lost update or a wrong version."""
+    from asgdbench.study.cli import main
+
+    assert main(["check", "sync", "--threads", "3", "--updates", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "by rounding only" in out
+
+
 def test_the_check_command_passes_a_built_in(capsys):
     from asgdbench.study.cli import main
 

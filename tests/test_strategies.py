@@ -17,11 +17,18 @@ strategy is rare; one run is a coin flip), at 3 and 16 threads by default and
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import assert_probe_exact, probe_run, run_watched
 
-from asgdbench.engine.consistency import consistency_stress
+from asgdbench.engine.consistency import (
+    UPDATE_VALUE,
+    _is_version,
+    closed_form_ulps,
+    consistency_stress,
+)
 from asgdbench.plugins.strategies import available_strategies
 from asgdbench.plugins.workloads import load_workload
 from asgdbench.primitives.rng import sample_batch, thread_states
@@ -96,6 +103,29 @@ def test_sync_rounds_are_whole_versions(threads):
     report = consistency_stress("sync", threads, 500)
     assert report.clean, report
     assert report.final_is_exact  # m equal gradients averaged: one step per round
+
+
+@pytest.mark.parametrize("threads", [3, 6])
+def test_sync_rounds_at_thread_counts_that_are_not_powers_of_two(threads):
+    """1/m is inexact there: the closed form holds within m ulps per round, and one lost
+    round (a whole step) is still caught."""
+    report = consistency_stress("sync", threads, 500)
+    assert report.clean, report
+    assert report.merged == 500 * (threads - 1) and report.ulps_per_update == threads
+    assert report.no_lost_update
+    lost_one = dataclasses.replace(report, final_params=report.final_params + UPDATE_VALUE)
+    assert not lost_one.no_lost_update
+
+
+@pytest.mark.parametrize("threads", [3, 5, 6, 7, 33])
+def test_the_closed_form_slack_still_tells_neighbouring_versions_apart(threads):
+    ulps = closed_form_ulps(threads)
+    assert ulps == threads
+    for token in (1, 10, 1_000, 100_000, 1_000_000):
+        assert _is_version(-UPDATE_VALUE * token, token, ulps, np.empty(0))
+        for other in (token - 1, token + 1):
+            assert not _is_version(-UPDATE_VALUE * other, token, ulps, np.empty(0))
+    assert closed_form_ulps(4) == closed_form_ulps(16) == 0  # exact: no slack at all
 
 
 @pytest.mark.parametrize("threads", [16, pytest.param(64, marks=pytest.mark.slow)])
