@@ -5,6 +5,7 @@ and loss (it does the same arithmetic in the same order)."""
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from asgdbench.workloads.sparse_objectives import _loss_and_slope, _margin, _unmark
@@ -81,3 +82,20 @@ def one_pass_mf_gradient(params, users, items, ratings, user_weight, item_weight
             grad_values[slot] += scale * (2.0 * error * lu + penalty_right * ri)
     _unmark(marks, support, n_support)
     return n_support, total * scale
+
+
+@njit
+def log1p_exp(z):
+    """log(1 + exp(z)) without overflow, the loss's earlier form (one exponential of its own)."""
+    if z > 0.0:
+        return z + np.log1p(np.exp(-z))
+    return np.log1p(np.exp(z))
+
+
+@njit
+def sigmoid(z):
+    """1 / (1 + exp(-z)), the slope's earlier form (another exponential)."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z)
+    return e / (1.0 + e)

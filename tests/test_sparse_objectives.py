@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sparse_one_pass import one_pass_linear_gradient, one_pass_mf_gradient
+from sparse_one_pass import log1p_exp, one_pass_linear_gradient, one_pass_mf_gradient, sigmoid
 
 from asgdbench.workloads.sparse_data import CsrRows, inverse_counts
 from asgdbench.workloads.sparse_objectives import (
@@ -476,3 +476,15 @@ def test_workload_kernels_unpack_their_train_data() -> None:
     assert support[:n].tolist() == want_support.tolist()
     np.testing.assert_array_equal(values[:n], want_values)
     assert loss == want_loss and np.all(workspace[0] == -1)
+
+
+def test_the_logistic_loss_and_slope_from_one_exponential_equal_the_two_exponential_form():
+    """Bit for bit, the 0 where the sigmoid's branches meet, the tails, and random margins."""
+    from asgdbench.workloads.sparse_objectives import _logistic_and_sigmoid
+
+    rng = np.random.default_rng(3)
+    margins = np.concatenate([[0.0, -0.0, 1e-300, -1e-300, 5e-324, 1.0, -1.0, 36.0, -36.0,
+                               709.0, -709.0, 745.0, -745.0, 1e308, -1e308],
+                              rng.normal(0, 5, 2000), rng.normal(0, 1e-8, 200)])
+    for m in margins:
+        assert _logistic_and_sigmoid(m) == (log1p_exp(m), sigmoid(m)), m
