@@ -249,6 +249,37 @@ def workload_plugin(tmp_path, name: str, lr: float = 0.0078125):
     return path
 
 
+FAMILY_PLUGIN = '''
+"""A workload family from a plugin file: the consistency probe as probe-like:ANYTHING."""
+from asgdbench.plugins.workloads import (Defaults, WorkloadFamily, WorkloadSpec,
+                                         register_workload_family)
+from asgdbench.workloads.probe import build_probe
+
+register_workload_family(WorkloadFamily("probe-like", "anything", lambda name, argument: WorkloadSpec(
+    name=name, summary="the probe again", build=build_probe,
+    defaults=Defaults(lr=0.0078125, batch_size=1, target_loss=None, max_time=5.0))))
+'''
+
+
+def test_a_run_on_a_family_member_records_the_family_and_where_it_came_from(tmp_path):
+    from asgdbench.plugins import workloads
+
+    path = tmp_path / "probe_family.py"
+    path.write_text(FAMILY_PLUGIN)
+    try:
+        load_plugin_file(path)
+        result = run("probe-like:x", "lock", 2, max_updates=100, max_time=None,
+                     dtype="float64")
+        assert result.status == "budget" and result.updates_applied == 100
+        assert result.workload_source["kind"] == "file"
+        assert result.workload_source["path"] == str(path.resolve())
+        assert result.workload_source["family"] == "probe-like"
+    finally:
+        workloads.WORKLOAD_FAMILIES.pop("probe-like", None)
+        workloads._FAMILY_SOURCES.pop("probe-like", None)
+    assert workloads.workload_source("probe-like:x") == {}  # gone with its family
+
+
 def test_a_plugin_file_registers_a_workload_that_runs(tmp_path):
     from asgdbench.plugins.workloads import WORKLOADS
 

@@ -224,6 +224,18 @@ def test_svmlight_family_loads_the_users_file(tmp_path: pathlib.Path, prefix: st
         np.log(2.0) if loss == "logistic" else 1.0)
 
 
+def test_a_run_on_the_users_file_records_the_svmlight_family(tmp_path: pathlib.Path) -> None:
+    from asgdbench import run
+
+    path = tmp_path / "mine.svm"
+    write_svmlight(path)
+    result = run(f"svmlight:{path}", "seq", 1, max_updates=20, max_time=None)
+    assert result.workload_source == {"kind": "built-in",
+                                      "module": "asgdbench.workloads.sparse_catalog",
+                                      "family": "svmlight"}
+    assert result.config.workload == f"svmlight:{path}"  # the file, named in the record
+
+
 def test_svmlight_missing_file_is_one_line(tmp_path: pathlib.Path) -> None:
     with pytest.raises(DataError) as excinfo:
         load_workload(f"svmlight:{tmp_path / 'absent.svm'}")

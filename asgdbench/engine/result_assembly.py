@@ -17,7 +17,7 @@ from asgdbench.engine.statistics import downsample_trace
 from asgdbench.engine.telemetry import RunEnd, measure
 from asgdbench.plugins.step_rules import available_step_rules, step_rule_source
 from asgdbench.plugins.strategies import available_strategies, strategy_source
-from asgdbench.plugins.workloads import WORKLOADS, available_workloads
+from asgdbench.plugins.workloads import workload_source
 
 
 def run_status(failure: str | None, event: int, stopped_by: str | None) -> str:
@@ -77,8 +77,7 @@ def assemble_result(run: Any, stopped_by: str | None, start_ns: int, end_ns: int
         overrun_s=overrun_s,
         strategy_source=(strategy_source(run.spec.name)
                          if available_strategies().get(run.spec.name) is strategy else {}),
-        workload_source=(WORKLOADS.source(run.workload.name)
-                         if run.workload.name in available_workloads() else {}),
+        workload_source=workload_source(run.workload.name),
         step_source=(step_rule_source(run.step_spec.name)
                      if available_step_rules().get(run.step_spec.name) is run.step_spec.rule
                      else {}),

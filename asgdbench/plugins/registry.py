@@ -78,7 +78,7 @@ class Registry(Generic[T]):
 
     def register(self, item: T) -> T:
         name = getattr(item, "name", None)
-        source = self._source_of(item)
+        source = self.source_of(item)
         where = describe_source(source)
         if not isinstance(name, str) or not NAME.match(name):
             raise PluginError(f"{self.kind} {name!r} from {where}: its name must be letters, "
@@ -92,7 +92,9 @@ class Registry(Generic[T]):
         self._sources[name] = source
         return item
 
-    def _source_of(self, item: T) -> dict[str, Any]:
+    def source_of(self, item: T) -> dict[str, Any]:
+        """Where ``item``, being registered now, comes from (a plugin file being loaded, an
+        entry point, a built-in or other module): what :meth:`source` later returns for it."""
         if _loading:
             return dict(_loading[-1])
         module = self._defined_in(item) or "?"

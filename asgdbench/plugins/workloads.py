@@ -196,6 +196,14 @@ class WorkloadFamily:
 WORKLOAD_FAMILIES: dict[str, WorkloadFamily] = {}
 """The registered :class:`WorkloadFamily` objects by prefix."""
 
+_FAMILY_SOURCES: dict[str, dict[str, Any]] = {}
+"""Where each family came from, taken when it registered (as the registry takes a workload's)."""
+
+
+def _pattern_spec(family: WorkloadFamily) -> WorkloadSpec:
+    """The family's spec for its pattern ``PREFIX:<argument>`` (nothing loaded)."""
+    return family.make(f"{family.prefix}:<{family.argument}>", f"<{family.argument}>")
+
 
 def register_workload_family(family: WorkloadFamily) -> WorkloadFamily:
     """Add a family; its prefix must be a valid workload name, taken neither by a workload nor
@@ -207,7 +215,19 @@ def register_workload_family(family: WorkloadFamily) -> WorkloadFamily:
     if previous is not None and previous != family:
         raise PluginError(f"workload family {family.prefix!r} is already registered")
     WORKLOAD_FAMILIES[family.prefix] = family
+    _FAMILY_SOURCES[family.prefix] = WORKLOADS.source_of(_pattern_spec(family))
     return family
+
+
+def workload_source(name: str) -> dict[str, Any]:
+    """Where the named workload comes from, for a run's record: its registration's source;
+    a family member's (``svmlight:PATH``) is its family's, with the family named. Empty for
+    a workload that is not registered (built by hand)."""
+    prefix, colon, _ = name.partition(":")
+    if colon:
+        source = _FAMILY_SOURCES.get(prefix)
+        return {} if source is None else {**source, "family": prefix}
+    return WORKLOADS.source(name) if name in available_workloads() else {}
 
 WORKLOAD_GROUPS: dict[str, str] = {
     "mlp": "multilayer perceptrons",
@@ -225,8 +245,8 @@ def workloads_by_group() -> dict[str, list[WorkloadSpec]]:
     groups: dict[str, list[WorkloadSpec]] = {}
     workloads = available_workloads()
     for family in WORKLOAD_FAMILIES.values():  # listed by their pattern, PREFIX:<argument>
-        pattern = f"{family.prefix}:<{family.argument}>"
-        workloads[pattern] = family.make(pattern, f"<{family.argument}>")
+        spec = _pattern_spec(family)
+        workloads[spec.name] = spec
     for group in [*WORKLOAD_GROUPS, *sorted({s.group for s in workloads.values()})]:
         members = [spec for spec in workloads.values() if spec.group == group]
         if members and group not in groups:
