@@ -118,10 +118,9 @@ def compare_command(args: argparse.Namespace) -> int:
                         f"has no shuffle (drop one of the two)")
     spec = get_workload(args.workload)
     strategies, steps = grid.parse_specs(args.strategies, args.steps)
-    cells = grid.order_cells(
-        grid.expand(spec, strategies, args.threads, args.lr, args.repeats,
-                    first_seed=args.seed, steps=steps, **run_settings(args)),
-        args.order, args.order_seed)
+    listed = grid.expand(spec, strategies, args.threads, args.lr, args.repeats,
+                         first_seed=args.seed, steps=steps, **run_settings(args))
+    cells = grid.order_cells(listed, args.order, args.order_seed)
     repeated = grid.repeated_entries(strategies, args.threads, args.lr, steps)
     if repeated:
         note(f"note: listed twice, run once: {', '.join(repeated)} (a repeat would only "
@@ -140,7 +139,7 @@ def compare_command(args: argparse.Namespace) -> int:
           f"results go to {store.folder}", file=sys.stderr)
     try:
         grid.run_grid(workload, todo, store.append, cluster=args.cluster,
-                      order=grid.positions(cells, args.order, args.order_seed))
+                      order=grid.positions(cells, args.order, args.order_seed, listed))
     except ResultNotSaved as error:
         return stopped_unsaved(store, error)
     except KeyboardInterrupt:

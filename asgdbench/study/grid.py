@@ -136,10 +136,20 @@ def order_cells(cells: Sequence[RunConfig], order: str = INTERLEAVED,
 
 
 def positions(cells: Sequence[RunConfig], order: str = INTERLEAVED,
-              order_seed: int = DEFAULT_ORDER_SEED) -> dict[tuple, dict]:
-    """Each cell's ``RunResult.grid_order`` record, by key, for cells already in grid order."""
-    return {config.key(): {"order": order, "order_seed": order_seed, "round": config.seed,
-                           "position": index} for index, config in enumerate(cells)}
+              order_seed: int = DEFAULT_ORDER_SEED,
+              listed: Sequence[RunConfig] | None = None) -> dict[tuple, dict]:
+    """Each cell's ``RunResult.grid_order`` record, by key, for cells already in grid order;
+    with ``listed`` (the cells as :func:`expand` lists them) also each cell's place there,
+    which the table's rows follow whatever order the runs ran in."""
+    places = {config.key(): index for index, config in enumerate(listed or ())}
+    records = {}
+    for index, config in enumerate(cells):
+        record = {"order": order, "order_seed": order_seed, "round": config.seed,
+                  "position": index}
+        if config.key() in places:
+            record["listed"] = places[config.key()]
+        records[config.key()] = record
+    return records
 
 
 def unique(values: Sequence, key: Callable = lambda value: value) -> tuple[list, list]:

@@ -115,15 +115,26 @@ Row = row_type(FIGURES)
 
 
 def summarize(results: Iterable[RunResult]) -> list[Row]:
-    """Aggregate runs into table rows, in the order strategies first appear."""
+    """Aggregate runs into table rows: strategies in the order the grid listed them
+    (``compare --strategies``; ``grid_order["listed"]``), whatever order they ran in, and
+    runs without that record after them, in the order they first appear."""
     cells: dict[tuple, list[RunResult]] = {}
+    listed: dict[str, int] = {}
     for result in results:
         cells.setdefault(_cell_key(result.config), []).append(result)
+        place = result.grid_order.get("listed")
+        if isinstance(place, int):
+            label = result.config.label
+            listed[label] = min(place, listed.get(label, place))
     by_cell = {key: _aggregate(runs) for key, runs in cells.items()}
     rows = [_with_speedups(key, row, by_cell) for key, row in by_cell.items()]
     contexts = _first_seen(row.context for row in rows)
     strategies = _first_seen(row.strategy for row in rows)
-    return sorted(rows, key=lambda row: (contexts[row.context], strategies[row.strategy],
+
+    def strategy_rank(label: str) -> tuple[int, int]:
+        return (0, listed[label]) if label in listed else (1, strategies[label])
+
+    return sorted(rows, key=lambda row: (contexts[row.context], strategy_rank(row.strategy),
                                          row.threads, row.lr))
 
 
