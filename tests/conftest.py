@@ -148,3 +148,14 @@ def atomic_orderings(kernel: Any, name: str) -> Counter[tuple[str, str]]:
                              r"\b(monotonic|acquire|release|acq_rel|seq_cst)\b", body):
         seen[match.group(1).split()[0], match.group(2)] += 1
     return seen
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process, as in a terminal's CLI, even when the
+    test runner was started with it ignored (``nohup``, a background job)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -27,7 +27,13 @@ from pathlib import Path
 import pytest
 from cli_helpers import in_process, key_of, read_runs
 
-from asgdbench.study.result_folder import LOCK_FILE, FolderInUse, ResultStore, WriterLock
+from asgdbench.study.result_folder import (
+    LOCK_FILE,
+    FolderInUse,
+    ResultNotSaved,
+    ResultStore,
+    WriterLock,
+)
 
 QUICK = ["--target-loss", "none", "--max-updates", "200", "--max-time", "30"]
 GRID = ["compare", "--strategies", "seq,lock", "--threads", "1", "--repeats", "2", *QUICK]
@@ -257,7 +263,7 @@ def test_a_whole_last_run_without_its_newline_is_kept(four_runs, tmp_path):
 
 @pytest.mark.parametrize("moment", ["write", "fsync"])
 def test_a_ctrl_c_inside_an_append_is_raised_once_the_line_is_whole(
-        four_runs, tmp_path, monkeypatch, moment):
+        four_runs, tmp_path, monkeypatch, moment, sigint_raises):
     """The CI failure this mends: a Ctrl-C during the sync took back a line already written."""
     [first, *_] = ResultStore(four_runs).load()
     real = getattr(os, moment)
@@ -278,6 +284,32 @@ def test_a_ctrl_c_inside_an_append_is_raised_once_the_line_is_whole(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_a_full_disk_with_a_ctrl_c_held_says_what_was_not_saved(
+        four_runs, tmp_path, monkeypatch, sigint_raises):
+    """The disk's error stops the grid and names the run that was not saved; the held
+    Ctrl-C does not hide it."""
+    [first, *_] = ResultStore(four_runs).load()
+    out = tmp_path / "results"
+    out.mkdir()
+    runs_file = (out / "runs.jsonl").resolve()
+    with ResultStore.open_for_writing(out, append=False) as store:
+        fill_disk_at_append(monkeypatch, runs_file, saved=0)
+        full_disk_write = os.write
+
+        def write(descriptor, data):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            return full_disk_write(descriptor, data)
+
+        monkeypatch.setattr(os, "write", write)  # a Ctrl-C, then the full disk's write
+        with pytest.raises(ResultNotSaved, match="No space left on device"):
+            store.append(first)
+        monkeypatch.undo()
+        assert runs_file.read_bytes() == b""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_ctrl_c_halfway_through_a_line_keeps_that_run_and_exits_130(tmp_path):
     out = tmp_path / "results"
     env = {**os.environ, "ASGDBENCH_TEST_APPEND_PAUSE_S": "1"}  # appends pause halfway
@@ -289,7 +321,7 @@ def test_ctrl_c_halfway_through_a_line_keeps_that_run_and_exits_130(tmp_path):
     try:
         runs_file = out / "runs.jsonl"
         wait_for(lambda: runs_file.exists() and runs_file.stat().st_size > 0
-                 and not runs_file.read_bytes().endswith(b"\n"), "a half-written line", process)
+                 and b"\n" not in runs_file.read_bytes(), "the first run's half line", process)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 130, log.read_text()
     finally:

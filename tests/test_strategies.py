@@ -22,8 +22,11 @@ import dataclasses
 import numpy as np
 import pytest
 from conftest import assert_probe_exact, probe_run, run_watched
+from numba import njit
 
 from asgdbench.engine.consistency import (
+    GRADIENT,
+    STEP,
     UPDATE_VALUE,
     _is_version,
     closed_form_ulps,
@@ -115,17 +118,49 @@ def test_sync_rounds_at_thread_counts_that_are_not_powers_of_two(threads):
     assert report.no_lost_update
     lost_one = dataclasses.replace(report, final_params=report.final_params + UPDATE_VALUE)
     assert not lost_one.no_lost_update
+    lost_share = dataclasses.replace(  # one thread's gradient missing from one round
+        report, final_params=report.final_params + UPDATE_VALUE / threads)
+    assert not lost_share.no_lost_update
 
 
-@pytest.mark.parametrize("threads", [3, 5, 6, 7, 33])
-def test_the_closed_form_slack_still_tells_neighbouring_versions_apart(threads):
+@pytest.mark.parametrize("threads", [3, 5, 6, 7, 33, 1000])
+def test_the_closed_form_slack_still_tells_neighbouring_versions_and_shares_apart(threads):
+    """The slack never reaches a quarter of one merged share, however long the run."""
     ulps = closed_form_ulps(threads)
     assert ulps == threads
-    for token in (1, 10, 1_000, 100_000, 1_000_000):
-        assert _is_version(-UPDATE_VALUE * token, token, ulps, np.empty(0))
-        for other in (token - 1, token + 1):
-            assert not _is_version(-UPDATE_VALUE * other, token, ulps, np.empty(0))
+    share = UPDATE_VALUE / threads
+    for token in (1, 10, 1_000, 100_000, 10_000_000, 10**9):
+        exact = -UPDATE_VALUE * token
+        assert _is_version(exact, token, ulps, threads, np.empty(0))
+        for wrong in (exact - UPDATE_VALUE, exact + UPDATE_VALUE, exact - share, exact + share):
+            assert not _is_version(wrong, token, ulps, threads, np.empty(0)), (token, wrong)
     assert closed_form_ulps(4) == closed_form_ulps(16) == 0  # exact: no slack at all
+    assert not _is_version(-UPDATE_VALUE * 7 + 1e-15, 7, 0, 4, np.empty(0))
+
+
+def test_honest_sync_rounding_stays_within_the_slack():
+    """SYNC's arithmetic replayed for a long run (m shares of ``lr * fl(1/m) * c`` a round,
+    each subtraction rounding): the error stays inside the slack the check allows."""
+    for threads in (3, 5, 6, 7, 33, 63):
+        values = sync_replay(threads, 1_000_000, 50_000)
+        for index, value in enumerate(values):
+            token = (index + 1) * 50_000
+            assert _is_version(value, token, closed_form_ulps(threads), threads, np.empty(0)), \
+                (threads, token, value)
+
+
+@njit
+def sync_replay(threads, rounds, every):
+    """The vector component after every ``every`` rounds of SYNC's dense arithmetic."""
+    share_step = STEP * (1.0 / threads)
+    value = 0.0
+    out = np.empty(rounds // every)
+    for token in range(1, rounds + 1):
+        for _ in range(threads):
+            value -= share_step * GRADIENT
+        if token % every == 0:
+            out[token // every - 1] = value
+    return out
 
 
 @pytest.mark.parametrize("threads", [16, pytest.param(64, marks=pytest.mark.slow)])

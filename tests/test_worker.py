@@ -267,7 +267,7 @@ def test_ctrl_c_before_the_start_barrier_opens_leaves_no_worker_behind(monkeypat
     assert not alive, f"workers still running after Ctrl-C: {alive}"
 
 
-def test_a_ctrl_c_that_something_swallows_still_stops_the_run(monkeypatch):
+def test_a_ctrl_c_that_something_swallows_still_stops_the_run(monkeypatch, sigint_raises):
     """LLVM calls Python back through ctypes while numba compiles; a KeyboardInterrupt raised
     there is printed and dropped. The run must still stop (it once ran on for its full time)."""
     import signal

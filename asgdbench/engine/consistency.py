@@ -82,20 +82,30 @@ def _disagrees(params, value):
 def closed_form_ulps(threads: int) -> int:
     """The ulps per update the closed form allows: 0 (exact) when ``threads`` is a power of
     two; else ``threads``, since a strategy that averages a round of m gradients (SYNC) applies
-    m shares of ``lr / m``, inexact in binary, each subtraction rounding. Any lost, torn or
-    wrong version is off by a whole step (``UPDATE_VALUE``), far beyond that slack."""
+    m shares of ``lr / m``, inexact in binary, each subtraction rounding. The slack is capped
+    (:func:`closed_form_slack`) below a quarter of one share, so a lost share, a lost update
+    or a wrong version is never within it."""
     return 0 if threads & (threads - 1) == 0 else threads
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _is_version(first, token, closed_form_ulps, seen):
+def closed_form_slack(ulps, updates, expected, threads):
+    """How far a vector ``updates`` updates in may be from the closed form ``expected``:
+    ``ulps`` ulps of it per update, at most a quarter of one share ``UPDATE_VALUE / threads``."""
+    return min(ulps * updates * np.spacing(abs(expected)), UPDATE_VALUE / (4 * threads))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _is_version(first, token, closed_form_ulps, threads, seen):
     """Whether a whole vector whose components are all ``first`` is version ``token``: the
-    closed form ``-lr * c * token`` (constant rule) up to ``closed_form_ulps`` ulps per
-    update (0: exactly), else, if ``closed_form_ulps`` is negative, the first read of that
-    version recorded in ``seen`` (recorded now if none was; NaN: none yet)."""
+    closed form ``-lr * c * token`` (constant rule) within :func:`closed_form_slack` of
+    ``closed_form_ulps`` ulps per update (0: exactly), else, if ``closed_form_ulps`` is
+    negative, the first read of that version recorded in ``seen`` (recorded now if none
+    was; NaN: none yet)."""
     if closed_form_ulps >= 0:
         expected = -UPDATE_VALUE * token
-        return abs(first - expected) <= closed_form_ulps * token * np.spacing(abs(expected))
+        return abs(first - expected) <= closed_form_slack(closed_form_ulps, token, expected,
+                                                          threads)
     if 0 <= token < seen.shape[0]:
         recorded = seen[token]
         if np.isnan(recorded):
@@ -133,7 +143,8 @@ def _probe_worker(read, update, retire, rule, rule_state, state, tid, control, g
         first = params[0]
         if _disagrees(params, first):
             tallies[tid, TORN] += 1
-        elif check_version and not _is_version(first, token, closed_form_ulps, seen):
+        elif check_version and not _is_version(first, token, closed_form_ulps,
+                                               tallies.shape[0], seen):
             tallies[tid, WRONG_VERSION] += 1
         for _ in range(hold_spins):
             cpu_pause()
@@ -190,7 +201,8 @@ def _sparse_probe_worker(read_sparse, update_sparse, retire, rule, rule_state, s
             first = params[support[0]]
             if _disagrees_on(params, support, n_support, first):
                 tallies[tid, TORN] += 1
-            elif check_version and not _is_version(first, token, closed_form_ulps, seen):
+            elif check_version and not _is_version(first, token, closed_form_ulps,
+                                               tallies.shape[0], seen):
                 tallies[tid, WRONG_VERSION] += 1
             for _ in range(hold_spins):
                 cpu_pause()
@@ -268,6 +280,8 @@ class StressReport:
         """Exact, or off by at most :attr:`ulps_per_update` ulps per update (at least one)."""
         expected = self.expected_params()
         bound = self.updates * max(1, self.ulps_per_update) * np.spacing(np.abs(expected))
+        if self.step == DEFAULT_STEP:  # every update a whole step: never a share's worth
+            bound = np.minimum(bound, UPDATE_VALUE / (4 * self.threads))
         if self.sparse:  # 0 off the supports stays exactly 0
             bound = np.where(expected == 0, 0.0, bound)
         return bool(np.all(np.abs(self.final_params - expected) <= bound))

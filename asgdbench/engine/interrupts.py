@@ -58,7 +58,9 @@ def interrupts_deferred() -> Iterator[None]:
 
     A finished run's line is written and synced inside such a block, so that a
     Ctrl-C arriving halfway through neither cuts the line off nor has it taken
-    back; the interrupt is raised as soon as the line is safe.
+    back; the interrupt is raised as soon as the line is safe. If the block fails
+    (the disk is full), its error is raised instead: it stops the run as well, and
+    says what was not saved.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach only the main thread
@@ -73,8 +75,8 @@ def interrupts_deferred() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if held:
-            previous(*held[0])
+    if held:
+        previous(*held[0])
 
 
 def raise_if_interrupted() -> None:

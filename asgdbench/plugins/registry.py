@@ -95,9 +95,14 @@ class Registry(Generic[T]):
     def source_of(self, item: T) -> dict[str, Any]:
         """Where ``item``, being registered now, comes from (a plugin file being loaded, an
         entry point, a built-in or other module): what :meth:`source` later returns for it."""
+        return self.source_in(self._defined_in(item))
+
+    def source_in(self, module: str) -> dict[str, Any]:
+        """:meth:`source_of` an item defined in ``module`` (for things that register beside
+        the items, such as workload families)."""
         if _loading:
             return dict(_loading[-1])
-        module = self._defined_in(item) or "?"
+        module = module or "?"
         kind = "built-in" if module.startswith(self._builtin_prefix) else "module"
         return {"kind": kind, "module": module}
 

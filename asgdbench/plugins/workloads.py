@@ -214,8 +214,8 @@ def register_workload_family(family: WorkloadFamily) -> WorkloadFamily:
     previous = WORKLOAD_FAMILIES.get(family.prefix)
     if previous is not None and previous != family:
         raise PluginError(f"workload family {family.prefix!r} is already registered")
+    _FAMILY_SOURCES[family.prefix] = WORKLOADS.source_in(getattr(family.make, "__module__", ""))
     WORKLOAD_FAMILIES[family.prefix] = family
-    _FAMILY_SOURCES[family.prefix] = WORKLOADS.source_of(_pattern_spec(family))
     return family
 
 

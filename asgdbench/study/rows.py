@@ -123,7 +123,7 @@ def summarize(results: Iterable[RunResult]) -> list[Row]:
     for result in results:
         cells.setdefault(_cell_key(result.config), []).append(result)
         place = result.grid_order.get("listed")
-        if isinstance(place, int):
+        if isinstance(place, int) and not isinstance(place, bool):
             label = result.config.label
             listed[label] = min(place, listed.get(label, place))
     by_cell = {key: _aggregate(runs) for key, runs in cells.items()}
