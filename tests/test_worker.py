@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from numba import njit
 
 from asgdbench.engine.monitor import APPLIED_SEEN, FILLED, NEXT_ENTRY, LossMonitor, _scan
@@ -14,6 +15,7 @@ from asgdbench.engine.worker import LossLog, ThreadTelemetry, claim_entry, commi
 from asgdbench.plugins.step_rules import parse_step_spec
 from asgdbench.plugins.strategies import Strategy, StrategySpec
 from asgdbench.primitives.atomics import load
+from asgdbench.primitives.memory import line_private_zeros
 from asgdbench.primitives.protocol import (
     APPLIED,
     CONTROL_CELLS,
@@ -363,3 +365,63 @@ def test_the_sparse_worker_loop_polls_the_stop_flag_with_an_atomic_load():
     fresh = njit(nogil=True)(sparse_worker_loop.py_func)
     fresh(*sparse_loop_arguments(control))
     assert atomic_orderings(fresh, "sparse_worker_loop")["load", "monotonic"] >= 1
+
+
+def lines_of(array: np.ndarray) -> set[int]:
+    """The 64-byte cache lines ``array``'s bytes lie on."""
+    if array.nbytes == 0:
+        return set()
+    return set(range(array.ctypes.data // 64, (array.ctypes.data + array.nbytes - 1) // 64 + 1))
+
+
+@pytest.mark.parametrize("shape, dtype", [(1, np.int64), (2, np.int64), ((3, 8), np.uint64),
+                                          (7, np.float32), ((5, 3), np.float64), (0, np.int64)])
+def test_line_private_arrays_start_on_a_line_and_own_the_lines_they_touch(shape, dtype):
+    neighbours = [np.ones(3, np.int8) for _ in range(50)]  # small blocks all around
+    arrays = [line_private_zeros(shape, dtype) for _ in range(20)]
+    neighbours += [np.ones(5, np.int16) for _ in range(50)]
+    for array in arrays:
+        assert array.shape == (shape if isinstance(shape, tuple) else (shape,))
+        assert array.dtype == dtype and array.flags.c_contiguous and not array.any()
+        assert array.nbytes == 0 or array.ctypes.data % 64 == 0  # an empty one points nowhere
+        owner = array.base  # the padded block: every line the array touches is in it
+        while owner.base is not None:
+            owner = owner.base
+        whole = range(owner.ctypes.data, owner.ctypes.data + owner.nbytes)
+        for line in lines_of(array):
+            assert line * 64 in whole and line * 64 + 63 in whole
+    touched = [lines_of(a) for a in arrays + neighbours]
+    for i, mine in enumerate(touched[:len(arrays)]):
+        others = set().union(*(lines for j, lines in enumerate(touched) if j != i))
+        assert not mine & others
+
+
+def test_a_runs_per_thread_scratch_and_telemetry_share_no_cache_line_between_threads(
+        monkeypatch):
+    """What each worker writes on every update (its random state, minibatch rows, clock
+    scratch, gradient or support buffers, telemetry rows) lies on lines no other thread
+    writes: the harness adds no false sharing to a strategy's updates."""
+    from asgdbench.engine import runner
+
+    seen = []
+    compile_kernels = runner._Run._compile
+
+    def remember(self):
+        seen.append(self)
+        return compile_kernels(self)
+
+    monkeypatch.setattr(runner._Run, "_compile", remember)
+    for workload in ("probe", "probe-sparse"):
+        result = run(workload, "hogwild", 4, max_updates=200, max_time=None, dtype="float64")
+        assert result.updates_applied >= 200
+        threads = seen[-1]
+        telemetry = threads.telemetry.arrays()
+        per_thread = []
+        for tid, setup in enumerate(threads.setups):
+            buffers = [setup.rows, setup.timespec, setup.rng, setup.grad]
+            buffers += [b for b in (setup.support, setup.values) if b is not None]
+            buffers += [array[tid] for array in telemetry]
+            per_thread.append(set().union(*(lines_of(b) for b in buffers)))
+        for tid, mine in enumerate(per_thread):
+            for other, theirs in enumerate(per_thread):
+                assert other == tid or not mine & theirs, (workload, tid, other)

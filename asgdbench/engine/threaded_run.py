@@ -46,6 +46,7 @@ from asgdbench.plugins.step_rules import (
 )
 from asgdbench.plugins.strategies import StrategySpec, available_strategies, strategy_source
 from asgdbench.plugins.workloads import Workload
+from asgdbench.primitives.memory import line_private_zeros
 from asgdbench.primitives.protocol import CONTROL_CELLS, ERROR, GO, MAX_UPDATES, READY, STOP_FLAG
 from asgdbench.primitives.rng import thread_states
 
@@ -110,16 +111,19 @@ class ThreadedRun:
         self.stuck_threads = 0
 
     def _setup(self, rng: np.ndarray) -> _ThreadSetup:
+        """One thread's scratch, written on every update: each array on cache lines of its
+        own (:func:`line_private_zeros`), so the harness adds no false sharing to a run."""
         workload, batch = self.workload, self.config.batch_size
-        rows = np.zeros(batch, np.int64)
+        rows = line_private_zeros(batch, np.int64)
         work = workload.make_workspace(batch)
+        timespec = line_private_zeros(2, np.int64)
         if not self.sparse:
-            return _ThreadSetup(np.zeros(workload.n_params, workload.dtype), rows, work, rng,
-                                np.zeros(2, np.int64))
+            return _ThreadSetup(line_private_zeros(workload.n_params, workload.dtype), rows,
+                                work, rng, timespec)
         size = int(workload.max_support(batch))
-        return _ThreadSetup(np.zeros(0, workload.dtype), rows, work, rng, np.zeros(2, np.int64),
-                            support=np.zeros(size, np.int64),
-                            values=np.zeros(size, workload.dtype))
+        return _ThreadSetup(np.zeros(0, workload.dtype), rows, work, rng, timespec,
+                            support=line_private_zeros(size, np.int64),
+                            values=line_private_zeros(size, workload.dtype))
 
     # -- phases ------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from asgdbench.engine.telemetry import (  # the counter layout, declared with th
 from asgdbench.primitives.atomics import cas, fetch_add, load, store
 from asgdbench.primitives.barrier import spin_wait_hint
 from asgdbench.primitives.clock import monotonic_ns
+from asgdbench.primitives.memory import line_private_zeros
 from asgdbench.primitives.protocol import (
     APPLIED,
     DROPPED,
@@ -103,12 +104,14 @@ class ThreadTelemetry:
 
     @classmethod
     def allocate(cls, n_threads: int) -> "ThreadTelemetry":
-        steps = np.zeros((n_threads, STEP_COLUMNS), np.float64)
+        # every row a whole number of cache lines, from a line-aligned start: a thread's
+        # cells never share a line with another thread's (or another array's)
+        steps = line_private_zeros((n_threads, STEP_COLUMNS), np.float64)
         steps[:, FACTOR_MIN], steps[:, FACTOR_MAX] = np.inf, -np.inf
-        return cls(np.zeros((n_threads, COUNTER_COLUMNS), np.int64),
-                   np.zeros((n_threads, STALENESS_BINS), np.int64),
-                   np.zeros((n_threads, ATTEMPT_BINS), np.int64),
-                   steps, np.zeros((n_threads, FACTOR_BINS), np.int64))
+        return cls(line_private_zeros((n_threads, COUNTER_COLUMNS), np.int64),
+                   line_private_zeros((n_threads, STALENESS_BINS), np.int64),
+                   line_private_zeros((n_threads, ATTEMPT_BINS), np.int64),
+                   steps, line_private_zeros((n_threads, FACTOR_BINS), np.int64))
 
     def arrays(self) -> tuple:
         return (self.counters, self.staleness, self.attempts, self.steps, self.factors)

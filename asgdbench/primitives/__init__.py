@@ -2,6 +2,7 @@
 
 Atomics and the OS mutex (:mod:`.atomics`), the start barrier and spin-wait hint
 (:mod:`.barrier`), the clock (:mod:`.clock`), per-thread random streams (:mod:`.rng`),
+memory that shares no cache line with another thread's (:mod:`.memory`),
 test-only gates (:mod:`.gates`), the shared vector steps (:mod:`.steps`) and the codes of the
 strategy contract (:mod:`.protocol`). Strategies, step rules and workloads are built from these.
 

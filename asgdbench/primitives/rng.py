@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from asgdbench.primitives.memory import LINE_BYTES, line_private_zeros
+
 STATE_WORDS = 4
 
 
 def thread_states(seed: int, n_threads: int) -> np.ndarray:
-    """Independent xoshiro states, one row per thread (rows padded to a cache line)."""
-    states = np.zeros((n_threads, 8), dtype=np.uint64)
+    """Independent xoshiro states, one row per thread, each row a cache line of its own."""
+    states = line_private_zeros((n_threads, LINE_BYTES // 8), np.uint64)
     for tid, child in enumerate(np.random.SeedSequence(seed).spawn(n_threads)):
         states[tid, :STATE_WORDS] = child.generate_state(STATE_WORDS, np.uint64)
     return states
