@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -320,11 +321,7 @@ def consistency_stress(spec: str | StrategySpec, threads: int, updates: int, *,
                               timeout_s, random_support, seed)
     state = strategy.make_state(np.zeros(n_params), threads, **spec.kwargs)
     grad = np.full(n_params, GRADIENT)
-    tallies = np.zeros((threads, TALLY_COLUMNS), np.int64)
-    step_sums = np.zeros((threads, TALLY_COLUMNS), np.float64)
-    closed_form = step_spec.name == DEFAULT_STEP
-    ulps = closed_form_ulps(threads) if closed_form else -1
-    seen = np.full(0 if closed_form else updates + 1, np.nan)
+    tallies, step_sums, ulps, seen = _probe_records(step_spec, threads, updates)
     kernels = {"read": strategy.read, "update": strategy.update, "retire": strategy.retire,
                "rule": step_spec.rule.step}
     check_version = strategy.consistent
@@ -333,19 +330,47 @@ def consistency_stress(spec: str | StrategySpec, threads: int, updates: int, *,
         return (rule_state, state, tid, control, grad, STEP, hold_spins, check_version,
                 ulps, seen, tallies, step_sums)
 
+    control = _run_probe(_probe_worker, kernels, arguments, step_spec, threads, updates,
+                         timeout_s, spec.label)
+    return _report(spec, step_spec, threads, updates, tallies, step_sums, control, state)
+
+
+def _probe_records(step_spec: StepSpec, threads: int, updates: int) -> tuple:
+    """What a probe worker writes as it checks: per-thread tallies and step sums, the
+    closed form's ulps per update (-1: none, a rule's steps vary) and the first read of each
+    version (for the rule case)."""
+    tallies = np.zeros((threads, TALLY_COLUMNS), np.int64)
+    step_sums = np.zeros((threads, TALLY_COLUMNS), np.float64)
+    closed_form = step_spec.name == DEFAULT_STEP
+    seen = np.full(0 if closed_form else updates + 1, np.nan)
+    return tallies, step_sums, closed_form_ulps(threads) if closed_form else -1, seen
+
+
+def _run_probe(template: Any, kernels: dict[str, Any], arguments: Callable[..., tuple],
+               step_spec: StepSpec, threads: int, updates: int, timeout_s: float,
+               label: str) -> np.ndarray:
+    """Compile ``template`` for ``kernels`` (or load it), then run ``threads`` of it until
+    ``updates`` updates are applied; the run's control array. ``arguments(rule_state, tid,
+    control)`` are a thread's arguments."""
     compile_control = np.zeros(CONTROL_CELLS, np.int64)
     compile_control[STOP_FLAG] = 1  # runs the compiled loop without doing anything
     compile_arguments = arguments(step_spec.make_state(threads), 0, compile_control)
-    probe_worker = specialize(_probe_worker, kernels, compile_arguments)  # compiled or cached
+    probe_worker = specialize(template, kernels, compile_arguments)  # compiled or cached
     probe_worker(*compile_arguments)
 
     rule_state = step_spec.make_state(threads)
     control = np.zeros(CONTROL_CELLS, np.int64)
     control[MAX_UPDATES] = updates
     _run_stress_threads(probe_worker, lambda tid: arguments(rule_state, tid, control), control,
-                        threads, f"{spec.label} with {threads} threads did not finish "
+                        threads, f"{label} with {threads} threads did not finish "
                         f"{updates} updates within {timeout_s:g} s", timeout_s)
-    return _report(spec, step_spec, threads, updates, tallies, step_sums, control, state)
+    return control
+
+
+def _merged(tallies: np.ndarray) -> int:
+    """Gradients neither applied alone nor dropped: merged into a round (SYNC)."""
+    totals = tallies.sum(axis=0)
+    return int(totals[COMPUTED] - totals[APPLIED_COUNT] - totals[DROPPED_COUNT])
 
 
 def _run_stress_threads(worker: Any, arguments: Any, control: np.ndarray, threads: int,
@@ -377,7 +402,7 @@ def _report(spec: StrategySpec, step_spec: StepSpec, threads: int, updates: int,
         spec=spec.label, threads=threads, updates=updates,
         computed=int(totals[COMPUTED]), applied=int(totals[APPLIED_COUNT]),
         dropped=int(totals[DROPPED_COUNT]), torn_reads=int(totals[TORN]),
-        merged=int(totals[COMPUTED] - totals[APPLIED_COUNT] - totals[DROPPED_COUNT]),
+        merged=_merged(tallies),
         wrong_versions=int(totals[WRONG_VERSION]),
         changed_while_held=int(totals[CHANGED_WHILE_HELD]),
         max_attempts=int(tallies[:, MAX_ATTEMPTS].max()),
@@ -401,12 +426,8 @@ def _sparse_stress(spec: StrategySpec, step_spec: StepSpec, threads: int, update
     supports = [fixed.copy() if not random_support else np.zeros(size, np.int64)
                 for _ in range(threads)]
     values = np.full(size, GRADIENT)
-    tallies = np.zeros((threads, TALLY_COLUMNS), np.int64)
-    step_sums = np.zeros((threads, TALLY_COLUMNS), np.float64)
+    tallies, step_sums, ulps, seen = _probe_records(step_spec, threads, updates)
     coordinate_steps = np.zeros((threads, n_params), np.float64)
-    closed_form = step_spec.name == DEFAULT_STEP
-    ulps = closed_form_ulps(threads) if closed_form else -1
-    seen = np.full(0 if closed_form else updates + 1, np.nan)
     rngs = thread_states(seed, threads)
     draws = [np.zeros(RANDOM_SUPPORT, np.int64) for _ in range(threads)]
     marks = [np.zeros(n_params, np.bool_) for _ in range(threads)]
@@ -418,26 +439,14 @@ def _sparse_stress(spec: StrategySpec, step_spec: StepSpec, threads: int, update
                 hold_spins, strategy.consistent, ulps, seen, tallies, step_sums,
                 rngs[tid], draws[tid], marks[tid], coordinate_steps)
 
-    compile_control = np.zeros(CONTROL_CELLS, np.int64)
-    compile_control[STOP_FLAG] = 1
-    compile_arguments = arguments(step_spec.make_state(threads), 0, compile_control)
-    probe_worker = specialize(_sparse_probe_worker, kernels, compile_arguments)
-    probe_worker(*compile_arguments)
-
-    rule_state = step_spec.make_state(threads)
-    control = np.zeros(CONTROL_CELLS, np.int64)
-    control[MAX_UPDATES] = updates
-    _run_stress_threads(probe_worker, lambda tid: arguments(rule_state, tid, control), control,
-                        threads, f"{spec.label} (sparse) with {threads} threads did not finish "
-                        f"{updates} updates within {timeout_s:g} s", timeout_s)
+    control = _run_probe(_sparse_probe_worker, kernels, arguments, step_spec, threads, updates,
+                         timeout_s, f"{spec.label} (sparse)")
     expected = np.zeros(n_params)
     if random_support:
         # a MERGED gradient was averaged into a round of all the threads' gradients (SYNC:
         # the round applies their mean), so each counts 1/threads of its step
-        merged = int(tallies[:, COMPUTED].sum() - tallies[:, APPLIED_COUNT].sum()
-                     - tallies[:, DROPPED_COUNT].sum())
-        expected = -GRADIENT * coordinate_steps.sum(axis=0) / (threads if merged else 1)
-    elif closed_form:
+        expected = -GRADIENT * coordinate_steps.sum(axis=0) / (threads if _merged(tallies) else 1)
+    elif ulps >= 0:  # the closed form (constant rule)
         expected[fixed] = -UPDATE_VALUE * updates
     else:
         expected[fixed] = -GRADIENT * float(step_sums[:, 0].sum())

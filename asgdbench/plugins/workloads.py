@@ -200,11 +200,6 @@ _FAMILY_SOURCES: dict[str, dict[str, Any]] = {}
 """Where each family came from, taken when it registered (as the registry takes a workload's)."""
 
 
-def _pattern_spec(family: WorkloadFamily) -> WorkloadSpec:
-    """The family's spec for its pattern ``PREFIX:<argument>`` (nothing loaded)."""
-    return family.make(f"{family.prefix}:<{family.argument}>", f"<{family.argument}>")
-
-
 def register_workload_family(family: WorkloadFamily) -> WorkloadFamily:
     """Add a family; its prefix must be a valid workload name, taken neither by a workload nor
     by another family (a second registration of the same family is fine)."""
@@ -245,8 +240,8 @@ def workloads_by_group() -> dict[str, list[WorkloadSpec]]:
     groups: dict[str, list[WorkloadSpec]] = {}
     workloads = available_workloads()
     for family in WORKLOAD_FAMILIES.values():  # listed by their pattern, PREFIX:<argument>
-        spec = _pattern_spec(family)
-        workloads[spec.name] = spec
+        pattern = f"{family.prefix}:<{family.argument}>"
+        workloads[pattern] = family.make(pattern, f"<{family.argument}>")
     for group in [*WORKLOAD_GROUPS, *sorted({s.group for s in workloads.values()})]:
         members = [spec for spec in workloads.values() if spec.group == group]
         if members and group not in groups:
