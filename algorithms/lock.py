@@ -100,16 +100,24 @@ def read_sparse(state, tid, control, support, n_support):
 
 
 @njit(nogil=True, cache=True)
-def read_locked(state, tid, control, support, n_support):
-    """The read of both paths: under the mutex, the copy and the version it is."""
+def copy_under_lock(local, state, control, support, n_support):
+    """The read of both variants and both paths: ``local`` filled from the vector under the
+    mutex; the version it is, or NOT_READ (the run's ERROR cell set) if the mutex failed."""
     if mutex_lock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
-        return state.local_copies[tid], NOT_READ
-    copy_read(state.local_copies[tid], state.params, support, n_support)
+        return NOT_READ
+    copy_read(local, state.params, support, n_support)
     version = state.updates[0]
     if mutex_unlock(state.mutex) != 0:
         store(control, ERROR, 1, "seq_cst")
-    return state.local_copies[tid], version
+    return version
+
+
+@njit(nogil=True, cache=True)
+def read_locked(state, tid, control, support, n_support):
+    """The read of both paths: the thread's own copy, filled under the mutex."""
+    local = state.local_copies[tid]
+    return local, copy_under_lock(local, state, control, support, n_support)
 
 
 @njit(nogil=True)  # not cached: it takes the step rule, a first-class kernel (steps.rule_step)
@@ -162,16 +170,11 @@ def read_per_step_sparse(state, tid, control, support, n_support):
 @njit(nogil=True, cache=True)
 def read_per_step_locked(state, tid, control, support, n_support):
     """A fresh copy for this step (``np.empty``: on the sparse path only the support's pages
-    are written), filled under the mutex like ``read_locked``."""
+    are written), filled under the mutex as ``read_locked`` fills the thread's own."""
     local = take_step_copy(state.params, state.copies)
-    if mutex_lock(state.mutex) != 0:
+    version = copy_under_lock(local, state, control, support, n_support)
+    if version == NOT_READ:
         drop_step_copy(state.copies)  # no update follows a read that failed
-        store(control, ERROR, 1, "seq_cst")
-        return local, NOT_READ
-    copy_read(local, state.params, support, n_support)
-    version = state.updates[0]
-    if mutex_unlock(state.mutex) != 0:
-        store(control, ERROR, 1, "seq_cst")
     return local, version
 
 

@@ -113,9 +113,10 @@ SAMPLE = ("        fetch_add(rule_state.histogram, tau, 1)  # add, then count: t
           "        gate(gates, SAMPLE_ADDED, tid)\n"
           "        if fetch_add(shared, SAMPLED, 1) == rule_state.last_call - rule_state.first_call:\n")
 LOCK_IN_READ = ("    if mutex_lock(state.mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
-                "        return state.local_copies[tid], NOT_READ\n")
+                "        return NOT_READ\n")
 UNLOCK_IN_READ = ("    if mutex_unlock(state.mutex) != 0:\n        store(control, ERROR, 1, \"seq_cst\")\n"
-                  "    return state.local_copies[tid], version\n")
+                  "    return version\n")
+COPY_IN_READ = "    copy_read(local, state.params, support, n_support)\n"
 
 MUTATIONS = [
     # -- Leashed-SGD: pinning ---------------------------------------------------------
@@ -340,39 +341,22 @@ MUTATIONS = [
         SPARSE_UPDATE_WAITS + "[lock]", SPARSE_UPDATE_WAITS + "[lock-per-step-copy]",
         SPARSE_STRESS + "[lock]"),
     Mutation("lock-read-unlocked", LOCK,
-             ((LOCK_IN_READ, ""), (UNLOCK_IN_READ, "    return state.local_copies[tid], version\n")),
-             "the lock-based read copies the vector without the lock: torn reads",
+             ((LOCK_IN_READ, ""), (UNLOCK_IN_READ, "    return version\n")),
+             "the lock-based read (both variants) copies the vector without the lock: torn reads",
              (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",
-              READ_WAITS + "[lock]", SPARSE_READ_WAITS + "[lock]", SPARSE_STRESS + "[lock]")),
+              READ_WAITS + "[lock]", SPARSE_READ_WAITS + "[lock]", SPARSE_STRESS + "[lock]",
+              COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]",
+              SPARSE_READ_WAITS + "[lock-per-step-copy]")),
     Mutation("lock-version-after-unlock", LOCK,
-             (("    copy_read(state.local_copies[tid], state.params, support, n_support)\n"
-               "    version = state.updates[0]\n",
-               "    copy_read(state.local_copies[tid], state.params, support, n_support)\n"),
+             ((COPY_IN_READ + "    version = state.updates[0]\n", COPY_IN_READ),
               (UNLOCK_IN_READ, UNLOCK_IN_READ.replace("    return", "    version = state.updates[0]\n"
                                                                     "    return"))),
              "the read's version is read after the unlock: its token may name a later version",
              (T_STRATEGIES + "test_reads_are_whole_versions_that_nobody_rewrites[lock-16]",)),
     # -- the authors' variants: a copy per step (lock-per-step-copy, hogwild-per-step-copy) --
-    Mutation("lock-per-step-read-unlocked", LOCK,
-             (("    local = take_step_copy(state.params, state.copies)\n"
-               "    if mutex_lock(state.mutex) != 0:\n"
-               "        drop_step_copy(state.copies)  # no update follows a read that failed\n"
-               "        store(control, ERROR, 1, \"seq_cst\")\n        return local, NOT_READ\n",
-               "    local = take_step_copy(state.params, state.copies)\n"),
-              ("    version = state.updates[0]\n    if mutex_unlock(state.mutex) != 0:\n"
-               "        store(control, ERROR, 1, \"seq_cst\")\n    return local, version\n",
-               "    version = state.updates[0]\n    return local, version\n")),
-             "the per-step-copy lock reads without the lock: torn reads",
-             (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]",
-              SPARSE_READ_WAITS + "[lock-per-step-copy]")),
-    Mutation("lock-per-step-copy-before-lock", LOCK,
-             (("    local = take_step_copy(state.params, state.copies)\n",
-               "    local = take_step_copy(state.params, state.copies)\n"
-               "    copy_read(local, state.params, support, n_support)\n"),
-              ("    copy_read(local, state.params, support, n_support)\n"
-               "    version = state.updates[0]\n",
-               "    version = state.updates[0]\n")),
-             "the per-step-copy lock copies before it takes the lock",
+    Mutation("lock-copy-before-lock", LOCK,
+             ((LOCK_IN_READ + COPY_IN_READ, COPY_IN_READ + LOCK_IN_READ),),
+             "the lock-based read (both variants) copies before it takes the lock",
              (COPIES_STRESS, READ_WAITS + "[lock-per-step-copy]",
               SPARSE_READ_WAITS + "[lock-per-step-copy]")),
     one("lock-sparse-read-copies-nothing", LOCK,
@@ -423,7 +407,8 @@ MUTATIONS = [
         "            break\n", "a lost peak raise retries with the stale peak: it spins",
         T_COPIES + "test_a_lost_peak_raise_is_retried_with_the_peak_another_thread_set"),
     one("lock-per-step-failed-read-keeps-copy", LOCK,
-        "        drop_step_copy(state.copies)  # no update follows a read that failed\n", "",
+        "        drop_step_copy(state.copies)  # no update follows a read that failed\n",
+        "        pass\n",
         "a per-step read whose lock fails keeps its copy counted live",
         T_COPIES + "test_a_per_step_read_whose_lock_fails_frees_its_copy_and_fails_the_run"),
     # -- SYNC ----------------------------------------------------------------------------
