@@ -102,6 +102,17 @@ class Model:
         _, token = self.read(tid)
         return self.update(tid, token)
 
+    def race_to_publish(self, loser: int, winner: int, token: int) -> tuple[tuple, tuple]:
+        """``loser``'s update (of a read that returned ``token``) parked just before its CAS
+        while ``winner`` makes a whole read + update, then let go: both outcomes."""
+        self.board.arm(loser, BEFORE_PUBLISH)
+        publisher = Actor(lambda: self.update(loser, token), f"thread {loser}")
+        self.board.wait_parked(loser, BEFORE_PUBLISH)
+        won = self.step(winner)
+        self.board.disarm(loser)
+        self.board.release(loser)
+        return won, publisher.result()
+
     def latest(self) -> tuple[int, int]:
         word = int(self.state.latest[0])
         return word >> SLOT_BITS, word & ((1 << SLOT_BITS) - 1)
@@ -318,13 +329,9 @@ def test_a_lost_race_drops_or_retries_as_the_bound_says(tp, outcome, attempts):
     m = Model(threads=2, tp=tp)
     A, B = range(2)
     _, token = m.read(A)
-    m.board.arm(A, BEFORE_PUBLISH)
-    publisher = Actor(lambda: m.update(A, token), "A")
-    m.board.wait_parked(A, BEFORE_PUBLISH)
-    assert m.step(B)[0] == APPLIED  # B publishes first: A's CAS must fail
-    m.board.disarm(A)
-    m.board.release(A)
-    got, staleness, tries, _ = publisher.result()
+    won, lost = m.race_to_publish(A, B, token)
+    assert won[0] == APPLIED  # B publishes first: A's CAS must fail
+    got, staleness, tries, _ = lost
     assert (got, tries) == (outcome, attempts)
     if outcome == APPLIED:
         assert staleness == 1  # built on B's update, read before it
@@ -339,13 +346,9 @@ def test_a_dropped_attempt_keeps_its_spare_and_the_next_update_builds_in_it():
     m = Model(threads=2, tp=0)
     A, B = range(2)
     _, token = m.read(A)
-    m.board.arm(A, BEFORE_PUBLISH)
-    publisher = Actor(lambda: m.update(A, token), "A")
-    m.board.wait_parked(A, BEFORE_PUBLISH)
-    assert m.step(B)[0] == APPLIED
-    m.board.disarm(A)
-    m.board.release(A)
-    assert publisher.result() == (DROPPED, 0, 1, STEP)
+    won, lost = m.race_to_publish(A, B, token)
+    assert won[0] == APPLIED
+    assert lost == (DROPPED, 0, 1, STEP)
     kept = int(m.state.mine[A * LINE + leashed.SPARE])
     assert kept != leashed.NO_SLOT and kept not in leashed.free_slots(m.state)
     assert m.step(A) == (APPLIED, 0, 1, STEP)
@@ -361,13 +364,9 @@ def test_a_retry_recomputes_staleness_and_step_against_its_new_base():
     m = Model(threads=2, step="inverse")
     A, B = range(2)
     _, token = m.read(A)
-    m.board.arm(A, BEFORE_PUBLISH)
-    publisher = Actor(lambda: m.update(A, token), "A")
-    m.board.wait_parked(A, BEFORE_PUBLISH)  # attempt 1 written: v0 - STEP * g
-    assert m.step(B) == (APPLIED, 0, 1, STEP)  # v1 = -UPDATE_VALUE
-    m.board.disarm(A)
-    m.board.release(A)
-    assert publisher.result() == (APPLIED, 1, 2, STEP / 2)
+    won, lost = m.race_to_publish(A, B, token)  # A's attempt 1 built first: v0 - STEP * g
+    assert won == (APPLIED, 0, 1, STEP)  # v1 = -UPDATE_VALUE
+    assert lost == (APPLIED, 1, 2, STEP / 2)
     version, slot = m.latest()
     assert version == 2
     # v2 = v1 - (STEP / 2) * g: the retry's step, not the first attempt's (that would be -2 UPDATE_VALUE)
@@ -716,13 +715,9 @@ def test_a_variant_that_gives_up_at_once_drops_after_one_lost_cas_whatever_tp():
     m = Model(threads=2, tp=float("inf"), update=variant.update)
     A, B = range(2)
     _, token = m.read(A)
-    m.board.arm(A, BEFORE_PUBLISH)
-    publisher = Actor(lambda: m.update(A, token), "A")
-    m.board.wait_parked(A, BEFORE_PUBLISH)
-    assert m.step(B)[0] == APPLIED
-    m.board.disarm(A)
-    m.board.release(A)
-    assert publisher.result() == (DROPPED, 0, 1, STEP)
+    won, lost = m.race_to_publish(A, B, token)
+    assert won[0] == APPLIED
+    assert lost == (DROPPED, 0, 1, STEP)
     retire(m.state, A)
     retire(m.state, B)
     m.assert_quiescent(applied=1)
@@ -770,13 +765,9 @@ def test_two_lambda_hooks_of_one_plugin_file_compile_to_two_loops(tmp_path, monk
             state, tid, token, grad, lr, control, rule_state)
         A, B = range(2)
         _, token = m.read(A)
-        m.board.arm(A, BEFORE_PUBLISH)
-        publisher = Actor(lambda: m.update(A, token), "A")
-        m.board.wait_parked(A, BEFORE_PUBLISH)
-        assert m.step(B)[0] == APPLIED  # A's first CAS will be lost
-        m.board.disarm(A)
-        m.board.release(A)
-        assert publisher.result() == expected, variant.name
+        won, lost = m.race_to_publish(A, B, token)
+        assert won[0] == APPLIED  # A's first CAS will be lost
+        assert lost == expected, variant.name
         retire(m.state, A)
         retire(m.state, B)
         m.assert_quiescent(applied=1 + (expected[0] == APPLIED))
